@@ -1,0 +1,165 @@
+"""Atomic writes and resumable training state.
+
+Every file a stage produces is written to a temporary name in the same folder
+and moved into place with :func:`os.replace`, so a killed process leaves
+either the old file or the new one, never half of one.
+
+:class:`EpochCheckpointer` keeps the state of a stage in progress (model and
+optimizer variables, plus a small JSON document of loop state). A state is
+committed by one atomic rename of ``state.json``; the variables it names are
+written before it, so a kill at any moment leaves the last committed state
+complete and readable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same full name at the end, so format-by-extension (".weights.h5") is kept.
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex[:12]}-{path.name}"
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_weights(model, path: Path) -> None:
+    """Save a Keras model's weights to an ``.h5`` file atomically."""
+    _atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, turning a missing or damaged file into a UserError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"missing file {path}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); delete it and re-run the stage that writes it") from None
+
+
+def load_weights(model, path: Path, what: str = "weights") -> None:
+    """Load ``.h5`` weights, naming the file when they do not fit the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file {path} does not exist")
+    try:
+        model.load_weights(str(path))
+    except (ValueError, OSError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{what} in {path} do not fit the model built from this run's config "
+            f"(a checkpoint from another model?): {first_line}"
+        ) from None
+
+
+class EpochCheckpointer:
+    """Resumable state of a training loop, committed once per epoch.
+
+    Layout of ``directory``::
+
+        state.json          the committed state (atomic rename)
+        step-000003/        variables of committed step 3 (tf.train.Checkpoint)
+        step-000003.best.weights.h5   optional: best weights so far
+
+    Only the committed step's files and the best weights it names are kept.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, directory: Path, **trackables):
+        import tensorflow as tf
+
+        self.directory = Path(directory)
+        self._checkpoint = tf.train.Checkpoint(**trackables)
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / self.STATE
+
+    def exists(self) -> bool:
+        return self.state_path.is_file()
+
+    def save(self, step: int, state: dict, best_weights_of=None) -> None:
+        """Write variables (and optionally best weights), then commit ``state``.
+
+        ``best_weights_of``: a model whose weights become the new "best"
+        weights of this state; if None, the previous best file is kept.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"step-{step:06d}"
+        prefix = self.directory / name / "ckpt"
+        if (self.directory / name).exists():
+            shutil.rmtree(self.directory / name)
+        self._checkpoint.write(str(prefix))
+        state = dict(state, step=step, checkpoint=f"{name}/ckpt")
+        if best_weights_of is not None:
+            best = f"{name}.best.weights.h5"
+            atomic_save_weights(best_weights_of, self.directory / best)
+            state["best_weights"] = best
+        else:
+            state["best_weights"] = self.committed().get("best_weights") if self.exists() else None
+        atomic_write_json(self.state_path, state)
+        self._clean(keep={name, state["best_weights"]})
+
+    def committed(self) -> dict:
+        """The committed state document, without touching any variables."""
+        return read_json(self.state_path)
+
+    def _clean(self, keep: set) -> None:
+        for entry in self.directory.iterdir():
+            if entry.name == self.STATE or entry.name in keep or entry.name.startswith("."):
+                continue
+            if entry.name.startswith("step-"):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    def restore(self) -> dict | None:
+        """Restore the variables of the committed state and return the state.
+
+        Returns None when nothing was committed yet.
+        """
+        if not self.exists():
+            return None
+        state = self.committed()
+        prefix = self.directory / state["checkpoint"]
+        try:
+            status = self._checkpoint.read(str(prefix))
+            status.assert_existing_objects_matched()
+        except (ValueError, AssertionError) as exc:
+            raise UserError(
+                f"the checkpoint in {self.directory} does not fit this model "
+                f"(was it written by another configuration?): {str(exc).splitlines()[0]}; "
+                "delete the folder or start a new run directory"
+            ) from None
+        except Exception as exc:  # NotFoundError, DataLossError from TensorFlow
+            raise UserError(f"the checkpoint in {self.directory} cannot be read ({type(exc).__name__}); delete the folder to start over") from None
+        return state
+
+    def best_weights_path(self, state: dict) -> Path | None:
+        best = state.get("best_weights")
+        return self.directory / best if best else None

@@ -1,0 +1,85 @@
+"""Argument parsers and the error wrapper shared by the pipeline scripts."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from .errors import UserError
+
+
+def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
+    """Run a pipeline's ``main``; a UserError becomes one line on stderr and exit status 2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command with --resume to continue", file=sys.stderr)
+        sys.exit(130)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_run_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--run", dest="run_dir", required=required, metavar="RUN_DIR",
+                        help="run directory shared by all stages")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run of this stage")
+    parser.add_argument("--overwrite", action="store_true", help="replace this stage's earlier outputs")
+
+
+def train_ann_parser() -> argparse.ArgumentParser:
+    from .training import OPTIMIZERS, PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="train_ann.py",
+        description="Train the SNN4Space VGG-16 ANN (stage 1). Flags left out take the preset's value "
+                    "(default preset: quick).")
+    add_run_flags(p)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="quick: 64x64, width 0.5, BatchNorm, 24 epochs, from scratch; "
+                        "paper: SNN4Space's 224x224 ImageNet-pretrained VGG-16")
+    p.add_argument("--dataset", default="uc_merced",
+                   help="eurosat, uc_merced (TensorFlow Datasets) or the path of a folder <class>/<image>")
+    p.add_argument("--data-dir", help="TFDS data folder, or a local copy of the dataset as <class>/<image>")
+    p.add_argument("--image-size", type=positive_int, help="images are resized to this square size")
+    p.add_argument("--width", type=positive_float, help="channel width multiplier (1.0 is VGG-16)")
+    p.add_argument("--batch-norm", dest="batch_norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm after each conv (folded into the conv at conversion)")
+    p.add_argument("--weights", help="none, imagenet, or the path of an .h5 weights file of this architecture")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--learning-rate", type=positive_float)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--seed", type=int, default=0, help="controls split, shuffling, augmentation and initial weights")
+    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
+    p.add_argument("--augment", dest="augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="SNN4Space augmentation of training images")
+    return p
+
+
+def train_config(args: argparse.Namespace):
+    """A TrainConfig from parsed flags: the preset, overridden by explicit flags."""
+    from .training import PRESETS, TrainConfig
+
+    values = dict(PRESETS[args.preset])
+    for name in ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs", "learning_rate", "optimizer"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return TrainConfig(run_dir=args.run_dir, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+                       split=tuple(args.split), augment=args.augment, preset=args.preset, **values)

@@ -1,0 +1,365 @@
+"""Image data: sources, seeded stratified splits, decoding, augmentation.
+
+A *source* is either a local folder laid out as ``root/<class>/<image>`` or a
+TensorFlow Datasets dataset (``eurosat``, ``uc_merced``). Every source yields
+``(image, label)`` pairs; images are decoded inside the ``tf.data`` graph
+(TIFFs with tensorflow-io), resized to a square ``image_size`` and cached as
+``uint8``. Batches hand the model ``float32`` images in ``[0, 1]`` of shape
+``(batch, image_size, image_size, 3)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+#: Dataset names understood by ``--dataset`` and their TensorFlow Datasets names.
+TFDS_NAMES = {"eurosat": "eurosat/rgb", "uc_merced": "uc_merced"}
+#: Host each TFDS dataset downloads from (checked before a download starts).
+_DOWNLOAD_HOSTS = {"eurosat": "madm.dfki.de", "uc_merced": "weegee.vision.ucmerced.edu"}
+SPLITS = ("train", "val", "test")
+
+
+# --------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------
+@dataclass
+class ImageSource:
+    """A labelled image collection.
+
+    ``items`` identify the images (paths relative to ``root`` for a folder,
+    ``"<index>"`` for a TFDS dataset); ``labels[i]`` is the class index of
+    ``items[i]`` into ``classes``.
+    """
+
+    kind: str  # "folder" or "tfds"
+    name: str  # folder path or dataset name
+    classes: list[str]
+    items: list[str]
+    labels: np.ndarray
+    root: Path | None = None
+    data_dir: str | None = None
+    _tfds_dataset: object = field(default=None, repr=False)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "root": str(self.root) if self.root else None,
+                "data_dir": self.data_dir, "num_images": len(self.items), "num_classes": len(self.classes)}
+
+
+def _looks_like_image_folder(path: Path) -> bool:
+    return path.is_dir() and any(
+        sub.is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in sub.iterdir()) for sub in path.iterdir()
+    )
+
+
+def open_source(dataset: str, data_dir: str | None = None) -> ImageSource:
+    """Resolve ``--dataset`` / ``--data-dir`` into an :class:`ImageSource`.
+
+    ``dataset`` is ``eurosat``, ``uc_merced`` or the path of an image folder.
+    For a TFDS name, ``data_dir`` is either a folder of images laid out as
+    ``<class>/<image>`` (a local copy, used directly) or TFDS's data folder.
+    """
+    if dataset in TFDS_NAMES:
+        if data_dir and _looks_like_image_folder(Path(data_dir)):
+            return scan_folder(data_dir)
+        return open_tfds(dataset, data_dir)
+    path = Path(dataset)
+    if path.exists() or "/" in dataset or dataset.startswith("."):
+        return scan_folder(path)
+    raise UserError(
+        f"unknown dataset {dataset!r}: use one of {', '.join(TFDS_NAMES)} "
+        "or the path of an image folder laid out as <folder>/<class>/<image>"
+    )
+
+
+def scan_folder(root: str | Path) -> ImageSource:
+    """List a folder laid out as ``root/<class>/<image>``; classes sorted by name."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"image folder {root} does not exist: pass the folder that holds one sub-folder per class")
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder: pass the folder that holds one sub-folder per class")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise UserError(f"image folder {root} has no class sub-folders: lay it out as {root}/<class>/<image>")
+    classes, items, labels = [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(
+            f for f in class_dir.iterdir()
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
+        )
+        if not files:
+            raise UserError(
+                f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}): add images or remove it"
+            )
+        classes.append(class_dir.name)
+        items.extend(str(f.relative_to(root)) for f in files)
+        labels.extend([label] * len(files))
+    return ImageSource("folder", str(root), classes, items, np.asarray(labels, np.int64), root=root)
+
+
+def _can_reach(host: str, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, 80), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def open_tfds(name: str, data_dir: str | None = None) -> ImageSource:
+    """Open a TensorFlow Datasets dataset, downloading it only when online.
+
+    Offline, a dataset that is not prepared on disk fails at once with a
+    UserError that says what to pass instead.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir, try_gcs=False)
+    if not builder.is_prepared():
+        host = _DOWNLOAD_HOSTS[name]
+        if not _can_reach(host):
+            raise UserError(
+                f"dataset {name} is not prepared in {builder.data_dir} and cannot be downloaded ({host} unreachable): "
+                f"pass --data-dir with a folder that holds it (a TFDS data folder, or a copy of the images "
+                f"laid out as <class>/<image>), or run once with internet access"
+            )
+        builder.download_and_prepare()
+    info = builder.info
+    label_feature = info.features["label"]
+    dataset = builder.as_dataset(split="train", shuffle_files=False)
+    labels = np.fromiter((int(x) for x in dataset.map(lambda e: e["label"]).as_numpy_iterator()), np.int64)
+    return ImageSource(
+        "tfds", name, list(label_feature.names), [str(i) for i in range(len(labels))], labels,
+        data_dir=data_dir, _tfds_dataset=dataset,
+    )
+
+
+# --------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------
+def stratified_split(labels: Sequence[int], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict:
+    """Split indices per class into train/val/test with the given fractions.
+
+    Each class is shuffled with a generator seeded by ``seed`` and cut at
+    ``round(n * cumulative fraction)``, so every split keeps the class
+    proportions (up to one image per class) and the result depends only on
+    ``labels``, ``fractions`` and ``seed``. Returns sorted index arrays.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
+        raise UserError(f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts = {name: [] for name in SPLITS}
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[rng.permutation(len(members))]
+        cuts = np.round(np.cumsum(fractions)[:2] * len(members)).astype(int)
+        for name, chunk in zip(SPLITS, np.split(members, cuts)):
+            parts[name].append(chunk)
+    return {name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in parts.items()}
+
+
+def split_manifest(source: ImageSource, fractions: Sequence[float], seed: int) -> dict:
+    """The exact files (and labels) of each split, as saved to ``split.json``."""
+    indices = stratified_split(source.labels, fractions, seed)
+    manifest = {"source": source.describe(), "fractions": list(fractions), "seed": seed}
+    for name in SPLITS:
+        manifest[name] = [[source.items[i], int(source.labels[i])] for i in indices[name]]
+    return manifest
+
+
+def manifest_indices(source: ImageSource, manifest: dict, split: str) -> np.ndarray:
+    """Map a saved split back onto ``source``; fail clearly if files are gone."""
+    position = {item: i for i, item in enumerate(source.items)}
+    missing = [item for item, _ in manifest[split] if item not in position]
+    if missing:
+        raise UserError(
+            f"{len(missing)} image(s) of the saved {split} split are not in {source.name} "
+            f"(first: {missing[0]}): point --data-dir at the same data the run was trained on"
+        )
+    return np.asarray([position[item] for item, _ in manifest[split]], np.int64)
+
+
+# --------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------
+def decode_image(data):
+    """Decode JPEG/PNG/BMP/GIF or TIFF bytes into ``uint8 (h, w, 3)``.
+
+    TIFFs are recognised by their magic bytes and decoded with
+    tensorflow-io (which returns RGBA; alpha is dropped).
+    """
+    import tensorflow as tf
+
+    head = tf.strings.substr(data, 0, 4)
+    is_tiff = tf.logical_or(tf.equal(head, b"II*\x00"), tf.equal(head, b"MM\x00*"))
+
+    def tiff():
+        import tensorflow_io as tfio
+
+        return tfio.experimental.image.decode_tiff(data)[..., :3]
+
+    def other():
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+    image = tf.cond(is_tiff, tiff, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_uint8(image, image_size: int):
+    """Resize to ``(image_size, image_size)`` (bilinear, antialiased) as uint8."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def load_image_file(path: str | Path, image_size: int | None = None) -> np.ndarray:
+    """Read one image file as ``uint8 (h, w, 3)``, resized if ``image_size``.
+
+    Raises a UserError naming the file if it cannot be read or decoded.
+    """
+    import tensorflow as tf
+
+    try:
+        image = decode_image(tf.io.read_file(str(path)))
+        if image_size:
+            image = resize_uint8(image, image_size)
+        return image.numpy()
+    except (tf.errors.OpError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read image {path} ({detail[:160]}): replace or remove the file") from None
+
+
+def decoded_dataset(source: ImageSource, indices: np.ndarray, image_size: int):
+    """``tf.data`` of ``(uint8 image (s, s, 3), int64 label)`` for ``indices``, cached."""
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
+    labels = source.labels[indices]
+    if source.kind == "folder":
+        paths = [str(source.root / source.items[i]) for i in indices]
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        ds = ds.map(lambda p, y: (resize_uint8(decode_image(tf.io.read_file(p)), image_size), y),
+                    num_parallel_calls=autotune, deterministic=True)
+    else:
+        wanted = tf.constant(np.asarray(indices, np.int64))
+        ds = source._tfds_dataset.enumerate().filter(lambda i, e: tf.reduce_any(tf.equal(i, wanted)))
+        ds = ds.map(lambda i, e: (resize_uint8(e["image"], image_size), e["label"]), num_parallel_calls=autotune)
+    return ds.cache()
+
+
+@contextlib.contextmanager
+def explain_bad_images(source: ImageSource, indices: np.ndarray) -> Iterator[None]:
+    """Turn a decoding failure deep inside ``tf.data`` into a UserError naming the file.
+
+    TensorFlow's decode errors do not say which file failed; on such an error
+    the files of ``indices`` are decoded one by one to find it.
+    """
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnimplementedError) as exc:
+        if source.kind == "folder":
+            for i in indices:
+                load_image_file(source.root / source.items[i])
+        raise UserError(f"an image of {source.name} could not be decoded: {str(exc).splitlines()[0][:200]}") from None
+
+
+# --------------------------------------------------------------------------
+# Augmentation
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Augmentation:
+    """SNN4Space's training augmentation, applied per image with stateless ops.
+
+    Input and output: ``float32 (h, w, 3)`` in ``[0, 1]``; ``seed`` is an
+    ``int64 (2,)`` tensor, so the result is a pure function of image and seed.
+    Set a parameter to ``None`` (or ``False``) to switch that step off.
+    """
+
+    zoom: tuple | None = (0.95, 1.05)
+    pad_crop: float | None = 0.0625  # pad by this fraction of the size, then crop back at random
+    flips: bool = True
+    rotations: bool = True  # multiples of 90 degrees
+    brightness: float | None = 0.2
+    contrast: tuple | None = (0.2, 1.8)
+    hue: float | None = 0.1
+    saturation: tuple | None = (0.9, 1.1)
+
+    def __call__(self, image, seed):
+        import tensorflow as tf
+
+        size = tf.shape(image)[0]
+        width = tf.shape(image)[1]
+        seeds = tf.random.experimental.stateless_split(seed, 9)
+        if self.zoom:
+            factor = tf.random.stateless_uniform([], seeds[0], self.zoom[0], self.zoom[1])
+            new_h = tf.cast(tf.round(tf.cast(size, tf.float32) * factor), tf.int32)
+            new_w = tf.cast(tf.round(tf.cast(width, tf.float32) * factor), tf.int32)
+            image = tf.image.resize(image, [new_h, new_w])
+            image = tf.image.resize_with_crop_or_pad(image, size, width)
+        if self.pad_crop:
+            pad = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * self.pad_crop), tf.int32))
+            image = tf.image.resize_with_crop_or_pad(image, size + pad, width + pad)
+            image = tf.image.stateless_random_crop(image, [size, width, 3], seeds[1])
+        if self.flips:
+            image = tf.image.stateless_random_flip_left_right(image, seeds[2])
+            image = tf.image.stateless_random_flip_up_down(image, seeds[3])
+        if self.rotations:
+            k = tf.random.stateless_uniform([], seeds[4], 0, 4, dtype=tf.int32)
+            image = tf.image.rot90(image, k)
+        if self.brightness:
+            image = tf.image.stateless_random_brightness(image, self.brightness, seeds[5])
+        if self.contrast:
+            image = tf.image.stateless_random_contrast(image, self.contrast[0], self.contrast[1], seeds[6])
+        if self.hue:
+            image = tf.image.stateless_random_hue(image, self.hue, seeds[7])
+        if self.saturation:
+            image = tf.image.stateless_random_saturation(image, self.saturation[0], self.saturation[1], seeds[8])
+        return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def to_float(image):
+    """uint8 ``[0, 255]`` -> float32 ``[0, 1]``."""
+    import tensorflow as tf
+
+    return tf.cast(image, tf.float32) / 255.0
+
+
+def training_batches(decoded, batch_size: int, seed: int, epoch: int, augmentation: Augmentation | None):
+    """Shuffled, augmented, batched training data for one epoch.
+
+    Shuffle order and augmentation depend only on ``(seed, epoch)``, so a
+    resumed run sees exactly the batches the uninterrupted run would have.
+    """
+    import tensorflow as tf
+
+    epoch_seed = seed * 100003 + epoch
+    count = int(decoded.cardinality())
+    ds = decoded.shuffle(buffer_size=count if count > 0 else 10000, seed=epoch_seed, reshuffle_each_iteration=False)
+    if augmentation is not None:
+        pair_seeds = tf.data.Dataset.random(seed=epoch_seed).batch(2)
+        ds = tf.data.Dataset.zip((ds, pair_seeds)).map(
+            lambda xy, s: (augmentation(to_float(xy[0]), s), xy[1]), num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True)
+    else:
+        ds = ds.map(lambda x, y: (to_float(x), y))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_batches(decoded, batch_size: int):
+    """Batched evaluation data, in split order, no augmentation."""
+    import tensorflow as tf
+
+    return decoded.map(lambda x, y: (to_float(x), y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,21 @@
+"""The one exception type for problems the user can fix."""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input (path, flag, run directory, data).
+
+    Pipeline scripts print it as one line and exit with status 2; it should
+    name the problem and the fix.
+    """
+
+
+def check_keras() -> None:
+    """Fail clearly if TensorFlow was set up with Keras 3 instead of tf-keras."""
+    import tensorflow as tf
+
+    if not tf.keras.__name__.startswith("tf_keras"):
+        raise UserError(
+            "TensorFlow is using Keras 3, but snn4vision needs Keras 2 (tf-keras): "
+            "import snn4vision before tensorflow, or set TF_USE_LEGACY_KERAS=1"
+        )

@@ -1,0 +1,139 @@
+"""Model builders: the SNN4Space VGG-16.
+
+SNN4Space (Kucik & Meoni, 2021) changes VGG-16 so that it converts to a
+spiking network: average pooling instead of max pooling, no pooling after
+the last block, global average pooling, and bias-free logits.
+"""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from .errors import UserError
+
+#: Conv channels of VGG-16's five blocks; "P" is a 2x2 pooling.
+VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+WEIGHTS_CHOICES = ("none", "imagenet")
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """Channels of a conv layer at a width multiplier (at least 1)."""
+    return max(1, int(round(channels * width)))
+
+
+def vgg16(
+    num_classes: int,
+    image_size: int = 224,
+    width: float = 1.0,
+    batch_norm: bool = False,
+    weights: str = "none",
+    kernel_l2: float = 1e-4,
+    bias_l1: float = 1e-5,
+    seed: int | None = None,
+):
+    """Build the SNN4Space VGG-16 as a functional ``tf.keras.Model``.
+
+    Input ``(batch, image_size, image_size, 3)`` float images in ``[0, 1]``;
+    output ``(batch, num_classes)`` logits. Layer names follow Keras' VGG16
+    (``block{b}_conv{i}``), with ``block{b}_bn{i}`` (optional BatchNorm
+    before the ReLU), ``block{b}_relu{i}`` and ``block{b}_pool``, then
+    ``gap`` and ``logits``.
+
+    ``weights``: ``"none"``, ``"imagenet"`` (Keras' VGG-16 conv weights,
+    width 1.0 only, needs internet) or the path of an ``.h5`` weights file
+    of this same architecture.
+    """
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    regularizers = tf.keras.regularizers
+    if num_classes < 2:
+        raise UserError(f"need at least 2 classes, got {num_classes}")
+    if image_size < 16:
+        raise UserError(f"--image-size must be at least 16 (four 2x2 poolings), got {image_size}")
+    if width <= 0:
+        raise UserError(f"--width must be positive, got {width}")
+    initializer_seed = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
+
+    def kernel_init():
+        return tf.keras.initializers.GlorotUniform(seed=None if seed is None else next(initializer_seed))
+
+    inputs = tf.keras.Input((image_size, image_size, 3), name="image")
+    x = inputs
+    for b, block in enumerate(VGG16_BLOCKS, start=1):
+        for i, channels in enumerate(block, start=1):
+            x = layers.Conv2D(
+                scaled_channels(channels, width), 3, padding="same", name=f"block{b}_conv{i}",
+                kernel_initializer=kernel_init(),
+                kernel_regularizer=regularizers.L2(kernel_l2) if kernel_l2 else None,
+                bias_regularizer=regularizers.L1(bias_l1) if bias_l1 else None,
+            )(x)
+            if batch_norm:
+                x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{i}")(x)
+            x = layers.ReLU(name=f"block{b}_relu{i}")(x)
+        if b < len(VGG16_BLOCKS):
+            x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, use_bias=False, name="logits", kernel_initializer=kernel_init(),
+                           kernel_regularizer=regularizers.L2(kernel_l2) if kernel_l2 else None)(x)
+    model = tf.keras.Model(inputs, outputs, name="vgg16_snn4space")
+    load_initial_weights(model, weights, width)
+    return model
+
+
+def conv_layers(model) -> list:
+    """The Conv2D layers of a model, in order."""
+    import tensorflow as tf
+
+    return [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)]
+
+
+def load_initial_weights(model, weights: str, width: float) -> None:
+    """Apply ``--weights`` (none, imagenet or a file path) to a fresh VGG-16."""
+    from .checkpoints import load_weights
+
+    if weights in (None, "", "none"):
+        return
+    if weights == "imagenet":
+        _load_imagenet(model, width)
+        return
+    load_weights(model, Path(weights), what="--weights")
+
+
+def _load_imagenet(model, width: float) -> None:
+    import tensorflow as tf
+
+    if width != 1.0:
+        raise UserError("--weights imagenet needs --width 1.0 (the pretrained VGG-16 has full width)")
+    cache = Path.home() / ".keras" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    if not cache.exists():
+        try:
+            socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()
+        except OSError:
+            raise UserError(
+                "--weights imagenet needs to download Keras' VGG-16 weights, but storage.googleapis.com is "
+                f"unreachable: copy vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 to {cache.parent}, "
+                "pass --weights PATH to an .h5 file, or use --weights none"
+            ) from None
+    reference = tf.keras.applications.VGG16(include_top=False, weights="imagenet")
+    for layer in conv_layers(reference):
+        kernel, bias = layer.get_weights()
+        if layer.name == "block1_conv1":
+            kernel, bias = _absorb_caffe_preprocessing(kernel, bias)
+        model.get_layer(layer.name).set_weights([kernel, bias])
+
+
+#: Keras' VGG-16 expects "caffe" input: BGR, 0-255, minus these means (BGR).
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def _absorb_caffe_preprocessing(kernel, bias):
+    """Fold caffe preprocessing into the first conv, so the model takes RGB in [0, 1].
+
+    conv(W, 255 x_bgr - m) = conv(255 W_rgb, x) - sum(W * m): exact except in
+    the zero-padded border, where the mean would have been subtracted from 0.
+    """
+    import numpy as np
+
+    bias = bias - np.einsum("hwco,c->o", kernel, np.asarray(_CAFFE_MEAN_BGR, kernel.dtype))
+    return 255.0 * kernel[:, :, ::-1, :], bias

@@ -1,0 +1,291 @@
+"""Stage 1: train the VGG-16 ANN (``pipelines/train_ann.py``)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data, rundir
+from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
+from .errors import UserError, check_keras
+from .evaluation import classification_metrics
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines an ANN training run (saved as ``config.json``)."""
+
+    run_dir: str
+    dataset: str = "uc_merced"
+    data_dir: str | None = None
+    image_size: int = 64
+    width: float = 0.5
+    batch_norm: bool = True
+    weights: str = "none"
+    batch_size: int = 32
+    epochs: int = 24
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    split: tuple = (0.8, 0.1, 0.1)
+    augment: bool = True
+    lr_patience: int = 3  # epochs without val_loss improvement before the LR drops
+    lr_factor: float = 0.5
+    min_learning_rate: float = 1e-5
+    stop_patience: int = 8  # epochs without val_accuracy improvement before stopping
+    preset: str | None = None
+    kernel_l2: float = 1e-4
+    bias_l1: float = 1e-5
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        checks = [
+            (self.image_size >= 16, f"--image-size must be at least 16, got {self.image_size}"),
+            (self.width > 0, f"--width must be positive, got {self.width}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.learning_rate > 0, f"--learning-rate must be positive, got {self.learning_rate}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"split": list(self.split)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(obj) - names
+        if unknown:
+            raise UserError(f"config.json has unknown keys {sorted(unknown)}: was it written by another version?")
+        return cls(**{k: tuple(v) if k == "split" else v for k, v in obj.items()})
+
+
+#: Named configurations; explicit flags override them.
+PRESETS = {
+    # SNN4Space: ImageNet-pretrained VGG-16 at 224x224, RMSprop 1e-3, plateau schedule.
+    "paper": dict(image_size=224, width=1.0, batch_norm=False, weights="imagenet", batch_size=32, epochs=100,
+                  optimizer="rmsprop", learning_rate=1e-3, lr_patience=5, lr_factor=0.1, stop_patience=10),
+    # Trains from scratch in well under 30 minutes on 2 CPU cores (UC Merced).
+    "quick": dict(image_size=64, width=0.5, batch_norm=True, weights="none", batch_size=32, epochs=24,
+                  optimizer="adam", learning_rate=1e-3, lr_patience=3, lr_factor=0.5, stop_patience=8),
+}
+
+
+def make_optimizer(name: str, learning_rate: float):
+    import tensorflow as tf
+
+    if name == "rmsprop":
+        return tf.keras.optimizers.RMSprop(learning_rate)
+    if name == "adam":
+        return tf.keras.optimizers.Adam(learning_rate)
+    return tf.keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+
+
+def distribution_strategy():
+    """MirroredStrategy over all GPUs when there is more than one, else the default."""
+    import tensorflow as tf
+
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def build_model(config: TrainConfig, num_classes: int, weights: str | None = None):
+    """The VGG-16 a config describes (``weights`` overrides ``config.weights``)."""
+    from .models import vgg16
+
+    return vgg16(num_classes, config.image_size, config.width, config.batch_norm,
+                 config.weights if weights is None else weights, config.kernel_l2, config.bias_l1, seed=config.seed)
+
+
+@dataclass
+class RunData:
+    """The data of a run directory: source, class names, split manifest."""
+
+    config: TrainConfig
+    source: data.ImageSource
+    classes: list
+    manifest: dict
+
+    def indices(self, split: str) -> np.ndarray:
+        return data.manifest_indices(self.source, self.manifest, split)
+
+    def decoded(self, split: str, image_size: int | None = None):
+        return data.decoded_dataset(self.source, self.indices(split), image_size or self.config.image_size)
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.asarray([label for _, label in self.manifest[split]], np.int64)
+
+
+def open_run(run_dir: str | Path, data_dir: str | None = None) -> RunData:
+    """Load a trained run's config, classes and split, and reopen its data.
+
+    ``data_dir`` replaces the saved data location (for a run moved to another
+    machine); the split must still find every file it lists.
+    """
+    run_dir = Path(run_dir)
+    rundir.require(run_dir, rundir.CONFIG, rundir.CLASSES, rundir.SPLIT)
+    config = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG))
+    classes = read_json(run_dir / rundir.CLASSES)
+    manifest = read_json(run_dir / rundir.SPLIT)
+    if data_dir is not None:
+        config.data_dir = data_dir
+        if config.dataset not in data.TFDS_NAMES:
+            config.dataset = data_dir
+    source = data.open_source(config.dataset, config.data_dir)
+    if source.classes != classes:
+        raise UserError(f"the data at {source.name} has classes {source.classes[:3]}... but the run was trained on "
+                        f"{classes[:3]}...: point --data-dir at the data the run was trained on")
+    return RunData(config, source, classes, manifest)
+
+
+def _evaluate_split(model, run: RunData, split: str, batch_size: int) -> dict:
+    if not run.manifest[split]:
+        return {"accuracy": None, "loss": None, "num_images": 0}
+    batches = data.evaluation_batches(run.decoded(split), batch_size)
+    logits = model.predict(batches, verbose=0)
+    labels = run.labels(split)
+    import tensorflow as tf
+
+    loss = float(tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)))
+    return classification_metrics(labels, logits.argmax(axis=1), run.classes) | {"loss": loss}
+
+
+class _Schedule:
+    """ReduceLROnPlateau on val_loss and EarlyStopping on val_accuracy, with JSON state."""
+
+    def __init__(self, config: TrainConfig, state: dict | None = None):
+        self.config = config
+        self.state = state or {"best_val_loss": math.inf, "lr_wait": 0, "best_val_accuracy": -1.0,
+                               "stop_wait": 0, "best_epoch": -1}
+
+    def update(self, epoch: int, val_loss: float, val_accuracy: float, optimizer) -> tuple[bool, bool]:
+        """Returns (improved, stop)."""
+        s, c = self.state, self.config
+        if val_loss < s["best_val_loss"] - 1e-4:
+            s["best_val_loss"], s["lr_wait"] = val_loss, 0
+        else:
+            s["lr_wait"] += 1
+            if s["lr_wait"] >= c.lr_patience:
+                lr = float(optimizer.learning_rate.numpy())
+                new_lr = max(lr * c.lr_factor, c.min_learning_rate)
+                if new_lr < lr:
+                    optimizer.learning_rate.assign(new_lr)
+                    print(f"  learning rate {lr:.2e} -> {new_lr:.2e}")
+                s["lr_wait"] = 0
+        improved = val_accuracy > s["best_val_accuracy"]
+        if improved:
+            s["best_val_accuracy"], s["stop_wait"], s["best_epoch"] = val_accuracy, 0, epoch
+        else:
+            s["stop_wait"] += 1
+        return improved, s["stop_wait"] >= c.stop_patience
+
+
+ANN_OUTPUTS = [rundir.CONFIG, rundir.CLASSES, rundir.SPLIT, rundir.ANN_WEIGHTS, rundir.METRICS,
+               rundir.CHECKPOINTS, rundir.TENSORBOARD]
+
+
+def train_ann(config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
+    """Train the VGG-16 ANN into ``config.run_dir`` and return its metrics.
+
+    With ``resume``, continue the run in ``config.run_dir`` from its last
+    completed epoch (same weights, optimizer state, schedule and data
+    order), using the saved ``config.json``.
+    """
+    import tensorflow as tf
+
+    check_keras()
+    run_dir = Path(config.run_dir)
+    if resume:
+        if not (run_dir / rundir.CONFIG).exists():
+            raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}): run without --resume")
+        if (run_dir / rundir.METRICS).exists():
+            raise UserError(f"the run in {run_dir} has already finished ({rundir.METRICS} exists): "
+                            "pass --overwrite to train it again")
+        saved = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG))
+        saved.run_dir = config.run_dir
+        config = saved
+    config.validate()
+    rundir.prepare_new(run_dir, ANN_OUTPUTS, resume, overwrite)
+    tf.keras.utils.set_random_seed(config.seed)
+
+    source = data.open_source(config.dataset, config.data_dir)
+    if resume:
+        manifest = read_json(run_dir / rundir.SPLIT)
+    else:
+        manifest = data.split_manifest(source, config.split, config.seed)
+        atomic_write_json(run_dir / rundir.SPLIT, manifest)
+        atomic_write_json(run_dir / rundir.CLASSES, source.classes)
+        atomic_write_json(run_dir / rundir.CONFIG, config.to_json())
+    run = RunData(config, source, source.classes, manifest)
+    if not manifest["train"] or not manifest["val"]:
+        raise UserError("the train or val split is empty: use more images per class or other --split fractions")
+
+    strategy = distribution_strategy()
+    with strategy.scope():
+        model = build_model(config, len(source.classes))
+        optimizer = make_optimizer(config.optimizer, config.learning_rate)
+        model.compile(optimizer, tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+        optimizer.build(model.trainable_variables)
+    checkpointer = EpochCheckpointer(run_dir / rundir.CHECKPOINTS / "ann", model=model, optimizer=optimizer)
+    state = checkpointer.restore() if resume else None
+    schedule = _Schedule(config, state["schedule"] if state else None)
+    history = state["history"] if state else []
+    start = state["step"] + 1 if state else 0
+    wall = state["wall_time_s"] if state else 0.0
+    if state:
+        optimizer.learning_rate.assign(state["learning_rate"])
+        print(f"resuming {run_dir} after epoch {start} of {config.epochs}")
+
+    decoded_train = run.decoded("train")
+    augmentation = data.Augmentation() if config.augment else None
+    val_batches = data.evaluation_batches(run.decoded("val"), config.batch_size)
+    writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / "ann"))
+    all_indices = np.concatenate([run.indices(s) for s in data.SPLITS])
+    stop = bool(state and state.get("stopped"))
+    with data.explain_bad_images(source, all_indices):
+        for epoch in range(start, config.epochs if not stop else start):
+            began = time.perf_counter()
+            batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch, augmentation)
+            fit = model.fit(batches, epochs=1, verbose=0).history
+            val_loss, val_accuracy = model.evaluate(val_batches, verbose=0)
+            seconds = time.perf_counter() - began
+            wall += seconds
+            entry = {"epoch": epoch + 1, "loss": fit["loss"][0], "accuracy": fit["accuracy"][0],
+                     "val_loss": val_loss, "val_accuracy": val_accuracy,
+                     "learning_rate": float(optimizer.learning_rate.numpy()), "seconds": seconds}
+            history.append(entry)
+            with writer.as_default(step=epoch + 1):
+                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+                    tf.summary.scalar(key, entry[key])
+            if verbose:
+                print(f"epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f} acc {entry['accuracy']:.4f} "
+                      f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({seconds:.1f} s)", flush=True)
+            improved, stop = schedule.update(epoch + 1, val_loss, val_accuracy, optimizer)
+            checkpointer.save(epoch, {"schedule": schedule.state, "history": history, "wall_time_s": wall,
+                                      "learning_rate": float(optimizer.learning_rate.numpy()), "stopped": stop},
+                              best_weights_of=model if improved else None)
+            if stop:
+                print(f"early stopping: val_accuracy has not improved for {config.stop_patience} epochs")
+                break
+
+        final_state = checkpointer.committed()
+        load_weights(model, checkpointer.best_weights_path(final_state), what="best weights")
+        atomic_save_weights(model, run_dir / rundir.ANN_WEIGHTS)
+        metrics = {split: _evaluate_split(model, run, split, config.batch_size) for split in data.SPLITS}
+    metrics |= {"best_epoch": schedule.state["best_epoch"], "epochs_run": len(history),
+                "wall_time_s": wall, "history": history}
+    atomic_write_json(run_dir / rundir.METRICS, metrics)
+    if verbose:
+        print(f"test accuracy {metrics['test']['accuracy']:.4f} (best epoch {metrics['best_epoch']}, "
+              f"{wall:.0f} s training); wrote {run_dir}")
+    return metrics

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real UC Merced data in ../shared/data and small subsets of it."""
+import os
+from pathlib import Path
+
+import pytest
+
+import snn4vision  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+UCMERCED = SHARED_DATA / "ucmerced"
+UCMERCED_TIFF = SHARED_DATA / "ucmerced_tiff"
+
+
+@pytest.fixture(scope="session")
+def ucmerced() -> Path:
+    if not UCMERCED.is_dir():
+        pytest.fail(f"the UC Merced data is missing at {UCMERCED}: tests need ../shared/data beside the project")
+    return UCMERCED
+
+
+def make_subset(root: Path, classes, per_class: int, source: Path = UCMERCED) -> Path:
+    """A folder of symlinks to the first ``per_class`` real images of ``classes``."""
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for image in sorted((source / name).iterdir())[:per_class]:
+            (root / name / image.name).symlink_to(image)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_subset(tmp_path_factory, ucmerced) -> Path:
+    """4 real UC Merced classes x 30 images (symlinks)."""
+    return make_subset(tmp_path_factory.mktemp("ucm4"), ["beach", "chaparral", "forest", "runway"], 30)

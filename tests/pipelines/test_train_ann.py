@@ -1,0 +1,94 @@
+"""End-to-end: train_ann.py on real UC Merced images, kill -9, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from snn4vision import cli
+from snn4vision.errors import UserError
+from snn4vision.training import train_ann
+
+from ..conftest import ROOT
+
+SCRIPT = ROOT / "pipelines" / "train_ann.py"
+
+
+def _argv(run_dir, dataset, epochs=10):
+    return ["--run", str(run_dir), "--dataset", str(dataset), "--image-size", "32", "--width", "0.25",
+            "--epochs", str(epochs), "--batch-size", "16", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, small_subset):
+    """An uninterrupted run, in process."""
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    args = cli.train_ann_parser().parse_args(_argv(run_dir, small_subset))
+    metrics = train_ann(cli.train_config(args), verbose=False)
+    return run_dir, metrics
+
+
+def test_training_learns_real_images(reference_run):
+    run_dir, metrics = reference_run
+    # 4 classes: chance is 25 %.
+    assert metrics["train"]["accuracy"] > 0.6
+    assert metrics["val"]["accuracy"] + metrics["test"]["accuracy"] > 2 * 0.4
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["test"]["num_images"] == len(json.loads((run_dir / "split.json").read_text())["test"])
+    assert np.sum(saved["test"]["confusion_matrix"]) == saved["test"]["num_images"]
+    assert set(saved["test"]["per_class_accuracy"]) == {"beach", "chaparral", "forest", "runway"}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["image_size"] == 32 and config["seed"] == 7
+    assert (run_dir / "ann.weights.h5").is_file()
+    assert any((run_dir / "tensorboard" / "ann").iterdir())
+
+
+def test_kill_9_then_resume_continues_the_same_run(tmp_path, small_subset, reference_run):
+    _, reference = reference_run
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *_argv(run_dir, small_subset)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state_file = run_dir / "checkpoints" / "ann" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["step"] >= 1:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
+    killed_after = json.loads(state_file.read_text())["step"] + 1
+
+    resumed = subprocess.run([sys.executable, str(SCRIPT), *_argv(run_dir, small_subset), "--resume"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming {run_dir} after epoch {killed_after}" in resumed.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [h["epoch"] for h in reference["history"]]
+    # Same data order, weights, optimizer state and schedule: the same losses as the uninterrupted run.
+    np.testing.assert_allclose([h["loss"] for h in metrics["history"]],
+                               [h["loss"] for h in reference["history"]], rtol=1e-3)
+    np.testing.assert_allclose(metrics["test"]["accuracy"], reference["test"]["accuracy"], atol=0.09)
+
+
+def test_finished_run_is_not_overwritten(reference_run, small_subset):
+    run_dir, _ = reference_run
+    args = cli.train_ann_parser().parse_args(_argv(run_dir, small_subset))
+    with pytest.raises(UserError, match="--overwrite"):
+        train_ann(cli.train_config(args))
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path / "r"), "--dataset",
+                             str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: image folder {tmp_path / 'missing'} does not exist: "
+                                                  "pass the folder that holds one sub-folder per class"]
+    result = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path / "r2"), "--resume"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "nothing to resume" in result.stderr

@@ -1,0 +1,177 @@
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from snn4vision import data
+from snn4vision.errors import UserError
+
+from .conftest import UCMERCED_TIFF
+
+
+# ---------------------------------------------------------------- splits
+def test_split_is_stratified_disjoint_and_complete():
+    labels = np.repeat(np.arange(7), [100, 100, 50, 40, 20, 10, 30])
+    parts = data.stratified_split(labels, (0.8, 0.1, 0.1), seed=3)
+    everything = np.concatenate([parts[s] for s in data.SPLITS])
+    assert sorted(everything.tolist()) == list(range(len(labels)))
+    for label, n in zip(range(7), [100, 100, 50, 40, 20, 10, 30]):
+        counts = [int(np.sum(labels[parts[s]] == label)) for s in data.SPLITS]
+        assert counts[0] == round(0.8 * n)
+        assert counts[0] + counts[1] == round(0.9 * n)
+        assert sum(counts) == n
+
+
+def test_split_depends_only_on_seed():
+    labels = np.repeat(np.arange(5), 40)
+    a = data.stratified_split(labels, seed=1)
+    b = data.stratified_split(labels, seed=1)
+    c = data.stratified_split(labels, seed=2)
+    assert all(np.array_equal(a[s], b[s]) for s in data.SPLITS)
+    assert not np.array_equal(a["test"], c["test"])
+
+
+def test_split_rejects_bad_fractions():
+    with pytest.raises(UserError, match="sum"):
+        data.stratified_split([0, 1], (0.5, 0.5, 0.5))
+
+
+def test_full_ucmerced_manifest_matches_reference_split(ucmerced):
+    source = data.scan_folder(ucmerced)
+    assert len(source.classes) == 21 and len(source.items) == 2100
+    manifest = data.split_manifest(source, (0.8, 0.1, 0.1), seed=0)
+    assert [len(manifest[s]) for s in data.SPLITS] == [1680, 210, 210]
+    for item, label in manifest["test"]:
+        assert item.split("/")[0] == source.classes[label]
+
+
+# ---------------------------------------------------------------- decoding
+def test_tiff_decoding_is_pixel_exact():
+    tiffs = sorted(UCMERCED_TIFF.glob("*/*.tif"))
+    assert len(tiffs) == 21
+    for path in tiffs[:6]:
+        ours = data.load_image_file(path)
+        reference = np.asarray(Image.open(path).convert("RGB"))
+        assert ours.dtype == np.uint8
+        np.testing.assert_array_equal(ours, reference)
+
+
+def test_tiff_and_jpeg_flow_through_the_same_graph(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    tif = sorted(UCMERCED_TIFF.glob("*/*.tif"))[0]
+    (tmp_path / "a" / "x.tif").symlink_to(tif)
+    Image.open(tif).convert("RGB").save(tmp_path / "b" / "y.png")
+    source = data.scan_folder(tmp_path)
+    images = [x for x, _ in data.decoded_dataset(source, np.arange(2), 256).as_numpy_iterator()]
+    np.testing.assert_array_equal(images[0], images[1])  # PNG is lossless: same pixels as the TIFF
+
+
+def test_all_real_images_load_and_odd_sizes_are_resized(ucmerced):
+    odd = []
+    for path in sorted(ucmerced.glob("*/*.jpg")):
+        with Image.open(path) as image:
+            if image.size != (256, 256):
+                odd.append(path)
+    assert len(odd) == 44
+    assert data.load_image_file(odd[0], 48).shape == (48, 48, 3)
+    source = data.scan_folder(ucmerced)
+    decoded = data.decoded_dataset(source, np.arange(len(source.items)), 24)
+    shapes = {x.shape for x, _ in decoded.as_numpy_iterator()}
+    assert shapes == {(24, 24, 3)}
+
+
+def test_resize_keeps_constant_images_constant():
+    image = np.full((37, 53, 3), (10, 128, 250), np.uint8)
+    out = data.resize_uint8(image, 16).numpy()
+    assert out.shape == (16, 16, 3)
+    assert np.all(out == np.array([10, 128, 250], np.uint8))
+
+
+# ---------------------------------------------------------------- augmentation
+def _seed(a, b):
+    return tf.constant([a, b], tf.int64)
+
+
+def test_geometric_augmentation_permutes_pixels():
+    image = tf.random.stateless_uniform((32, 32, 3), (1, 2))
+    geometric = data.Augmentation(zoom=None, pad_crop=None, brightness=None, contrast=None, hue=None,
+                                  saturation=None)
+    outputs = [geometric(image, _seed(0, s)).numpy() for s in range(8)]
+    for out in outputs:
+        np.testing.assert_array_equal(np.sort(out, axis=None), np.sort(image.numpy(), axis=None))
+    assert len({out.tobytes() for out in outputs}) > 1
+
+
+def test_full_augmentation_is_bounded_deterministic_and_seeded():
+    image = tf.random.stateless_uniform((40, 40, 3), (3, 4))
+    augment = data.Augmentation()
+    a = augment(image, _seed(5, 6)).numpy()
+    b = augment(image, _seed(5, 6)).numpy()
+    c = augment(image, _seed(5, 7)).numpy()
+    assert a.shape == (40, 40, 3)
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_training_batches_depend_on_seed_and_epoch(small_subset):
+    source = data.scan_folder(small_subset)
+    decoded = data.decoded_dataset(source, np.arange(len(source.items)), 16)
+
+    def labels(seed, epoch):
+        batches = data.training_batches(decoded, 8, seed, epoch, data.Augmentation())
+        return np.concatenate([y for _, y in batches.as_numpy_iterator()])
+
+    assert np.array_equal(labels(0, 1), labels(0, 1))
+    assert not np.array_equal(labels(0, 1), labels(0, 2))
+    assert sorted(labels(0, 1)) == sorted(source.labels)
+
+
+# ---------------------------------------------------------------- bad input
+def test_missing_folder(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        data.open_source(str(tmp_path / "nope"))
+
+
+def test_folder_without_classes(tmp_path):
+    with pytest.raises(UserError, match="no class sub-folders"):
+        data.scan_folder(tmp_path)
+
+
+def test_class_without_images(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match=r"a holds no images"):
+        data.scan_folder(tmp_path)
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(UserError, match="unknown dataset 'imagenette'"):
+        data.open_source("imagenette")
+
+
+def test_corrupt_image_is_named(tmp_path, ucmerced):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "good.jpg").symlink_to(ucmerced / "beach" / "beach00.jpg")
+    (tmp_path / "a" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    source = data.scan_folder(tmp_path)
+    with pytest.raises(UserError, match=r"bad\.jpg"):
+        with data.explain_bad_images(source, np.arange(2)):
+            list(data.decoded_dataset(source, np.arange(2), 16))
+
+
+def test_tfds_dataset_not_on_disk_fails_fast_offline(tmp_path):
+    if data._can_reach(data._DOWNLOAD_HOSTS["uc_merced"]):
+        pytest.skip("online: tensorflow-datasets would download the data")
+    began = time.perf_counter()
+    with pytest.raises(UserError, match="--data-dir"):
+        data.open_source("uc_merced", str(tmp_path))
+    assert time.perf_counter() - began < 30
+
+
+def test_tfds_name_with_local_copy_uses_the_folder(small_subset):
+    source = data.open_source("uc_merced", str(small_subset))
+    assert source.kind == "folder" and source.classes == ["beach", "chaparral", "forest", "runway"]

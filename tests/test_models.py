@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from snn4vision import models
+from snn4vision.errors import UserError
+
+
+def _analytic_conv_params(width=1.0):
+    total, c_in = 0, 3
+    for block in models.VGG16_BLOCKS:
+        for c in block:
+            c_out = models.scaled_channels(c, width)
+            total += 3 * 3 * c_in * c_out + c_out
+            c_in = c_out
+    return total
+
+
+def test_vgg16_conv_parameter_count_matches_vgg16():
+    model = models.vgg16(10, image_size=32)
+    conv_params = sum(layer.count_params() for layer in models.conv_layers(model))
+    assert conv_params == _analytic_conv_params() == 14_714_688
+    assert model.get_layer("logits").count_params() == 512 * 10  # bias-free logits
+
+
+def test_vgg16_structure_is_snn4space():
+    model = models.vgg16(21, image_size=64, width=0.25, batch_norm=True)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Conv2D") == 13
+    assert kinds.count("AveragePooling2D") == 4 and "MaxPooling2D" not in kinds
+    assert kinds.count("BatchNormalization") == 13
+    assert kinds[-2:] == ["GlobalAveragePooling2D", "Dense"]
+    assert model.get_layer("logits").use_bias is False
+    assert model.output_shape == (None, 21)
+    assert model.get_layer("block5_conv3").output_shape == (None, 4, 4, 128)  # no pooling after block 5
+    assert sum(layer.count_params() for layer in models.conv_layers(model)) == _analytic_conv_params(0.25)
+    conv = model.get_layer("block1_conv1")
+    assert isinstance(conv.kernel_regularizer, tf.keras.regularizers.L2)
+    assert np.isclose(conv.kernel_regularizer.l2, 1e-4)
+    assert isinstance(conv.bias_regularizer, tf.keras.regularizers.L1)
+
+
+def test_same_seed_same_initial_weights():
+    a = models.vgg16(3, image_size=16, width=0.125, seed=4).get_weights()
+    b = models.vgg16(3, image_size=16, width=0.125, seed=4).get_weights()
+    c = models.vgg16(3, image_size=16, width=0.125, seed=5).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_weights_from_another_architecture_are_refused(tmp_path):
+    other = models.vgg16(5, image_size=16, width=0.25)
+    other.save_weights(str(tmp_path / "other.weights.h5"))
+    with pytest.raises(UserError, match="do not fit"):
+        models.vgg16(5, image_size=16, width=0.125, weights=str(tmp_path / "other.weights.h5"))
+
+
+def test_weights_file_round_trip(tmp_path):
+    a = models.vgg16(5, image_size=16, width=0.125, seed=1)
+    a.save_weights(str(tmp_path / "a.weights.h5"))
+    b = models.vgg16(5, image_size=16, width=0.125, seed=2, weights=str(tmp_path / "a.weights.h5"))
+    x = np.random.default_rng(0).random((2, 16, 16, 3), np.float32)
+    np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        models.vgg16(5, image_size=16, width=0.125, weights=str(tmp_path / "missing.h5"))
+
+
+def test_imagenet_weights_offline_fail_clearly():
+    try:
+        import socket
+
+        socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()
+        pytest.skip("online")
+    except OSError:
+        pass
+    with pytest.raises(UserError, match="unreachable"):
+        models.vgg16(5, image_size=32, weights="imagenet")
+    with pytest.raises(UserError, match="--width 1.0"):
+        models.vgg16(5, image_size=32, width=0.5, weights="imagenet")
+
+
+def test_caffe_preprocessing_folds_into_first_conv():
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    bias = rng.normal(size=4).astype(np.float32)
+    x = rng.random((1, 8, 8, 3)).astype(np.float32)  # RGB in [0, 1]
+    caffe = x[..., ::-1] * 255.0 - np.array(models._CAFFE_MEAN_BGR, np.float32)
+    expected = tf.nn.conv2d(caffe, kernel, 1, "VALID") + bias
+    new_kernel, new_bias = models._absorb_caffe_preprocessing(kernel, bias)
+    got = tf.nn.conv2d(x, np.ascontiguousarray(new_kernel), 1, "VALID") + new_bias
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-2)
+
+
+def test_bad_model_arguments():
+    with pytest.raises(UserError, match="image-size"):
+        models.vgg16(5, image_size=8)
+    with pytest.raises(UserError, match="2 classes"):
+        models.vgg16(1, image_size=32)
