@@ -12,6 +12,9 @@ from .errors import UserError
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
     """Run a pipeline's ``main``; a UserError becomes one line on stderr and exit status 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
     try:
         main(argv)
     except UserError as exc:
@@ -68,8 +71,9 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--seed", type=int, default=0, help="controls split, shuffling, augmentation and initial weights")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
-    p.add_argument("--augment", dest="augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="SNN4Space augmentation of training images")
+    p.add_argument("--augment", choices=("snn4space", "geometric", "none"),
+                   help="training augmentation: snn4space (geometry and colour jitter), geometric "
+                        "(zoom, pad-and-crop, flips, 90-degree rotations) or none")
     return p
 
 
@@ -78,8 +82,43 @@ def train_config(args: argparse.Namespace):
     from .training import PRESETS, TrainConfig
 
     values = dict(PRESETS[args.preset])
-    for name in ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs", "learning_rate", "optimizer"):
+    for name in ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs", "learning_rate", "optimizer",
+                 "augment"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     return TrainConfig(run_dir=args.run_dir, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                       split=tuple(args.split), augment=args.augment, preset=args.preset, **values)
+                       split=tuple(args.split), preset=args.preset, **values)
+
+
+def convert_snn_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convert_snn.py",
+                                description="Convert the run's trained ANN into a spiking network (stage 2) and "
+                                            "report its accuracy at T = 1, 2, 4, ... timesteps.")
+    p.add_argument("--run", dest="run_dir", required=True, metavar="RUN_DIR", help="run directory of train_ann.py")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier conversion in RUN_DIR")
+    p.add_argument("--timesteps", type=positive_int, default=32, help="largest T evaluated (default 32)")
+    p.add_argument("--dt", type=positive_float, default=0.001, help="simulation step in seconds (default 0.001)")
+    p.add_argument("--tau", type=positive_float, default=0.1, help="synaptic low-pass time constant in seconds")
+    p.add_argument("--synapse", choices=("lowpass", "none"), default="lowpass",
+                   help="none: spikes go straight to the next layer")
+    p.add_argument("--normalise", action=argparse.BooleanOptionalAction, default=True,
+                   help="data-based rate normalisation (a percentile of each layer's activations on training images)")
+    p.add_argument("--percentile", type=positive_float, default=99.9)
+    p.add_argument("--max-rate", type=positive_float, help="rate in Hz at the percentile (default 1/dt)")
+    p.add_argument("--readout-fraction", type=positive_float, default=0.5,
+                   help="prediction = mean logit over the last ceil(fraction*T) steps (1.0: all steps)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="initial membrane voltages")
+    p.add_argument("--no-sweep", dest="sweep", action="store_false",
+                   help="skip the variants (no normalisation, tau 5 ms, no synapse, dt 10 ms)")
+    p.add_argument("--data-dir", help="where the run's images are now, if they moved")
+    return p
+
+
+def convert_config(args: argparse.Namespace):
+    from .convert import ConvertConfig
+
+    return ConvertConfig(run_dir=args.run_dir, max_timesteps=args.timesteps, dt=args.dt,
+                         tau=None if args.synapse == "none" else args.tau, normalise=args.normalise,
+                         percentile=args.percentile, max_rate=args.max_rate, readout_fraction=args.readout_fraction,
+                         batch_size=args.batch_size, seed=args.seed, sweep=args.sweep, data_dir=args.data_dir)

@@ -330,6 +330,21 @@ class Augmentation:
         return tf.clip_by_value(image, 0.0, 1.0)
 
 
+#: Named augmentation policies (``--augment``).
+AUGMENTATIONS = {
+    "snn4space": Augmentation(),
+    "geometric": Augmentation(brightness=None, contrast=None, hue=None, saturation=None),
+    "none": None,
+}
+
+
+def augmentation(name: str) -> Augmentation | None:
+    """The augmentation policy called ``name``."""
+    if name not in AUGMENTATIONS:
+        raise UserError(f"unknown augmentation {name!r}: use one of {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
+
+
 def to_float(image):
     """uint8 ``[0, 255]`` -> float32 ``[0, 1]``."""
     import tensorflow as tf

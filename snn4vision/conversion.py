@@ -1,0 +1,164 @@
+"""ANN -> SNN conversion of the SNN4Space VGG-16 and the fast spiking simulator.
+
+Conversion works on a *folded* description of the ANN
+(:class:`FoldedNetwork`): BatchNorm is folded into the preceding conv
+(exact), and optional data-based normalisation rescales each layer so that a
+high percentile of its ReLU activation maps to ``max_rate`` Hz. Because
+``relu(g * h) = g * relu(h)`` for ``g > 0``, all scaling lives in the
+weights, and the folded network with rate (ReLU) neurons reproduces the ANN's
+logits exactly.
+
+Each ReLU becomes keras-spiking's ``SpikingActivation`` (integrate, emit
+``floor(v)`` spikes of height ``1/dt``, keep the remainder) followed by a
+keras-spiking ``Lowpass`` synapse. Two simulators share the same weights:
+
+- :func:`keras_spiking_model`: the SNN4Space way, a Keras model with a time
+  axis that repeats the image ``T`` times and runs every layer through
+  ``TimeDistributed`` with one loop over time per spiking and filter layer;
+- :class:`SpikingVGG`: ours. The input is constant in time, so the first
+  conv is computed once; one loop over time runs all later layers at batch
+  ``B`` and keeps state only for neurons and filters. With the same seeds it
+  follows keras-spiking's arithmetic step for step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UserError
+
+
+# --------------------------------------------------------------------------
+# Folding
+# --------------------------------------------------------------------------
+@dataclass
+class FoldedNetwork:
+    """The ANN as plain arrays: ``convs[i] = (kernel, bias)``, pooling flags, logits kernel.
+
+    ``pool_after[i]``: a 2x2 average pooling follows neuron layer ``i``.
+    """
+
+    kernels: list
+    biases: list
+    pool_after: list
+    logits_kernel: np.ndarray
+    scales: list = field(default_factory=list)  # per-layer gain applied (1.0 = none)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.kernels)
+
+
+def fold_ann(model) -> FoldedNetwork:
+    """Fold a trained VGG-16 (BatchNorm included) into a :class:`FoldedNetwork`.
+
+    Accepts exactly the layer pattern the SNN4Space VGG-16 produces
+    (Conv2D [BatchNorm] ReLU [AveragePooling2D 2x2] ... GlobalAveragePooling2D
+    Dense without bias); any other layer is named in a UserError instead of
+    being skipped.
+    """
+    import tensorflow as tf
+
+    L = tf.keras.layers
+    kernels, biases, pool_after, logits = [], [], [], None
+    for layer in model.layers:
+        if isinstance(layer, L.InputLayer):
+            continue
+        if isinstance(layer, L.Conv2D):
+            if layer.strides != (1, 1) or layer.padding != "same" or layer.activation.__name__ != "linear":
+                raise UserError(f"cannot convert layer {layer.name}: only stride-1 'same' convs without activation")
+            kernel, bias = layer.get_weights() if layer.use_bias else (layer.get_weights()[0], None)
+            kernels.append(kernel.astype(np.float32))
+            biases.append(np.zeros(kernel.shape[-1], np.float32) if bias is None else bias.astype(np.float32))
+            pool_after.append(False)
+        elif isinstance(layer, L.BatchNormalization):
+            if not kernels:
+                raise UserError(f"cannot convert layer {layer.name}: BatchNorm before any conv")
+            gamma, beta, mean, var = (w.astype(np.float64) for w in layer.get_weights())
+            factor = gamma / np.sqrt(var + layer.epsilon)
+            kernels[-1] = (kernels[-1] * factor).astype(np.float32)
+            biases[-1] = ((biases[-1] - mean) * factor + beta).astype(np.float32)
+        elif isinstance(layer, L.ReLU):
+            if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
+                raise UserError(f"cannot convert layer {layer.name}: only a plain ReLU converts to spiking neurons")
+        elif isinstance(layer, L.AveragePooling2D):
+            if layer.pool_size != (2, 2) or layer.strides != (2, 2):
+                raise UserError(f"cannot convert layer {layer.name}: only 2x2 average pooling with stride 2")
+            pool_after[-1] = True
+        elif isinstance(layer, L.GlobalAveragePooling2D):
+            continue
+        elif isinstance(layer, L.Dense):
+            if layer.use_bias:
+                raise UserError(f"cannot convert layer {layer.name}: the logits layer must be bias-free")
+            logits = layer.get_weights()[0].astype(np.float32)
+        else:
+            raise UserError(f"cannot convert layer {layer.name} ({type(layer).__name__}): not part of the "
+                            "SNN4Space VGG-16 pattern")
+    if logits is None or not kernels:
+        raise UserError("the model has no conv layers or no logits layer: is it an SNN4Space VGG-16?")
+    return FoldedNetwork(kernels, biases, pool_after, logits, [1.0] * len(kernels))
+
+
+def rate_forward(net: FoldedNetwork, images, return_activations: bool = False):
+    """Run the folded network with ReLU (rate) neurons: the ANN's logits.
+
+    ``images``: ``(batch, h, w, 3)``. Returns logits ``(batch, classes)``
+    and optionally the list of ReLU outputs.
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(images, tf.float32)
+    activations = []
+    for kernel, bias, pool in zip(net.kernels, net.biases, net.pool_after):
+        x = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)
+        activations.append(x)
+        if pool:
+            x = tf.nn.avg_pool2d(x, 2, 2, "VALID")
+    logits = tf.reduce_mean(x, axis=[1, 2]) @ net.logits_kernel
+    return (logits, activations) if return_activations else logits
+
+
+def activation_percentiles(net: FoldedNetwork, batches, percentile: float = 99.9, max_values: int = 2_000_000,
+                           seed: int = 0) -> list:
+    """Per-layer ``percentile`` of the ReLU activations over ``batches`` of images.
+
+    Each layer contributes at most ``max_values`` values (a seeded random
+    subsample), which keeps memory bounded on large layers.
+    """
+    rng = np.random.default_rng(seed)
+    collected = [[] for _ in range(net.num_layers)]
+    for images in batches:
+        _, activations = rate_forward(net, images, return_activations=True)
+        for store, act in zip(collected, activations):
+            store.append(act.numpy().ravel())
+    result = []
+    for store in collected:
+        values = np.concatenate(store)
+        if values.size > max_values:
+            values = values[rng.choice(values.size, max_values, replace=False)]
+        result.append(float(max(np.percentile(values, percentile), 1e-6)))
+    return result
+
+
+def normalise(net: FoldedNetwork, percentiles: list, max_rate: float) -> FoldedNetwork:
+    """Rescale layers so activation ``percentiles[l]`` maps to ``max_rate`` Hz.
+
+    Layer ``l`` gets gain ``g_l = max_rate / p_l``: its kernel is multiplied
+    by ``g_l / g_{l-1}`` (the input image has gain 1), its bias by ``g_l``,
+    and the logits kernel is divided by the last gain, so the logits are
+    unchanged. Returns a new network.
+    """
+    if len(percentiles) != net.num_layers:
+        raise ValueError("one percentile per layer is needed")
+    if any(scale != 1.0 for scale in net.scales):
+        raise ValueError("normalise() expects an unnormalised network")
+    gains = [max_rate / p for p in percentiles]
+    previous = 1.0
+    kernels, biases = [], []
+    for kernel, bias, gain in zip(net.kernels, net.biases, gains):
+        kernels.append((kernel * (gain / previous)).astype(np.float32))
+        biases.append((bias * gain).astype(np.float32))
+        previous = gain
+    return FoldedNetwork(kernels, biases, list(net.pool_after), (net.logits_kernel / previous).astype(np.float32),
+                         gains)

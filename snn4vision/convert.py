@@ -1,0 +1,212 @@
+"""Stage 2: convert the trained ANN into a spiking network (``pipelines/convert_snn.py``)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import data, rundir
+from .checkpoints import atomic_save_weights, atomic_write_json, load_weights, read_json
+from .errors import UserError, check_keras
+
+SNN_CONFIG = "snn.json"
+SNN_WEIGHTS = "snn.weights.h5"
+CONVERSION = "conversion.json"
+CONVERSION_PLOT = "conversion.png"
+rundir.MADE_BY.update({SNN_CONFIG: "pipelines/convert_snn.py", SNN_WEIGHTS: "pipelines/convert_snn.py",
+                       CONVERSION: "pipelines/convert_snn.py"})
+
+
+@dataclass
+class ConvertConfig:
+    """How the ANN of a run is converted and evaluated."""
+
+    run_dir: str
+    max_timesteps: int = 32  # evaluated at T = 1, 2, 4, ..., max_timesteps
+    dt: float = 0.001
+    tau: float | None = 0.1  # synaptic time constant (s); None: no synapse
+    normalise: bool = True
+    percentile: float = 99.9
+    max_rate: float | None = None  # Hz at the percentile; None: 1 / dt (one spike per step)
+    readout_fraction: float = 0.5  # prediction = mean logit over the last ceil(fraction * T) steps
+    normalisation_images: int = 256
+    batch_size: int = 32
+    seed: int = 0
+    sweep: bool = True  # also evaluate variants (no normalisation, other tau, no synapse)
+    data_dir: str | None = None
+
+    def validate(self) -> None:
+        checks = [
+            (self.max_timesteps >= 1, f"--timesteps must be at least 1, got {self.max_timesteps}"),
+            (self.dt > 0, f"--dt must be positive, got {self.dt}"),
+            (self.tau is None or self.tau > 0, f"--tau must be positive (or use --synapse none), got {self.tau}"),
+            (0 < self.percentile <= 100, f"--percentile must be in (0, 100], got {self.percentile}"),
+            (0 < self.readout_fraction <= 1, f"--readout-fraction must be in (0, 1], got {self.readout_fraction}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+
+def timestep_grid(max_timesteps: int) -> list:
+    """1, 2, 4, ... up to and including ``max_timesteps``."""
+    grid = [2 ** k for k in range(int(math.log2(max_timesteps)) + 1)]
+    return grid if grid[-1] == max_timesteps else grid + [max_timesteps]
+
+
+def readout_steps(timesteps: int, fraction: float) -> int:
+    return max(1, math.ceil(fraction * timesteps))
+
+
+def load_ann(run_dir: Path, run) -> object:
+    """Rebuild a run's ANN and load its trained weights."""
+    from .training import build_model
+
+    rundir.require(run_dir, rundir.ANN_WEIGHTS)
+    model = build_model(run.config, len(run.classes), weights="none")
+    load_weights(model, run_dir / rundir.ANN_WEIGHTS, what="ANN weights")
+    return model
+
+
+def simulate_split(model, batches, timesteps: int) -> dict:
+    """Per-step logits and spike counts of ``model`` (a SpikingVGG) on all ``batches``."""
+    import tensorflow as tf
+
+    simulate = tf.function(lambda x: model.simulate(x, timesteps), reduce_retracing=True)
+    outputs = [simulate(images) for images, _ in batches]
+    return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes", "rates")}
+
+
+def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: float, neurons: list,
+                       dt: float) -> list:
+    """Accuracy and per-layer firing rates at each T of ``grid`` from one simulation of max(grid) steps.
+
+    The simulation is causal, so the first T steps of a longer run are a run of T steps.
+    """
+    rows = []
+    for t in grid:
+        logits = result["logits"][:, :t]
+        k = readout_steps(t, fraction)
+        spikes = result["spikes"][:, :t].sum(axis=1).mean(axis=0)  # per layer, per image
+        rows.append({
+            "timesteps": t,
+            "accuracy": float(np.mean(logits[:, -k:].mean(axis=1).argmax(axis=1) == labels)),
+            "accuracy_last_step": float(np.mean(logits[:, -1].argmax(axis=1) == labels)),
+            "accuracy_all_steps": float(np.mean(logits.mean(axis=1).argmax(axis=1) == labels)),
+            "spikes_per_image": float(spikes.sum()),
+            "firing_rate_hz": [float(s / n / (t * dt)) for s, n in zip(spikes, neurons)],
+        })
+    return rows
+
+
+def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, tau="config", dt=None):
+    """Fold (and optionally normalise) ``ann`` into a :class:`SpikingVGG`."""
+    from . import conversion
+    from .simulation import SpikingVGG
+
+    dt = config.dt if dt is None else dt
+    net = conversion.fold_ann(ann)
+    percentiles = None
+    if config.normalise if normalise is None else normalise:
+        indices = run.indices("train")[: config.normalisation_images]
+        decoded = data.decoded_dataset(run.source, indices, run.config.image_size)
+        batches = (x for x, _ in data.evaluation_batches(decoded, config.batch_size))
+        percentiles = conversion.activation_percentiles(net, batches, config.percentile, seed=config.seed)
+        net = conversion.normalise(net, percentiles, config.max_rate or 1.0 / dt)
+    snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt,
+                                 tau=config.tau if tau == "config" else tau, seed=config.seed)
+    return snn, percentiles
+
+
+def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = True) -> dict:
+    """Convert the run's ANN, evaluate it over T, write ``snn.*`` and ``conversion.json``."""
+    from .training import open_run
+
+    check_keras()
+    config.validate()
+    run_dir = Path(config.run_dir)
+    rundir.require(run_dir, rundir.CONFIG, rundir.ANN_WEIGHTS)
+    rundir.prepare_new(run_dir, [SNN_CONFIG, SNN_WEIGHTS, CONVERSION, CONVERSION_PLOT], False, overwrite)
+    run = open_run(run_dir, config.data_dir)
+    ann = load_ann(run_dir, run)
+    labels = run.labels("test")
+    test_batches = data.evaluation_batches(run.decoded("test"), config.batch_size)
+    with data.explain_bad_images(run.source, run.indices("test")):
+        ann_accuracy = float(np.mean(ann.predict(test_batches, verbose=0).argmax(axis=1) == labels))
+    grid = timestep_grid(config.max_timesteps)
+
+    def evaluate(name, snn, **details):
+        began = time.perf_counter()
+        result = simulate_split(snn, test_batches, config.max_timesteps)
+        seconds = time.perf_counter() - began
+        rows = accuracy_over_time(result, labels, grid, config.readout_fraction, snn.neurons_per_layer(), snn.dt)
+        if verbose:
+            print(f"{name:>28}: " + "  ".join(f"T={r['timesteps']} {r['accuracy']:.3f}" for r in rows), flush=True)
+        return {"name": name, **details, "dt": snn.dt, "tau": snn.tau, "seconds": seconds, "by_timesteps": rows}
+
+    snn, percentiles = build_snn(run, ann, config)
+    variants = [evaluate("converted", snn, normalised=config.normalise)]
+    if config.sweep:
+        flipped = "no normalisation" if config.normalise else "normalised"
+        alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),
+                        ("no synapse", dict(tau=None)), ("dt 10 ms", dict(dt=0.01))]
+        for name, change in alternatives:
+            if "tau" in change and change["tau"] == config.tau:
+                continue
+            alternative, _ = build_snn(run, ann, config, **change)
+            variants.append(evaluate(name, alternative, normalised=change.get("normalise", config.normalise)))
+    report = {"ann_test_accuracy": ann_accuracy, "config": dataclasses.asdict(config),
+              "normalisation_percentiles": percentiles, "test_images": int(len(labels)),
+              "readout": f"mean logit over the last ceil({config.readout_fraction} * T) steps; "
+                         "accuracy_last_step and accuracy_all_steps give the other read-outs",
+              "variants": variants}
+    atomic_write_json(run_dir / SNN_CONFIG, snn.get_config())
+    atomic_save_weights(snn, run_dir / SNN_WEIGHTS)
+    atomic_write_json(run_dir / CONVERSION, report)
+    plot_accuracy(report, run_dir / CONVERSION_PLOT)
+    return report
+
+
+def plot_accuracy(report: dict, path: Path) -> None:
+    """Accuracy vs T of every variant, with the ANN's accuracy as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant in report["variants"]:
+        rows = variant["by_timesteps"]
+        ax.plot([r["timesteps"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=variant["name"])
+    ax.axhline(report["ann_test_accuracy"], color="black", linestyle="--", label="ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("timesteps T")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def load_snn(run_dir: Path, timesteps: int | None = None):
+    """Rebuild the run's SpikingVGG from ``snn.json`` and ``snn.weights.h5``."""
+    from .simulation import SpikingVGG
+
+    rundir.require(run_dir, SNN_CONFIG, SNN_WEIGHTS)
+    config = read_json(run_dir / SNN_CONFIG)
+    if timesteps is not None:
+        config["timesteps"] = timesteps
+    try:
+        snn = SpikingVGG.from_config(config)
+    except TypeError as exc:
+        raise UserError(f"{run_dir / SNN_CONFIG} does not describe a SpikingVGG ({exc}): re-run convert_snn.py") from None
+    load_weights(snn, run_dir / SNN_WEIGHTS, what="SNN weights")
+    return snn

@@ -1,0 +1,209 @@
+"""Spiking simulators of the converted VGG-16: ours (fast) and keras-spiking's (naive).
+
+Neuron and synapse arithmetic follow keras-spiking 0.3 exactly:
+``v <- v + relu(h) * dt; n = floor(v); v <- v - n; spikes = n / dt`` with
+initial voltages ``stateless_uniform([batch, ...], seed=(s, s))``, then the
+low-pass synapse ``y <- (1 - a) * spikes + a * y`` with ``a = exp(-dt / tau)``
+and ``y`` starting at zero. In training, spikes pass the gradient of the
+ReLU (spiking-aware training, as keras-spiking does).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from .conversion import FoldedNetwork
+
+
+def layer_seed(seed: int, layer: int) -> int:
+    """Seed of the initial voltages of neuron layer ``layer``."""
+    return seed * 1000 + layer + 1
+
+
+@tf.custom_gradient
+def _straight_through(rates, spikes):
+    """Forward: ``spikes`` exactly; backward: the gradient goes to ``rates``."""
+    return tf.identity(spikes), lambda grad: (grad, tf.zeros_like(spikes))
+
+
+@tf.keras.utils.register_keras_serializable(package="snn4vision")
+class SpikingVGG(tf.keras.Model):
+    """The converted VGG-16 as a spiking network, simulated step-major.
+
+    Input: images ``(batch, h, w, 3)`` (constant over time). ``call`` returns
+    the read-out logits ``(batch, classes)``: the mean of the last
+    ``readout_steps`` per-step logits (``None``: all steps).
+    :meth:`simulate` returns per-step logits ``(batch, time, classes)`` and
+    spike counts ``(batch, time, layers)``.
+
+    The first conv sees the analog image, which does not change over time,
+    so it is computed once. One loop over time runs every later layer at
+    batch ``batch`` and keeps state only for neurons (voltages) and
+    synapses (filter levels).
+
+    ``tau``: synaptic time constant in seconds, per neuron and trainable
+    (``None``: no synapse). ``rate_band``: ``(low, high)`` Hz; in training,
+    adds ``rate_weight * sum_l ((max(low - r_l, 0) + max(r_l - high, 0)) / high)^2``
+    where ``r_l`` is layer ``l``'s mean filtered rate.
+    """
+
+    def __init__(self, channels, pool_after, num_classes, image_size, timesteps=8, dt=0.001, tau=0.1,
+                 seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = [int(c) for c in channels]
+        self.pool_after = [bool(p) for p in pool_after]
+        self.num_classes = int(num_classes)
+        self.image_size = int(image_size)
+        self.timesteps = int(timesteps)
+        self.dt = float(dt)
+        self.tau = None if tau is None else float(tau)
+        self.seed = int(seed)
+        self.readout_steps = None if readout_steps is None else int(readout_steps)
+        self.rate_band = None if rate_band is None else tuple(float(r) for r in rate_band)
+        self.rate_weight = float(rate_weight)
+        self.shapes = []
+        size = self.image_size
+        for c, pool in zip(self.channels, self.pool_after):
+            self.shapes.append((size, size, c))
+            size = size // 2 if pool else size
+        c_in = 3
+        self.kernels, self.biases, self.taus = [], [], []
+        for i, (c, shape) in enumerate(zip(self.channels, self.shapes)):
+            self.kernels.append(self.add_weight(name=f"kernel_{i}", shape=(3, 3, c_in, c)))
+            self.biases.append(self.add_weight(name=f"bias_{i}", shape=(c,), initializer="zeros"))
+            if self.tau is not None:
+                self.taus.append(self.add_weight(
+                    name=f"tau_{i}", shape=(1, *shape), initializer=tf.keras.initializers.Constant(self.tau),
+                    constraint=tf.keras.constraints.NonNeg()))
+            c_in = c
+        self.logits_kernel = self.add_weight(name="logits_kernel", shape=(c_in, self.num_classes))
+
+    @classmethod
+    def from_folded(cls, net: FoldedNetwork, image_size: int, **kwargs) -> "SpikingVGG":
+        model = cls([k.shape[-1] for k in net.kernels], net.pool_after, net.logits_kernel.shape[-1], image_size,
+                    **kwargs)
+        model.set_folded(net)
+        return model
+
+    def set_folded(self, net: FoldedNetwork) -> None:
+        for variable, value in zip(self.kernels + self.biases, net.kernels + net.biases):
+            variable.assign(value)
+        self.logits_kernel.assign(net.logits_kernel)
+
+    def get_config(self):
+        return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
+                "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
+                "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
+                "rate_weight": self.rate_weight, "name": self.name}
+
+    # ------------------------------------------------------------------
+    def simulate(self, images, timesteps=None, training=False):
+        """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "rates": (B,T,L)}``.
+
+        ``spikes`` counts spikes per image, step and layer; ``rates`` is each
+        layer's mean filtered output (Hz) per step.
+        """
+        timesteps = self.timesteps if timesteps is None else timesteps
+        images = tf.convert_to_tensor(images, tf.float32)
+        batch = tf.shape(images)[0]
+        dt = self.dt
+        first = tf.nn.conv2d(images, self.kernels[0], 1, "SAME") + self.biases[0]
+        voltages = tuple(
+            tf.random.stateless_uniform(tf.concat([[batch], shape], 0), seed=(layer_seed(self.seed, i),) * 2)
+            for i, shape in enumerate(self.shapes))
+        levels = tuple(tf.zeros(tf.concat([[batch], shape], 0)) for shape in self.shapes) if self.taus else ()
+        decays = [tf.exp(-dt / tf.maximum(tau, 1e-8)) for tau in self.taus]
+        features = tf.TensorArray(tf.float32, size=timesteps)
+        counts = tf.TensorArray(tf.float32, size=timesteps)
+        rates = tf.TensorArray(tf.float32, size=timesteps)
+
+        def step(t, voltages, levels, features, counts, rates):
+            new_voltages, new_levels, step_counts, step_rates = [], [], [], []
+            x = None
+            for i in range(len(self.kernels)):
+                h = first if i == 0 else tf.nn.conv2d(x, self.kernels[i], 1, "SAME") + self.biases[i]
+                drive = tf.nn.relu(h)
+                v = tf.stop_gradient(voltages[i]) + tf.stop_gradient(drive) * dt
+                n = tf.floor(v)
+                new_voltages.append(v - n)
+                spikes = n / dt
+                if training:
+                    spikes = _straight_through(drive, spikes)
+                step_counts.append(tf.reduce_sum(n, axis=[1, 2, 3]))
+                if self.taus:
+                    out = (1 - decays[i]) * spikes + decays[i] * levels[i]
+                    new_levels.append(out)
+                else:
+                    out = spikes
+                step_rates.append(tf.reduce_mean(out, axis=[1, 2, 3]))
+                x = tf.nn.avg_pool2d(out, 2, 2, "VALID") if self.pool_after[i] else out
+            features = features.write(t, tf.reduce_mean(x, axis=[1, 2]))
+            counts = counts.write(t, tf.stack(step_counts, axis=1))
+            rates = rates.write(t, tf.stack(step_rates, axis=1))
+            return t + 1, tuple(new_voltages), tuple(new_levels), features, counts, rates
+
+        _, _, _, features, counts, rates = tf.while_loop(
+            lambda t, *_: t < timesteps, step, (tf.constant(0), voltages, levels, features, counts, rates))
+        per_step = tf.transpose(features.stack(), [1, 0, 2])
+        return {"logits": tf.einsum("btf,fc->btc", per_step, self.logits_kernel),
+                "spikes": tf.transpose(counts.stack(), [1, 0, 2]),
+                "rates": tf.transpose(rates.stack(), [1, 0, 2])}
+
+    def call(self, images, training=None):
+        result = self.simulate(images, self.timesteps, training=bool(training))
+        if training and self.rate_band and self.rate_weight:
+            low, high = self.rate_band
+            layer_rates = tf.reduce_mean(result["rates"], axis=[0, 1])
+            excess = (tf.nn.relu(low - layer_rates) + tf.nn.relu(layer_rates - high)) / high
+            self.add_loss(self.rate_weight * tf.reduce_sum(excess ** 2))
+        return readout(result["logits"], self.readout_steps)
+
+    def neurons_per_layer(self) -> list:
+        return [int(np.prod(shape)) for shape in self.shapes]
+
+
+def readout(per_step_logits, steps=None):
+    """Mean of the last ``steps`` per-step logits ``(batch, time, classes)`` (None: all)."""
+    if steps is not None:
+        per_step_logits = per_step_logits[:, -steps:]
+    return tf.reduce_mean(per_step_logits, axis=1)
+
+
+def keras_spiking_model(model: SpikingVGG, timesteps: int | None = None):
+    """The same network built the SNN4Space way from keras-spiking layers.
+
+    Input ``(batch, time, h, w, 3)`` (the image repeated over time); output
+    per-step logits ``(batch, time, classes)``. Every layer runs through
+    ``TimeDistributed``; each neuron layer is ``SpikingActivation("relu")``
+    seeded like ours, followed by ``Lowpass`` when ``model.tau`` is set.
+    Weights are copied from ``model`` layer by layer.
+    """
+    import keras_spiking
+
+    L = tf.keras.layers
+    inputs = tf.keras.Input((timesteps, model.image_size, model.image_size, 3))
+    x = inputs
+    convs, filters = [], []
+    for i, (c, pool) in enumerate(zip(model.channels, model.pool_after)):
+        conv = L.TimeDistributed(L.Conv2D(c, 3, padding="same"), name=f"conv_{i}")
+        x = conv(x)
+        convs.append(conv)
+        x = keras_spiking.SpikingActivation("relu", dt=model.dt, seed=layer_seed(model.seed, i),
+                                            name=f"spiking_{i}")(x)
+        if model.tau is not None:
+            lowpass = keras_spiking.Lowpass(model.tau, dt=model.dt, name=f"lowpass_{i}")
+            x = lowpass(x)
+            filters.append(lowpass)
+        if pool:
+            x = L.TimeDistributed(L.AveragePooling2D(2), name=f"pool_{i}")(x)
+    x = L.TimeDistributed(L.GlobalAveragePooling2D(), name="gap")(x)
+    logits = L.TimeDistributed(L.Dense(model.num_classes, use_bias=False), name="logits")
+    outputs = logits(x)
+    naive = tf.keras.Model(inputs, outputs, name="keras_spiking_vgg")
+    for conv, kernel, bias in zip(convs, model.kernels, model.biases):
+        conv.set_weights([kernel.numpy(), bias.numpy()])
+    for lowpass, tau in zip(filters, model.taus):
+        tau_weight = [w for w in lowpass.weights if "tau" in w.name][0]
+        tau_weight.assign(tau)
+    logits.set_weights([model.logits_kernel.numpy()])
+    return naive
