@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from snn4vision import conversion, models, simulation
+from snn4vision.convert import accuracy_over_time, readout_steps, timestep_grid
+from snn4vision.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def ann():
+    """A small VGG-16 with non-trivial BatchNorm statistics."""
+    model = models.vgg16(5, image_size=32, width=0.125, batch_norm=True, seed=1)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([g * rng.uniform(0.5, 1.5, g.shape), b + rng.normal(0, 0.1, b.shape),
+                               m + rng.normal(0, 0.1, m.shape), v * rng.uniform(0.5, 2, v.shape)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).random((6, 32, 32, 3)).astype(np.float32)
+
+
+def test_folding_reproduces_ann_logits(ann, images):
+    net = conversion.fold_ann(ann)
+    assert net.num_layers == 13 and sum(net.pool_after) == 4
+    np.testing.assert_allclose(conversion.rate_forward(net, images).numpy(), ann(images).numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_normalisation_keeps_logits_and_maps_percentile_to_max_rate(ann, images):
+    net = conversion.fold_ann(ann)
+    percentiles = conversion.activation_percentiles(net, [images], percentile=99.0)
+    normalised = conversion.normalise(net, percentiles, max_rate=500.0)
+    logits, activations = conversion.rate_forward(normalised, images, return_activations=True)
+    np.testing.assert_allclose(logits.numpy(), ann(images).numpy(), rtol=1e-4, atol=1e-5)
+    for act in activations:
+        assert np.percentile(act.numpy(), 99.0) == pytest.approx(500.0, rel=1e-3)
+
+
+def test_unconvertible_layer_is_named():
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 3)), tf.keras.layers.Conv2D(4, 3, padding="same"),
+                                 tf.keras.layers.MaxPooling2D(name="maxpool"),
+                                 tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(2, use_bias=False)])
+    with pytest.raises(UserError, match="maxpool"):
+        conversion.fold_ann(model)
+
+
+def _reference_simulation(net, images, timesteps, dt, tau, seed):
+    """keras-spiking's arithmetic written out in NumPy, one layer after another."""
+    x = np.repeat(images[:, None], timesteps, axis=1)  # (batch, time, h, w, c)
+    for i, (kernel, bias, pool) in enumerate(zip(net.kernels, net.biases, net.pool_after)):
+        b, t = x.shape[:2]
+        h = tf.nn.conv2d(x.reshape(b * t, *x.shape[2:]), kernel, 1, "SAME").numpy() + bias
+        h = h.reshape(b, t, *h.shape[1:])
+        v = tf.random.stateless_uniform(h[:, 0].shape, seed=(simulation.layer_seed(seed, i),) * 2).numpy()
+        out = np.zeros_like(h)
+        level = np.zeros_like(h[:, 0])
+        a = np.exp(-dt / tau, dtype=np.float32) if tau else None
+        for step in range(timesteps):
+            v = v + np.maximum(h[:, step], 0) * np.float32(dt)
+            n = np.floor(v)
+            v = v - n
+            spikes = n / np.float32(dt)
+            level = (1 - a) * spikes + a * level if tau else spikes
+            out[:, step] = level
+        x = out
+        if pool:
+            x = x.reshape(b, t, x.shape[2] // 2, 2, x.shape[3] // 2, 2, x.shape[4]).mean(axis=(3, 5))
+    return x.mean(axis=(2, 3)) @ net.logits_kernel
+
+
+@pytest.mark.parametrize("tau", [0.005, None])
+def test_simulator_matches_numpy_reference_and_keras_spiking(ann, images, tau):
+    net = conversion.fold_ann(ann)
+    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=12, tau=tau, seed=3)
+    ours = snn.simulate(images, 12)["logits"].numpy()
+    reference = _reference_simulation(net, images, 12, 0.001, tau, 3)
+    np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-3 * np.abs(reference).max())
+    naive = simulation.keras_spiking_model(snn)(np.repeat(images[:, None], 12, axis=1), training=False).numpy()
+    np.testing.assert_array_equal(ours, naive)
+
+
+def test_spike_at_step_t_only_affects_later_steps(ann, images):
+    net = conversion.fold_ann(ann)
+    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingVGG.from_folded(net, 32, tau=0.01, seed=0)
+    long = snn.simulate(images, 10)
+    short = snn.simulate(images, 4)
+    np.testing.assert_array_equal(long["logits"][:, :4].numpy(), short["logits"].numpy())
+    np.testing.assert_array_equal(long["spikes"][:, :4].numpy(), short["spikes"].numpy())
+
+
+def test_straight_through_gradient_is_relu_gradient(ann, images):
+    net = conversion.fold_ann(ann)
+    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=3, tau=None, seed=0)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(snn(images[:2], training=True))
+    grads = tape.gradient(loss, snn.trainable_variables)
+    assert all(g is not None for g in grads)
+    assert np.isfinite(np.concatenate([g.numpy().ravel() for g in grads])).all()
+    assert np.abs(grads[0].numpy()).sum() > 0
+
+
+def test_simulator_save_load_round_trip(tmp_path, ann, images):
+    snn = simulation.SpikingVGG.from_folded(conversion.fold_ann(ann), 32, timesteps=4, tau=0.01, seed=2)
+    snn.save_weights(str(tmp_path / "snn.weights.h5"))
+    copy = simulation.SpikingVGG.from_config(snn.get_config())
+    copy.load_weights(str(tmp_path / "snn.weights.h5"))
+    np.testing.assert_array_equal(copy(images).numpy(), snn(images).numpy())
+
+
+def test_timestep_grid_and_readout():
+    assert timestep_grid(32) == [1, 2, 4, 8, 16, 32]
+    assert timestep_grid(12) == [1, 2, 4, 8, 12]
+    assert [readout_steps(t, 0.5) for t in (1, 2, 3, 8)] == [1, 1, 2, 4]
+
+
+def test_accuracy_over_time_by_hand():
+    logits = np.zeros((2, 4, 3), np.float32)
+    logits[0, :, 0] = [1, 1, 0, 0]  # image 0: class 0 early, class 1 late
+    logits[0, :, 1] = [0, 0, 2, 2]
+    logits[1, :, 2] = 1  # image 1: always class 2
+    spikes = np.ones((2, 4, 2), np.float32)
+    rows = accuracy_over_time({"logits": logits, "spikes": spikes}, np.array([1, 2]), [2, 4], 0.5, [10, 20], 0.001)
+    assert [r["accuracy"] for r in rows] == [0.5, 1.0]
+    assert rows[1]["accuracy_all_steps"] == 1.0 and rows[0]["accuracy_last_step"] == 0.5
+    assert rows[1]["spikes_per_image"] == 8.0
+    assert rows[1]["firing_rate_hz"] == pytest.approx([4 / 10 / 0.004, 4 / 20 / 0.004])
