@@ -122,3 +122,34 @@ def convert_config(args: argparse.Namespace):
                          tau=None if args.synapse == "none" else args.tau, normalise=args.normalise,
                          percentile=args.percentile, max_rate=args.max_rate, readout_fraction=args.readout_fraction,
                          batch_size=args.batch_size, seed=args.seed, sweep=args.sweep, data_dir=args.data_dir)
+
+
+def fine_tune_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fine_tune.py",
+                                description="Fine-tune the converted SNN with spiking-aware training over doubling "
+                                            "timesteps T = 1, 2, 4, ... (stage 3).")
+    add_run_flags(p)
+    p.add_argument("--timesteps", type=positive_int, default=8, help="target T (rounded down to a power of 2)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="epochs of the last stage; stage n gets 2^(E-n) x")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="batch of the last stage; stage n gets 2^(E-n) x")
+    p.add_argument("--learning-rate", type=positive_float, default=1e-4,
+                   help="Adam learning rate of the last stage; stage n gets 2^(E-n) x")
+    p.add_argument("--train-tau", action="store_true", help="also train the synaptic time constants")
+    p.add_argument("--rate-band", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(10.0, 20.0),
+                   help="firing-rate band in Hz for the regulariser (on filtered rates)")
+    p.add_argument("--rate-weight", type=float, default=0.0, help="weight of the firing-rate regulariser (0: off)")
+    p.add_argument("--readout-fraction", type=positive_float, default=0.5)
+    p.add_argument("--max-train-images", type=positive_int, help="fine-tune on the first N training images only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="where the run's images are now, if they moved")
+    return p
+
+
+def fine_tune_config(args: argparse.Namespace):
+    from .fine_tuning import FineTuneConfig
+
+    return FineTuneConfig(run_dir=args.run_dir, timesteps=args.timesteps, epochs=args.epochs,
+                          batch_size=args.batch_size, learning_rate=args.learning_rate, train_tau=args.train_tau,
+                          rate_band=tuple(args.rate_band), rate_weight=args.rate_weight,
+                          readout_fraction=args.readout_fraction, max_train_images=args.max_train_images,
+                          seed=args.seed, data_dir=args.data_dir)

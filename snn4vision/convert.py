@@ -196,17 +196,27 @@ def plot_accuracy(report: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def load_snn(run_dir: Path, timesteps: int | None = None):
-    """Rebuild the run's SpikingVGG from ``snn.json`` and ``snn.weights.h5``."""
+def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN_CONFIG,
+             weights_name: str = SNN_WEIGHTS, **overrides):
+    """Rebuild a run's SpikingVGG from its JSON config and ``.h5`` weights.
+
+    ``timesteps`` and ``overrides`` replace entries of the saved config.
+    """
     from .simulation import SpikingVGG
 
-    rundir.require(run_dir, SNN_CONFIG, SNN_WEIGHTS)
-    config = read_json(run_dir / SNN_CONFIG)
-    if timesteps is not None:
-        config["timesteps"] = timesteps
+    run_dir = Path(run_dir)
+    rundir.require(run_dir, config_name, weights_name)
+    saved = read_json(run_dir / config_name)
     try:
-        snn = SpikingVGG.from_config(config)
+        snn = SpikingVGG.from_config(saved)
     except TypeError as exc:
-        raise UserError(f"{run_dir / SNN_CONFIG} does not describe a SpikingVGG ({exc}): re-run convert_snn.py") from None
-    load_weights(snn, run_dir / SNN_WEIGHTS, what="SNN weights")
+        raise UserError(f"{run_dir / config_name} does not describe a SpikingVGG ({exc}): re-run the stage "
+                        f"that wrote it") from None
+    load_weights(snn, run_dir / weights_name, what="SNN weights")
+    if timesteps is not None:
+        overrides["timesteps"] = timesteps
+    if overrides:  # rebuild (trainability changes the weight order of .h5 files), then copy
+        changed = SpikingVGG.from_config(saved | overrides)
+        changed.assign_from(snn)
+        snn = changed
     return snn

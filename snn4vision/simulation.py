@@ -48,7 +48,7 @@ class SpikingVGG(tf.keras.Model):
     """
 
     def __init__(self, channels, pool_after, num_classes, image_size, timesteps=8, dt=0.001, tau=0.1,
-                 seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, **kwargs):
+                 seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, **kwargs):
         super().__init__(**kwargs)
         self.channels = [int(c) for c in channels]
         self.pool_after = [bool(p) for p in pool_after]
@@ -61,6 +61,7 @@ class SpikingVGG(tf.keras.Model):
         self.readout_steps = None if readout_steps is None else int(readout_steps)
         self.rate_band = None if rate_band is None else tuple(float(r) for r in rate_band)
         self.rate_weight = float(rate_weight)
+        self.train_tau = bool(train_tau)
         self.shapes = []
         size = self.image_size
         for c, pool in zip(self.channels, self.pool_after):
@@ -74,6 +75,7 @@ class SpikingVGG(tf.keras.Model):
             if self.tau is not None:
                 self.taus.append(self.add_weight(
                     name=f"tau_{i}", shape=(1, *shape), initializer=tf.keras.initializers.Constant(self.tau),
+                    trainable=self.train_tau,
                     constraint=tf.keras.constraints.NonNeg()))
             c_in = c
         self.logits_kernel = self.add_weight(name="logits_kernel", shape=(c_in, self.num_classes))
@@ -90,11 +92,18 @@ class SpikingVGG(tf.keras.Model):
             variable.assign(value)
         self.logits_kernel.assign(net.logits_kernel)
 
+    def assign_from(self, other: "SpikingVGG") -> None:
+        """Copy every weight of ``other`` (same architecture) into this model."""
+        mine = self.kernels + self.biases + self.taus + [self.logits_kernel]
+        theirs = other.kernels + other.biases + other.taus + [other.logits_kernel]
+        for variable, value in zip(mine, theirs, strict=True):
+            variable.assign(value)
+
     def get_config(self):
         return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
                 "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
                 "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
-                "rate_weight": self.rate_weight, "name": self.name}
+                "rate_weight": self.rate_weight, "train_tau": self.train_tau, "name": self.name}
 
     # ------------------------------------------------------------------
     def simulate(self, images, timesteps=None, training=False):

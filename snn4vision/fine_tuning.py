@@ -1,0 +1,164 @@
+"""Stage 3: fine-tune the converted SNN over doubling timesteps (``pipelines/fine_tune.py``).
+
+Spiking-aware training (spikes forward, ReLU gradient backward, as
+keras-spiking does) at T_n = 1, 2, 4, ..., 2^E with E = floor(log2 T). Stage
+``n`` multiplies the batch size, the learning rate and the number of epochs
+by ``2^(E - n)``: batch x T stays constant, and every stage costs about the
+same compute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import data, rundir
+from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json
+from .convert import SNN_CONFIG, SNN_WEIGHTS, load_snn, readout_steps
+from .errors import UserError, check_keras
+
+FINE_TUNED_CONFIG = "fine_tuned.json"
+FINE_TUNED_WEIGHTS = "fine_tuned.weights.h5"
+FINE_TUNE = "fine_tune.json"
+rundir.MADE_BY.update({FINE_TUNED_CONFIG: "pipelines/fine_tune.py", FINE_TUNED_WEIGHTS: "pipelines/fine_tune.py",
+                       FINE_TUNE: "pipelines/fine_tune.py"})
+
+
+@dataclass
+class FineTuneConfig:
+    """The doubling-T fine-tuning schedule; batch, epochs and LR are those of the last stage."""
+
+    run_dir: str
+    timesteps: int = 8
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    train_tau: bool = False
+    rate_band: tuple = (10.0, 20.0)  # Hz, on the filtered rates
+    rate_weight: float = 0.0  # 0: no firing-rate regularisation
+    readout_fraction: float = 0.5
+    max_train_images: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+
+    def validate(self) -> None:
+        if self.timesteps < 1:
+            raise UserError(f"--timesteps must be at least 1, got {self.timesteps}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise UserError("--epochs and --batch-size must be at least 1 and --learning-rate positive")
+        if not 0 <= self.rate_band[0] < self.rate_band[1]:
+            raise UserError(f"--rate-band must be LOW HIGH with 0 <= LOW < HIGH, got {list(self.rate_band)}")
+
+
+def schedule(config: FineTuneConfig) -> list:
+    """The stages: ``[{"timesteps", "batch_size", "learning_rate", "epochs"}, ...]``."""
+    last = int(math.log2(config.timesteps))
+    return [{"timesteps": 2 ** n, "batch_size": config.batch_size * 2 ** (last - n),
+             "learning_rate": config.learning_rate * 2 ** (last - n), "epochs": config.epochs * 2 ** (last - n)}
+            for n in range(last + 1)]
+
+
+def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
+    """Fine-tune the run's converted SNN; writes ``fine_tuned.*`` and ``fine_tune.json``."""
+    import tensorflow as tf
+
+    from .training import open_run
+
+    check_keras()
+    config.validate()
+    run_dir = Path(config.run_dir)
+    rundir.require(run_dir, rundir.CONFIG, SNN_CONFIG, SNN_WEIGHTS)
+    ckpt_dir = run_dir / rundir.CHECKPOINTS / "fine_tune"
+    outputs = [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE]
+    if resume and not ckpt_dir.exists():
+        raise UserError(f"nothing to resume in {run_dir}: no fine-tuning checkpoint; run without --resume")
+    rundir.prepare_new(run_dir, outputs, resume, overwrite)
+    if overwrite and ckpt_dir.exists() and not resume:
+        import shutil
+
+        shutil.rmtree(ckpt_dir)
+    tf.keras.utils.set_random_seed(config.seed)
+    run = open_run(run_dir, config.data_dir)
+    snn = load_snn(run_dir, train_tau=config.train_tau)
+    snn.rate_band, snn.rate_weight = tuple(config.rate_band), config.rate_weight
+    stages = schedule(config)
+    optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+    optimizer.build(snn.trainable_variables)
+    checkpointer = EpochCheckpointer(ckpt_dir, model=snn, optimizer=optimizer)
+    state = checkpointer.restore() if resume else None
+    done = state["done"] if state else []  # finished epochs as [stage, epoch]
+    results = state["results"] if state else []
+    if state and verbose:
+        print(f"resuming fine-tuning after {len(done)} epoch(s)")
+    train_indices = run.indices("train")[: config.max_train_images]
+    decoded_train = data.decoded_dataset(run.source, train_indices, run.config.image_size)
+    decoded_test = run.decoded("test")
+    labels = run.labels("test")
+    augmentation = data.augmentation(run.config.augment)
+    writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / "fine_tune"))
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    began = time.perf_counter()
+    step = len(done)
+    for n, stage in enumerate(stages):
+        if len(done) and [n, stage["epochs"] - 1] in done:
+            continue
+        snn.timesteps = stage["timesteps"]
+        snn.readout_steps = readout_steps(stage["timesteps"], config.readout_fraction)
+        optimizer.learning_rate.assign(stage["learning_rate"])
+        snn.compile(optimizer, loss, ["accuracy"])  # a new train function for this T
+        for epoch in range(stage["epochs"]):
+            if [n, epoch] in done:
+                continue
+            batches = data.training_batches(decoded_train, stage["batch_size"], config.seed, 1000 * n + epoch,
+                                            augmentation)
+            history = snn.fit(batches, epochs=1, verbose=0).history
+            done.append([n, epoch])
+            with writer.as_default(step=step):
+                tf.summary.scalar("loss", history["loss"][0])
+                tf.summary.scalar("accuracy", history["accuracy"][0])
+                tf.summary.scalar("timesteps", stage["timesteps"])
+            if epoch == stage["epochs"] - 1:
+                results.append(_evaluate_stage(snn, decoded_test, labels, stage, config, writer, step))
+                if verbose:
+                    r = results[-1]
+                    print(f"T={stage['timesteps']}: train loss {history['loss'][0]:.4f}, test accuracy "
+                          f"{r['accuracy']:.4f}, {r['spikes_per_image']:.0f} spikes/image", flush=True)
+            checkpointer.save(step, {"done": done, "results": results})
+            step += 1
+    snn.timesteps = stages[-1]["timesteps"]
+    snn.readout_steps = readout_steps(snn.timesteps, config.readout_fraction)
+    atomic_write_json(run_dir / FINE_TUNED_CONFIG, snn.get_config())
+    atomic_save_weights(snn, run_dir / FINE_TUNED_WEIGHTS)
+    report = {"config": dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}, "stages": stages,
+              "results": results, "wall_time_s": time.perf_counter() - began}
+    atomic_write_json(run_dir / FINE_TUNE, report)
+    return report
+
+
+def _evaluate_stage(snn, decoded_test, labels, stage, config, writer, step) -> dict:
+    import tensorflow as tf
+
+    from .convert import simulate_split
+
+    batches = data.evaluation_batches(decoded_test, 64)
+    result = simulate_split(snn, batches, stage["timesteps"])
+    k = readout_steps(stage["timesteps"], config.readout_fraction)
+    accuracy = float(np.mean(result["logits"][:, -k:].mean(axis=1).argmax(axis=1) == labels))
+    spikes = result["spikes"].sum(axis=1).mean(axis=0)
+    rates = [float(s / n / (stage["timesteps"] * snn.dt)) for s, n in zip(spikes, snn.neurons_per_layer())]
+    with writer.as_default(step=step):
+        tf.summary.scalar("test_accuracy", accuracy)
+        tf.summary.histogram("firing_rate_hz", np.asarray(rates))
+        for i, rate in enumerate(rates):
+            tf.summary.scalar(f"firing_rate_hz/layer_{i + 1}", rate)
+    return {"timesteps": stage["timesteps"], "accuracy": accuracy, "spikes_per_image": float(spikes.sum()),
+            "firing_rate_hz": rates}
+
+
+def load_fine_tuned(run_dir: Path, timesteps: int | None = None):
+    """The fine-tuned SNN of a run."""
+    return load_snn(run_dir, timesteps, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS)
