@@ -153,3 +153,12 @@ def fine_tune_config(args: argparse.Namespace):
                           rate_band=tuple(args.rate_band), rate_weight=args.rate_weight,
                           readout_fraction=args.readout_fraction, max_train_images=args.max_train_images,
                           seed=args.seed, data_dir=args.data_dir)
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="predict.py", description="Classify image files with a run's ANN or SNN.")
+    p.add_argument("--run", dest="run_dir", required=True, metavar="RUN_DIR")
+    p.add_argument("--model", choices=("ann", "snn", "fine-tuned"), default="ann")
+    p.add_argument("--timesteps", type=positive_int, help="SNN timesteps (default: the saved model's)")
+    p.add_argument("images", nargs="+", help="image files")
+    return p

@@ -63,12 +63,12 @@ def readout_steps(timesteps: int, fraction: float) -> int:
     return max(1, math.ceil(fraction * timesteps))
 
 
-def load_ann(run_dir: Path, run) -> object:
-    """Rebuild a run's ANN and load its trained weights."""
+def load_ann(run_dir: Path, config, num_classes: int):
+    """Rebuild a run's ANN from its TrainConfig and load its trained weights."""
     from .training import build_model
 
     rundir.require(run_dir, rundir.ANN_WEIGHTS)
-    model = build_model(run.config, len(run.classes), weights="none")
+    model = build_model(config, num_classes, weights="none")
     load_weights(model, run_dir / rundir.ANN_WEIGHTS, what="ANN weights")
     return model
 
@@ -133,7 +133,7 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     rundir.require(run_dir, rundir.CONFIG, rundir.ANN_WEIGHTS)
     rundir.prepare_new(run_dir, [SNN_CONFIG, SNN_WEIGHTS, CONVERSION, CONVERSION_PLOT], False, overwrite)
     run = open_run(run_dir, config.data_dir)
-    ann = load_ann(run_dir, run)
+    ann = load_ann(run_dir, run.config, len(run.classes))
     labels = run.labels("test")
     test_batches = data.evaluation_batches(run.decoded("test"), config.batch_size)
     with data.explain_bad_images(run.source, run.indices("test")):

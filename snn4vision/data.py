@@ -230,6 +230,8 @@ def load_image_file(path: str | Path, image_size: int | None = None) -> np.ndarr
     """
     import tensorflow as tf
 
+    if not Path(path).is_file():
+        raise UserError(f"image file {path} does not exist")
     try:
         image = decode_image(tf.io.read_file(str(path)))
         if image_size:

@@ -34,3 +34,18 @@ def make_subset(root: Path, classes, per_class: int, source: Path = UCMERCED) ->
 def small_subset(tmp_path_factory, ucmerced) -> Path:
     """4 real UC Merced classes x 30 images (symlinks)."""
     return make_subset(tmp_path_factory.mktemp("ucm4"), ["beach", "chaparral", "forest", "runway"], 30)
+
+
+TINY_TRAIN_ARGS = ["--image-size", "32", "--width", "0.25", "--epochs", "10", "--batch-size", "16", "--seed", "7"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, small_subset):
+    """A tiny ANN trained in process on real images: (run_dir, metrics). Treat as read-only."""
+    from snn4vision import cli
+    from snn4vision.training import train_ann
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    args = cli.train_ann_parser().parse_args(["--run", str(run_dir), "--dataset", str(small_subset),
+                                              *TINY_TRAIN_ARGS])
+    return run_dir, train_ann(cli.train_config(args), verbose=False)

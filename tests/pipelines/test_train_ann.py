@@ -13,23 +13,19 @@ from snn4vision import cli
 from snn4vision.errors import UserError
 from snn4vision.training import train_ann
 
-from ..conftest import ROOT
+from ..conftest import ROOT, TINY_TRAIN_ARGS
 
 SCRIPT = ROOT / "pipelines" / "train_ann.py"
 
 
-def _argv(run_dir, dataset, epochs=10):
-    return ["--run", str(run_dir), "--dataset", str(dataset), "--image-size", "32", "--width", "0.25",
-            "--epochs", str(epochs), "--batch-size", "16", "--seed", "7"]
+def _argv(run_dir, dataset):
+    return ["--run", str(run_dir), "--dataset", str(dataset), *TINY_TRAIN_ARGS]
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, small_subset):
+def reference_run(trained_run):
     """An uninterrupted run, in process."""
-    run_dir = tmp_path_factory.mktemp("ref") / "run"
-    args = cli.train_ann_parser().parse_args(_argv(run_dir, small_subset))
-    metrics = train_ann(cli.train_config(args), verbose=False)
-    return run_dir, metrics
+    return trained_run
 
 
 def test_training_learns_real_images(reference_run):

@@ -1,0 +1,53 @@
+"""Predict the class of image files with a run's ANN or SNN (``pipelines/predict.py``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import data, rundir
+from .checkpoints import read_json
+from .errors import UserError
+
+
+def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: int | None = None) -> list:
+    """Per image: ``{"image", "class", "probability"}`` and, for an SNN, ``"spikes"``.
+
+    ``model``: ``ann``, ``snn`` (converted) or ``fine-tuned``.
+    """
+    import tensorflow as tf
+
+    from .convert import load_ann, load_snn
+    from .fine_tuning import load_fine_tuned
+    from .training import TrainConfig
+
+    run_dir = Path(run_dir)
+    rundir.require(run_dir, rundir.CONFIG, rundir.CLASSES)
+    if timesteps is not None and timesteps < 1:
+        raise UserError(f"--timesteps must be at least 1, got {timesteps}")
+    config = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG))
+    classes = read_json(run_dir / rundir.CLASSES)
+    if not images:
+        raise UserError("no images given: pass one or more image files")
+    batch = np.stack([data.load_image_file(path, config.image_size) for path in images]).astype(np.float32) / 255.0
+    spikes = None
+    if model == "ann":
+        logits = load_ann(run_dir, config, len(classes))(batch).numpy()
+    elif model in ("snn", "fine-tuned"):
+        snn = load_snn(run_dir, timesteps) if model == "snn" else load_fine_tuned(run_dir, timesteps)
+        result = snn.simulate(batch, snn.timesteps)
+        from .simulation import readout
+
+        logits = readout(result["logits"], snn.readout_steps).numpy()
+        spikes = result["spikes"].numpy().sum(axis=(1, 2))
+    else:
+        raise UserError(f"unknown model {model!r}: use ann, snn or fine-tuned")
+    probabilities = tf.nn.softmax(logits).numpy()
+    rows = []
+    for i, path in enumerate(images):
+        label = int(probabilities[i].argmax())
+        row = {"image": str(path), "class": classes[label], "probability": float(probabilities[i, label])}
+        if spikes is not None:
+            row["spikes"] = int(spikes[i])
+        rows.append(row)
+    return rows

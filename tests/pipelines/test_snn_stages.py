@@ -1,0 +1,89 @@
+"""End-to-end: convert_snn.py, fine_tune.py and predict.py on a tiny ANN trained on real images."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from snn4vision.convert import ConvertConfig, convert_snn, load_snn
+from snn4vision.errors import UserError
+from snn4vision.fine_tuning import FineTuneConfig, fine_tune, schedule
+from snn4vision.predict import predict
+
+from ..conftest import ROOT, UCMERCED
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, trained_run):
+    run_dir = tmp_path_factory.mktemp("snn") / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    report = convert_snn(ConvertConfig(str(run_dir), max_timesteps=8, tau=0.002, normalisation_images=64),
+                         verbose=False)
+    return run_dir, report
+
+
+def test_conversion_report(converted, trained_run):
+    run_dir, report = converted
+    assert report["ann_test_accuracy"] == pytest.approx(trained_run[1]["test"]["accuracy"])
+    names = [v["name"] for v in report["variants"]]
+    assert names == ["converted", "no normalisation", "tau 5 ms", "no synapse", "dt 10 ms"]
+    for variant in report["variants"]:
+        assert [r["timesteps"] for r in variant["by_timesteps"]] == [1, 2, 4, 8]
+    rows = report["variants"][0]["by_timesteps"]
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert rows[-1]["spikes_per_image"] > rows[0]["spikes_per_image"] > 0  # spike counts grow with T
+    # normalisation maps the 99.9th percentile to 1/dt = 1000 Hz; without it an activation a fires at a Hz
+    plain = report["variants"][1]["by_timesteps"][-1]
+    assert plain["spikes_per_image"] < rows[-1]["spikes_per_image"]
+    assert (run_dir / "conversion.png").stat().st_size > 0
+    assert json.loads((run_dir / "conversion.json").read_text())["test_images"] == 12
+
+
+def test_converted_snn_reloads(converted):
+    run_dir, _ = converted
+    snn = load_snn(run_dir, timesteps=3)
+    assert snn.timesteps == 3 and snn.tau == 0.002
+
+
+def test_conversion_refuses_to_overwrite_and_bad_values(converted, tmp_path):
+    run_dir, _ = converted
+    with pytest.raises(UserError, match="--overwrite"):
+        convert_snn(ConvertConfig(str(run_dir)))
+    with pytest.raises(UserError, match="--tau must be positive"):
+        convert_snn(ConvertConfig(str(run_dir), tau=-1.0))
+    with pytest.raises(UserError, match="run pipelines/train_ann.py"):
+        convert_snn(ConvertConfig(str(tmp_path)))
+
+
+def test_schedule_doubles_timesteps_and_keeps_cost():
+    stages = schedule(FineTuneConfig("x", timesteps=10, epochs=1, batch_size=16, learning_rate=1e-4))
+    assert [s["timesteps"] for s in stages] == [1, 2, 4, 8]
+    assert [s["batch_size"] for s in stages] == [128, 64, 32, 16]
+    assert [s["epochs"] for s in stages] == [8, 4, 2, 1]
+    assert stages[0]["learning_rate"] == pytest.approx(8e-4)
+    assert len({s["timesteps"] * s["epochs"] for s in stages}) == 1
+
+
+def test_fine_tune_and_predict(converted, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(converted[0], run_dir)
+    report = fine_tune(FineTuneConfig(str(run_dir), timesteps=2, batch_size=16, max_train_images=48), verbose=False)
+    assert [r["timesteps"] for r in report["results"]] == [1, 2]
+    assert (run_dir / "fine_tuned.weights.h5").is_file()
+    with pytest.raises(UserError, match="--overwrite"):
+        fine_tune(FineTuneConfig(str(run_dir), timesteps=2))
+    images = [str(UCMERCED / "beach" / "beach99.jpg"), str(UCMERCED / "forest" / "forest99.jpg")]
+    for model in ("ann", "snn", "fine-tuned"):
+        rows = predict(run_dir, images, model, timesteps=2)
+        assert [r["class"] in {"beach", "chaparral", "forest", "runway"} for r in rows] == [True, True]
+        assert all(0 < r["probability"] <= 1 for r in rows)
+        assert ("spikes" in rows[0]) == (model != "ann")
+
+
+def test_predict_script_bad_input(converted):
+    result = subprocess.run([sys.executable, str(ROOT / "pipelines" / "predict.py"), "--run", str(converted[0]),
+                             "/no/such/image.jpg"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: image file /no/such/image.jpg does not exist"
