@@ -22,6 +22,7 @@ keras-spiking ``Lowpass`` synapse. Two simulators share the same weights:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,16 +35,19 @@ from .errors import UserError
 # --------------------------------------------------------------------------
 @dataclass
 class FoldedNetwork:
-    """The ANN as plain arrays: ``convs[i] = (kernel, bias)``, pooling flags, logits kernel.
+    """The ANN as plain arrays: conv kernels and biases, pooling flags, logits kernel.
 
     ``pool_after[i]``: a 2x2 average pooling follows neuron layer ``i``.
+    ``gains[i]``: layer ``i``'s pre-activation is multiplied by this (in Hz per
+    unit of ANN activation); see :func:`scaled_weights`. The weights stay in
+    the ANN's scale, which keeps fine-tuning well conditioned.
     """
 
     kernels: list
     biases: list
     pool_after: list
     logits_kernel: np.ndarray
-    scales: list = field(default_factory=list)  # per-layer gain applied (1.0 = none)
+    gains: list = field(default_factory=list)
 
     @property
     def num_layers(self) -> int:
@@ -100,6 +104,23 @@ def fold_ann(model) -> FoldedNetwork:
     return FoldedNetwork(kernels, biases, pool_after, logits, [1.0] * len(kernels))
 
 
+def scaled_weights(kernels, biases, logits_kernel, gains):
+    """Weights that make layer ``l`` compute ``gains[l]`` times the ANN's pre-activation.
+
+    Layer ``l`` receives activations scaled by ``g_{l-1}`` (the image: 1), so
+    its kernel is multiplied by ``g_l / g_{l-1}`` and its bias by ``g_l``; the
+    logits kernel is divided by the last gain, so the logits are the ANN's.
+    Works on NumPy arrays and TensorFlow tensors alike.
+    """
+    previous = 1.0
+    scaled_kernels, scaled_biases = [], []
+    for kernel, bias, gain in zip(kernels, biases, gains):
+        scaled_kernels.append(kernel * (gain / previous))
+        scaled_biases.append(bias * gain)
+        previous = gain
+    return scaled_kernels, scaled_biases, logits_kernel / previous
+
+
 def rate_forward(net: FoldedNetwork, images, return_activations: bool = False):
     """Run the folded network with ReLU (rate) neurons: the ANN's logits.
 
@@ -110,12 +131,14 @@ def rate_forward(net: FoldedNetwork, images, return_activations: bool = False):
 
     x = tf.convert_to_tensor(images, tf.float32)
     activations = []
-    for kernel, bias, pool in zip(net.kernels, net.biases, net.pool_after):
+    kernels, biases, logits_kernel = scaled_weights(net.kernels, net.biases, net.logits_kernel,
+                                                    np.asarray(net.gains, np.float32))
+    for kernel, bias, pool in zip(kernels, biases, net.pool_after):
         x = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)
         activations.append(x)
         if pool:
             x = tf.nn.avg_pool2d(x, 2, 2, "VALID")
-    logits = tf.reduce_mean(x, axis=[1, 2]) @ net.logits_kernel
+    logits = tf.reduce_mean(x, axis=[1, 2]) @ logits_kernel
     return (logits, activations) if return_activations else logits
 
 
@@ -142,23 +165,12 @@ def activation_percentiles(net: FoldedNetwork, batches, percentile: float = 99.9
 
 
 def normalise(net: FoldedNetwork, percentiles: list, max_rate: float) -> FoldedNetwork:
-    """Rescale layers so activation ``percentiles[l]`` maps to ``max_rate`` Hz.
+    """Set gains so that activation ``percentiles[l]`` of layer ``l`` maps to ``max_rate`` Hz.
 
-    Layer ``l`` gets gain ``g_l = max_rate / p_l``: its kernel is multiplied
-    by ``g_l / g_{l-1}`` (the input image has gain 1), its bias by ``g_l``,
-    and the logits kernel is divided by the last gain, so the logits are
-    unchanged. Returns a new network.
+    ``g_l = max_rate / p_l``; the logits are unchanged (see :func:`scaled_weights`).
+    ``percentiles`` must be measured on ``net`` with all gains 1.
     """
     if len(percentiles) != net.num_layers:
         raise ValueError("one percentile per layer is needed")
-    if any(scale != 1.0 for scale in net.scales):
-        raise ValueError("normalise() expects an unnormalised network")
-    gains = [max_rate / p for p in percentiles]
-    previous = 1.0
-    kernels, biases = [], []
-    for kernel, bias, gain in zip(net.kernels, net.biases, gains):
-        kernels.append((kernel * (gain / previous)).astype(np.float32))
-        biases.append((bias * gain).astype(np.float32))
-        previous = gain
-    return FoldedNetwork(kernels, biases, list(net.pool_after), (net.logits_kernel / previous).astype(np.float32),
-                         gains)
+    gains = [float(max_rate / p) for p in percentiles]
+    return dataclasses.replace(net, gains=gains)

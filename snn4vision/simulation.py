@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .conversion import FoldedNetwork
+from .conversion import FoldedNetwork, scaled_weights
 
 
 def layer_seed(seed: int, layer: int) -> int:
@@ -79,6 +79,8 @@ class SpikingVGG(tf.keras.Model):
                     constraint=tf.keras.constraints.NonNeg()))
             c_in = c
         self.logits_kernel = self.add_weight(name="logits_kernel", shape=(c_in, self.num_classes))
+        # Hz per unit of ANN activation, per layer (rate normalisation); not trained.
+        self.gains = self.add_weight(name="gains", shape=(len(self.channels),), initializer="ones", trainable=False)
 
     @classmethod
     def from_folded(cls, net: FoldedNetwork, image_size: int, **kwargs) -> "SpikingVGG":
@@ -91,11 +93,17 @@ class SpikingVGG(tf.keras.Model):
         for variable, value in zip(self.kernels + self.biases, net.kernels + net.biases):
             variable.assign(value)
         self.logits_kernel.assign(net.logits_kernel)
+        self.gains.assign(np.asarray(net.gains, np.float32))
+
+    def effective_weights(self):
+        """Kernels, biases and logits kernel with the gains applied (what the neurons see)."""
+        gains = tf.unstack(self.gains)
+        return scaled_weights(self.kernels, self.biases, self.logits_kernel, gains)
 
     def assign_from(self, other: "SpikingVGG") -> None:
         """Copy every weight of ``other`` (same architecture) into this model."""
-        mine = self.kernels + self.biases + self.taus + [self.logits_kernel]
-        theirs = other.kernels + other.biases + other.taus + [other.logits_kernel]
+        mine = self.kernels + self.biases + self.taus + [self.logits_kernel, self.gains]
+        theirs = other.kernels + other.biases + other.taus + [other.logits_kernel, other.gains]
         for variable, value in zip(mine, theirs, strict=True):
             variable.assign(value)
 
@@ -116,7 +124,8 @@ class SpikingVGG(tf.keras.Model):
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
         dt = self.dt
-        first = tf.nn.conv2d(images, self.kernels[0], 1, "SAME") + self.biases[0]
+        kernels, biases, logits_kernel = self.effective_weights()
+        first = tf.nn.conv2d(images, kernels[0], 1, "SAME") + biases[0]
         voltages = tuple(
             tf.random.stateless_uniform(tf.concat([[batch], shape], 0), seed=(layer_seed(self.seed, i),) * 2)
             for i, shape in enumerate(self.shapes))
@@ -130,7 +139,7 @@ class SpikingVGG(tf.keras.Model):
             new_voltages, new_levels, step_counts, step_rates = [], [], [], []
             x = None
             for i in range(len(self.kernels)):
-                h = first if i == 0 else tf.nn.conv2d(x, self.kernels[i], 1, "SAME") + self.biases[i]
+                h = first if i == 0 else tf.nn.conv2d(x, kernels[i], 1, "SAME") + biases[i]
                 drive = tf.nn.relu(h)
                 v = tf.stop_gradient(voltages[i]) + tf.stop_gradient(drive) * dt
                 n = tf.floor(v)
@@ -154,7 +163,7 @@ class SpikingVGG(tf.keras.Model):
         _, _, _, features, counts, rates = tf.while_loop(
             lambda t, *_: t < timesteps, step, (tf.constant(0), voltages, levels, features, counts, rates))
         per_step = tf.transpose(features.stack(), [1, 0, 2])
-        return {"logits": tf.einsum("btf,fc->btc", per_step, self.logits_kernel),
+        return {"logits": tf.einsum("btf,fc->btc", per_step, logits_kernel),
                 "spikes": tf.transpose(counts.stack(), [1, 0, 2]),
                 "rates": tf.transpose(rates.stack(), [1, 0, 2])}
 
@@ -209,10 +218,11 @@ def keras_spiking_model(model: SpikingVGG, timesteps: int | None = None):
     logits = L.TimeDistributed(L.Dense(model.num_classes, use_bias=False), name="logits")
     outputs = logits(x)
     naive = tf.keras.Model(inputs, outputs, name="keras_spiking_vgg")
-    for conv, kernel, bias in zip(convs, model.kernels, model.biases):
+    kernels, biases, logits_kernel = model.effective_weights()
+    for conv, kernel, bias in zip(convs, kernels, biases):
         conv.set_weights([kernel.numpy(), bias.numpy()])
     for lowpass, tau in zip(filters, model.taus):
         tau_weight = [w for w in lowpass.weights if "tau" in w.name][0]
         tau_weight.assign(tau)
-    logits.set_weights([model.logits_kernel.numpy()])
+    logits.set_weights([logits_kernel.numpy()])
     return naive

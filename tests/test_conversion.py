@@ -50,10 +50,10 @@ def test_unconvertible_layer_is_named():
         conversion.fold_ann(model)
 
 
-def _reference_simulation(net, images, timesteps, dt, tau, seed):
+def _reference_simulation(kernels, biases, logits_kernel, pool_after, images, timesteps, dt, tau, seed):
     """keras-spiking's arithmetic written out in NumPy, one layer after another."""
     x = np.repeat(images[:, None], timesteps, axis=1)  # (batch, time, h, w, c)
-    for i, (kernel, bias, pool) in enumerate(zip(net.kernels, net.biases, net.pool_after)):
+    for i, (kernel, bias, pool) in enumerate(zip(kernels, biases, pool_after)):
         b, t = x.shape[:2]
         h = tf.nn.conv2d(x.reshape(b * t, *x.shape[2:]), kernel, 1, "SAME").numpy() + bias
         h = h.reshape(b, t, *h.shape[1:])
@@ -71,7 +71,7 @@ def _reference_simulation(net, images, timesteps, dt, tau, seed):
         x = out
         if pool:
             x = x.reshape(b, t, x.shape[2] // 2, 2, x.shape[3] // 2, 2, x.shape[4]).mean(axis=(3, 5))
-    return x.mean(axis=(2, 3)) @ net.logits_kernel
+    return x.mean(axis=(2, 3)) @ logits_kernel
 
 
 @pytest.mark.parametrize("tau", [0.005, None])
@@ -80,7 +80,8 @@ def test_simulator_matches_numpy_reference_and_keras_spiking(ann, images, tau):
     net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
     snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=12, tau=tau, seed=3)
     ours = snn.simulate(images, 12)["logits"].numpy()
-    reference = _reference_simulation(net, images, 12, 0.001, tau, 3)
+    reference = _reference_simulation(*conversion.scaled_weights(net.kernels, net.biases, net.logits_kernel, net.gains),
+                                      net.pool_after, images, 12, 0.001, tau, 3)
     np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-3 * np.abs(reference).max())
     naive = simulation.keras_spiking_model(snn)(np.repeat(images[:, None], 12, axis=1), training=False).numpy()
     np.testing.assert_array_equal(ours, naive)
