@@ -10,7 +10,8 @@ from snn4vision import cli  # noqa: E402  (sets up tf-keras before TensorFlow lo
 def main(argv=None):
     from snn4vision.convert import convert_snn
 
-    convert_snn(cli.convert_config(cli.convert_snn_parser().parse_args(argv)))
+    args = cli.convert_snn_parser().parse_args(argv)
+    convert_snn(cli.convert_config(args), overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def load_weights(model, path: Path, what: str = "weights") -> None:
     try:
         model.load_weights(str(path))
     except (ValueError, OSError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"{what} in {path} do not fit the model built from this run's config "
             f"(a checkpoint from another model?): {first_line}"

@@ -131,7 +131,8 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     config.validate()
     run_dir = Path(config.run_dir)
     rundir.require(run_dir, rundir.CONFIG, rundir.ANN_WEIGHTS)
-    rundir.prepare_new(run_dir, [SNN_CONFIG, SNN_WEIGHTS, CONVERSION, CONVERSION_PLOT], False, overwrite)
+    rundir.prepare_new(run_dir, [SNN_CONFIG, SNN_WEIGHTS, CONVERSION, CONVERSION_PLOT], False, overwrite,
+                       resumable=False)
     run = open_run(run_dir, config.data_dir)
     ann = load_ann(run_dir, run.config, len(run.classes))
     labels = run.labels("test")

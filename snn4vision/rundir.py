@@ -39,7 +39,7 @@ def require(run_dir: Path, *names: str) -> None:
             raise UserError(f"{run_dir} has no {name}: run {maker} --run {run_dir} first")
 
 
-def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool) -> None:
+def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool, resumable: bool = True) -> None:
     """Make sure a stage may write ``outputs`` into ``run_dir``.
 
     A stage never silently replaces earlier results: if any output exists and
@@ -52,8 +52,9 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
     if not present or resume:
         return
     if not overwrite:
+        resume_hint = "--resume to continue that run, " if resumable else ""
         raise UserError(
-            f"{run_dir} already holds {', '.join(present)}: pass --resume to continue that run, "
+            f"{run_dir} already holds {', '.join(present)}: pass {resume_hint}"
             "--overwrite to replace it, or choose another --run directory"
         )
     for name in present:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from snn4vision.convert import ConvertConfig, convert_snn, load_snn
+from snn4vision.energy import estimate_energy
 from snn4vision.errors import UserError
 from snn4vision.fine_tuning import FineTuneConfig, fine_tune, schedule
 from snn4vision.predict import predict
@@ -87,3 +88,20 @@ def test_predict_script_bad_input(converted):
                              "/no/such/image.jpg"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: image file /no/such/image.jpg does not exist"
+
+
+def test_energy_estimation_of_the_converted_snn(converted, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(converted[0], run_dir)
+    report = estimate_energy(run_dir, ["gpu", "loihi", "45nm"], timesteps=4, verbose=False)
+    assert report["model"] == "converted" and report["timesteps"] == 4
+    layers = report["layers"]
+    assert [row["layer"] for row in layers][-2:] == ["logits", "total"]
+    total = layers[-1]
+    assert total["ann_J_gpu"] == pytest.approx(sum(row["ann_J_gpu"] for row in layers[:-1]))
+    assert report["summary"]["loihi"]["snn_J"] == pytest.approx(total["snn_J_loihi"])
+    assert report["snn_test_accuracy"] >= 0 and report["spikes_per_image"] > 0
+    assert (run_dir / "energy.csv").read_text().splitlines()[0].startswith("layer,ann_macs")
+    assert (run_dir / "energy.png").stat().st_size > 0
+    with pytest.raises(UserError, match="unknown device"):
+        estimate_energy(run_dir, ["tpu"], overwrite=True)
