@@ -71,6 +71,9 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--seed", type=int, default=0, help="controls split, shuffling, augmentation and initial weights")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
+    p.add_argument("--activation", choices=("relu", "qcfs"), default="relu",
+                   help="qcfs: quantisation-clip-floor-shift activation (converts almost losslessly at T = levels)")
+    p.add_argument("--levels", type=positive_int, default=8, help="QCFS quantisation levels L (4 or 8 typical)")
     p.add_argument("--augment", choices=("snn4space", "geometric", "none"),
                    help="training augmentation: snn4space (geometry and colour jitter), geometric "
                         "(zoom, pad-and-crop, flips, 90-degree rotations) or none")
@@ -87,7 +90,8 @@ def train_config(args: argparse.Namespace):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     return TrainConfig(run_dir=args.run_dir, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                       split=tuple(args.split), preset=args.preset, **values)
+                       split=tuple(args.split), preset=args.preset, activation=args.activation, levels=args.levels,
+                       **values)
 
 
 def convert_snn_parser() -> argparse.ArgumentParser:
@@ -105,8 +109,9 @@ def convert_snn_parser() -> argparse.ArgumentParser:
                    help="data-based rate normalisation (a percentile of each layer's activations on training images)")
     p.add_argument("--percentile", type=positive_float, default=99.9)
     p.add_argument("--max-rate", type=positive_float, help="rate in Hz at the percentile (default 1/dt)")
-    p.add_argument("--readout-fraction", type=positive_float, default=0.5,
-                   help="prediction = mean logit over the last ceil(fraction*T) steps (1.0: all steps)")
+    p.add_argument("--readout-fraction", type=positive_float,
+                   help="prediction = mean logit over the last ceil(fraction*T) steps (1.0: all steps); "
+                        "default 0.5, or 1.0 for a QCFS network")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=int, default=0, help="initial membrane voltages")
     p.add_argument("--no-sweep", dest="sweep", action="store_false",

@@ -48,60 +48,99 @@ class FoldedNetwork:
     pool_after: list
     logits_kernel: np.ndarray
     gains: list = field(default_factory=list)
+    thresholds: list | None = None  # QCFS thresholds (lambda) per layer; None: ReLU network
+    levels: int | None = None  # QCFS levels L
 
     @property
     def num_layers(self) -> int:
         return len(self.kernels)
 
 
+def _layer_problem(layer, seen_conv: bool) -> str | None:
+    """Why ``layer`` cannot be part of a converted network (None: it can)."""
+    import tensorflow as tf
+
+    from .layers import QCFS
+
+    L = tf.keras.layers
+    if isinstance(layer, (L.InputLayer, L.GlobalAveragePooling2D, QCFS)):
+        return None
+    if isinstance(layer, L.Conv2D):
+        if layer.strides != (1, 1) or layer.padding != "same" or layer.activation.__name__ != "linear":
+            return "only stride-1 'same' convs without a built-in activation convert"
+        return None
+    if isinstance(layer, L.BatchNormalization):
+        return None if seen_conv else "BatchNorm before any conv cannot be folded"
+    if isinstance(layer, L.ReLU):
+        if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
+            return "only a plain ReLU converts to spiking neurons"
+        return None
+    if isinstance(layer, L.AveragePooling2D):
+        return None if layer.pool_size == (2, 2) and layer.strides == (2, 2) else "only 2x2 stride-2 average pooling"
+    if isinstance(layer, L.Dense):
+        return "the logits layer must be bias-free" if layer.use_bias else None
+    return f"{type(layer).__name__} is not part of the SNN4Space VGG-16 pattern"
+
+
+def unconvertible_layers(model) -> list:
+    """``["name: reason", ...]`` for every layer of ``model`` that cannot be converted."""
+    problems, seen_conv = [], False
+    for layer in model.layers:
+        problem = _layer_problem(layer, seen_conv)
+        seen_conv = seen_conv or type(layer).__name__ == "Conv2D"
+        if problem:
+            problems.append(f"{layer.name}: {problem}")
+    return problems
+
+
 def fold_ann(model) -> FoldedNetwork:
     """Fold a trained VGG-16 (BatchNorm included) into a :class:`FoldedNetwork`.
 
-    Accepts exactly the layer pattern the SNN4Space VGG-16 produces
-    (Conv2D [BatchNorm] ReLU [AveragePooling2D 2x2] ... GlobalAveragePooling2D
-    Dense without bias); any other layer is named in a UserError instead of
-    being skipped.
+    Accepts the layer pattern the SNN4Space VGG-16 produces (Conv2D
+    [BatchNorm] ReLU-or-QCFS [AveragePooling2D 2x2] ... GlobalAveragePooling2D,
+    Dense without bias). Every layer that does not fit is named in one
+    UserError; none is skipped silently.
     """
     import tensorflow as tf
 
+    from .layers import QCFS
+
+    problems = unconvertible_layers(model)
+    if problems:
+        raise UserError("cannot convert " + "; ".join(problems))
     L = tf.keras.layers
-    kernels, biases, pool_after, logits = [], [], [], None
+    kernels, biases, pool_after, logits, thresholds, levels = [], [], [], None, [], set()
     for layer in model.layers:
-        if isinstance(layer, L.InputLayer):
-            continue
         if isinstance(layer, L.Conv2D):
-            if layer.strides != (1, 1) or layer.padding != "same" or layer.activation.__name__ != "linear":
-                raise UserError(f"cannot convert layer {layer.name}: only stride-1 'same' convs without activation")
             kernel, bias = layer.get_weights() if layer.use_bias else (layer.get_weights()[0], None)
             kernels.append(kernel.astype(np.float32))
             biases.append(np.zeros(kernel.shape[-1], np.float32) if bias is None else bias.astype(np.float32))
             pool_after.append(False)
         elif isinstance(layer, L.BatchNormalization):
-            if not kernels:
-                raise UserError(f"cannot convert layer {layer.name}: BatchNorm before any conv")
             gamma, beta, mean, var = (w.astype(np.float64) for w in layer.get_weights())
             factor = gamma / np.sqrt(var + layer.epsilon)
             kernels[-1] = (kernels[-1] * factor).astype(np.float32)
             biases[-1] = ((biases[-1] - mean) * factor + beta).astype(np.float32)
-        elif isinstance(layer, L.ReLU):
-            if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-                raise UserError(f"cannot convert layer {layer.name}: only a plain ReLU converts to spiking neurons")
+        elif isinstance(layer, QCFS):
+            thresholds.append(float(layer.threshold.numpy()))
+            levels.add(layer.levels)
         elif isinstance(layer, L.AveragePooling2D):
-            if layer.pool_size != (2, 2) or layer.strides != (2, 2):
-                raise UserError(f"cannot convert layer {layer.name}: only 2x2 average pooling with stride 2")
             pool_after[-1] = True
-        elif isinstance(layer, L.GlobalAveragePooling2D):
-            continue
         elif isinstance(layer, L.Dense):
-            if layer.use_bias:
-                raise UserError(f"cannot convert layer {layer.name}: the logits layer must be bias-free")
             logits = layer.get_weights()[0].astype(np.float32)
-        else:
-            raise UserError(f"cannot convert layer {layer.name} ({type(layer).__name__}): not part of the "
-                            "SNN4Space VGG-16 pattern")
     if logits is None or not kernels:
         raise UserError("the model has no conv layers or no logits layer: is it an SNN4Space VGG-16?")
-    return FoldedNetwork(kernels, biases, pool_after, logits, [1.0] * len(kernels))
+    if thresholds and (len(thresholds) != len(kernels) or len(levels) != 1):
+        raise UserError("mixed activations: every conv must be followed by QCFS (same levels) or every one by ReLU")
+    return FoldedNetwork(kernels, biases, pool_after, logits, [1.0] * len(kernels),
+                         thresholds or None, levels.pop() if levels else None)
+
+
+def qcfs(x, threshold, levels):
+    """The QCFS activation (forward only), as :class:`snn4vision.layers.QCFS` computes it."""
+    import tensorflow as tf
+
+    return tf.clip_by_value(tf.floor(x / threshold * levels + 0.5) / levels, 0.0, 1.0) * threshold
 
 
 def scaled_weights(kernels, biases, logits_kernel, gains):
@@ -133,8 +172,9 @@ def rate_forward(net: FoldedNetwork, images, return_activations: bool = False):
     activations = []
     kernels, biases, logits_kernel = scaled_weights(net.kernels, net.biases, net.logits_kernel,
                                                     np.asarray(net.gains, np.float32))
-    for kernel, bias, pool in zip(kernels, biases, net.pool_after):
-        x = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)
+    for i, (kernel, bias, pool) in enumerate(zip(kernels, biases, net.pool_after)):
+        h = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
+        x = qcfs(h, net.thresholds[i], net.levels) if net.thresholds else tf.nn.relu(h)
         activations.append(x)
         if pool:
             x = tf.nn.avg_pool2d(x, 2, 2, "VALID")

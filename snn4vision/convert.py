@@ -33,7 +33,8 @@ class ConvertConfig:
     normalise: bool = True
     percentile: float = 99.9
     max_rate: float | None = None  # Hz at the percentile; None: 1 / dt (one spike per step)
-    readout_fraction: float = 0.5  # prediction = mean logit over the last ceil(fraction * T) steps
+    # prediction = mean logit over the last ceil(fraction * T) steps; None: 0.5, or 1.0 for QCFS (IF) networks
+    readout_fraction: float | None = None
     normalisation_images: int = 256
     batch_size: int = 32
     seed: int = 0
@@ -46,7 +47,8 @@ class ConvertConfig:
             (self.dt > 0, f"--dt must be positive, got {self.dt}"),
             (self.tau is None or self.tau > 0, f"--tau must be positive (or use --synapse none), got {self.tau}"),
             (0 < self.percentile <= 100, f"--percentile must be in (0, 100], got {self.percentile}"),
-            (0 < self.readout_fraction <= 1, f"--readout-fraction must be in (0, 1], got {self.readout_fraction}"),
+            (self.readout_fraction is None or 0 < self.readout_fraction <= 1,
+             f"--readout-fraction must be in (0, 1], got {self.readout_fraction}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -111,6 +113,10 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
 
     dt = config.dt if dt is None else dt
     net = conversion.fold_ann(ann)
+    if net.thresholds:  # a QCFS ANN: integrate-and-fire neurons, thresholds from the ANN, no filter
+        snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt, tau=None,
+                                     seed=config.seed, neuron="if")
+        return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
         indices = run.indices("train")[: config.normalisation_images]
@@ -145,14 +151,22 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
         began = time.perf_counter()
         result = simulate_split(snn, test_batches, config.max_timesteps)
         seconds = time.perf_counter() - began
-        rows = accuracy_over_time(result, labels, grid, config.readout_fraction, snn.neurons_per_layer(), snn.dt)
+        rows = accuracy_over_time(result, labels, grid, fraction, snn.neurons_per_layer(), snn.dt)
         if verbose:
             print(f"{name:>28}: " + "  ".join(f"T={r['timesteps']} {r['accuracy']:.3f}" for r in rows), flush=True)
         return {"name": name, **details, "dt": snn.dt, "tau": snn.tau, "seconds": seconds, "by_timesteps": rows}
 
     snn, percentiles = build_snn(run, ann, config)
-    variants = [evaluate("converted", snn, normalised=config.normalise)]
-    if config.sweep:
+    qcfs = snn.neuron == "if"
+    fraction = config.readout_fraction or (1.0 if qcfs else 0.5)
+    snn.readout_steps = readout_steps(config.max_timesteps, fraction)
+    variants = [evaluate("converted (QCFS, IF neurons)" if qcfs else "converted", snn,
+                         normalised=config.normalise and not qcfs)]
+    sample = next(iter(test_batches))
+    check = verify(ann, snn, sample[0].numpy(), sample[1].numpy(), config.max_timesteps)
+    if verbose:
+        print(format_verification(check))
+    if config.sweep and not qcfs:
         flipped = "no normalisation" if config.normalise else "normalised"
         alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),
                         ("no synapse", dict(tau=None)), ("dt 10 ms", dict(dt=0.01))]
@@ -161,9 +175,10 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
                 continue
             alternative, _ = build_snn(run, ann, config, **change)
             variants.append(evaluate(name, alternative, normalised=change.get("normalise", config.normalise)))
-    report = {"ann_test_accuracy": ann_accuracy, "config": dataclasses.asdict(config),
+    report = {"ann_test_accuracy": ann_accuracy, "config": dataclasses.asdict(config), "neuron": snn.neuron,
+              "verify": check,
               "normalisation_percentiles": percentiles, "test_images": int(len(labels)),
-              "readout": f"mean logit over the last ceil({config.readout_fraction} * T) steps; "
+              "readout": f"mean logit over the last ceil({fraction} * T) steps; "
                          "accuracy_last_step and accuracy_all_steps give the other read-outs",
               "variants": variants}
     atomic_write_json(run_dir / SNN_CONFIG, snn.get_config())
@@ -171,6 +186,52 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     atomic_write_json(run_dir / CONVERSION, report)
     plot_accuracy(report, run_dir / CONVERSION_PLOT)
     return report
+
+
+def verify(ann, snn, images, labels=None, timesteps: int | None = None) -> dict:
+    """Compare an ANN and its converted SNN on the same images, layer by layer.
+
+    Runs both; for every neuron layer reports the ANN activation and the
+    SNN's output averaged over ``timesteps`` (in the ANN's units), their mean
+    absolute error and the error relative to the mean ANN activation. Lists
+    every ANN layer that could not be converted (none are skipped silently)
+    and, with ``labels``, the accuracy of both and the gap.
+    """
+    import tensorflow as tf
+
+    from . import conversion
+    from .layers import QCFS
+
+    timesteps = snn.timesteps if timesteps is None else timesteps
+    activation_layers = [layer for layer in ann.layers if isinstance(layer, (tf.keras.layers.ReLU, QCFS))]
+    probe = tf.keras.Model(ann.inputs, [layer.output for layer in activation_layers] + [ann.output])
+    *ann_activations, ann_logits = probe(images, training=False)
+    result = snn.simulate(images, timesteps, return_outputs=True)
+    layers = []
+    for layer, ann_act, snn_out in zip(activation_layers, ann_activations, result["outputs"]):
+        a, b = ann_act.numpy(), snn_out.numpy()
+        error = float(np.mean(np.abs(a - b)))
+        layers.append({"layer": layer.name, "ann_mean": float(a.mean()), "snn_mean": float(b.mean()),
+                       "mean_abs_error": error, "relative_error": error / max(float(np.mean(np.abs(a))), 1e-12)})
+    report = {"timesteps": int(timesteps), "images": int(len(images)), "layers": layers,
+              "unconverted": conversion.unconvertible_layers(ann)}
+    if labels is not None:
+        snn_logits = result["logits"].numpy().mean(axis=1)
+        report["ann_accuracy"] = float(np.mean(ann_logits.numpy().argmax(1) == labels))
+        report["snn_accuracy"] = float(np.mean(snn_logits.argmax(1) == labels))
+        report["accuracy_gap"] = report["ann_accuracy"] - report["snn_accuracy"]
+    return report
+
+
+def format_verification(report: dict) -> str:
+    lines = [f"verify (T={report['timesteps']}, {report['images']} images): layer, ANN mean, SNN mean, relative error"]
+    lines += [f"  {r['layer']:>16} {r['ann_mean']:9.4f} {r['snn_mean']:9.4f} {r['relative_error']:7.3f}"
+              for r in report["layers"]]
+    if "accuracy_gap" in report:
+        lines.append(f"  accuracy ANN {report['ann_accuracy']:.3f}, SNN {report['snn_accuracy']:.3f} "
+                     f"(all-step read-out), gap {report['accuracy_gap']:+.3f}")
+    lines.append("  unconverted layers: " + (", ".join(report["unconverted"]) or "none"))
+    return "\n".join(lines)
 
 
 def plot_accuracy(report: dict, path: Path) -> None:

@@ -14,6 +14,7 @@ from .errors import UserError
 #: Conv channels of VGG-16's five blocks; "P" is a 2x2 pooling.
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 WEIGHTS_CHOICES = ("none", "imagenet")
+ACTIVATIONS = ("relu", "qcfs")
 
 
 def scaled_channels(channels: int, width: float) -> int:
@@ -30,6 +31,8 @@ def vgg16(
     kernel_l2: float = 1e-4,
     bias_l1: float = 1e-5,
     seed: int | None = None,
+    activation: str = "relu",
+    levels: int = 8,
 ):
     """Build the SNN4Space VGG-16 as a functional ``tf.keras.Model``.
 
@@ -42,6 +45,10 @@ def vgg16(
     ``weights``: ``"none"``, ``"imagenet"`` (Keras' VGG-16 conv weights,
     width 1.0 only, needs internet) or the path of an ``.h5`` weights file
     of this same architecture.
+
+    ``activation``: ``"relu"``, or ``"qcfs"`` for the QCFS activation with
+    ``levels`` quantisation levels (layers ``block{b}_qcfs{i}``), which
+    converts to integrate-and-fire neurons almost losslessly at T = levels.
     """
     import tensorflow as tf
 
@@ -53,6 +60,10 @@ def vgg16(
         raise UserError(f"--image-size must be at least 16 (four 2x2 poolings), got {image_size}")
     if width <= 0:
         raise UserError(f"--width must be positive, got {width}")
+    if activation not in ACTIVATIONS:
+        raise UserError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if levels < 1:
+        raise UserError(f"--levels must be at least 1, got {levels}")
     initializer_seed = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
     def kernel_init():
@@ -70,7 +81,12 @@ def vgg16(
             )(x)
             if batch_norm:
                 x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{i}")(x)
-            x = layers.ReLU(name=f"block{b}_relu{i}")(x)
+            if activation == "qcfs":
+                from .layers import QCFS
+
+                x = QCFS(levels, name=f"block{b}_qcfs{i}")(x)
+            else:
+                x = layers.ReLU(name=f"block{b}_relu{i}")(x)
         if b < len(VGG16_BLOCKS):
             x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)

@@ -6,6 +6,11 @@ initial voltages ``stateless_uniform([batch, ...], seed=(s, s))``, then the
 low-pass synapse ``y <- (1 - a) * spikes + a * y`` with ``a = exp(-dt / tau)``
 and ``y`` starting at zero. In training, spikes pass the gradient of the
 ReLU (spiking-aware training, as keras-spiking does).
+
+For ANNs trained with QCFS (``snn4vision.layers.QCFS``) the neuron is
+integrate-and-fire instead (``neuron="if"``): ``v <- v + h``; a spike
+(output ``lambda``) when ``v >= lambda``, reset by subtraction, initial
+membrane ``lambda / 2``, no synaptic filter.
 """
 from __future__ import annotations
 
@@ -15,9 +20,30 @@ import tensorflow as tf
 from .conversion import FoldedNetwork, scaled_weights
 
 
+#: Neuron models: keras-spiking's SpikingActivation("relu"), or integrate-and-fire for QCFS ANNs.
+NEURONS = ("keras_spiking", "if")
+
+
 def layer_seed(seed: int, layer: int) -> int:
     """Seed of the initial voltages of neuron layer ``layer``."""
     return seed * 1000 + layer + 1
+
+
+def keras_spiking_step(voltage, rates, dt: float):
+    """One step of keras-spiking's SpikingActivation: returns (voltage, spike count, output)."""
+    voltage = voltage + rates * dt
+    count = tf.floor(voltage)
+    return voltage - count, count, count / dt
+
+
+def if_step(voltage, current, threshold):
+    """One step of an integrate-and-fire neuron with reset by subtraction.
+
+    Returns (voltage, spike count (0 or 1), output): a spike carries ``threshold``.
+    """
+    voltage = voltage + current
+    count = tf.cast(voltage >= threshold, voltage.dtype)
+    return voltage - count * threshold, count, count * threshold
 
 
 @tf.custom_gradient
@@ -48,8 +74,14 @@ class SpikingVGG(tf.keras.Model):
     """
 
     def __init__(self, channels, pool_after, num_classes, image_size, timesteps=8, dt=0.001, tau=0.1,
-                 seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, **kwargs):
+                 seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, neuron="keras_spiking",
+                 **kwargs):
         super().__init__(**kwargs)
+        if neuron not in NEURONS:
+            raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
+        if neuron == "if" and tau is not None:
+            raise ValueError("integrate-and-fire (QCFS) neurons take no synaptic filter: use tau=None")
+        self.neuron = neuron
         self.channels = [int(c) for c in channels]
         self.pool_after = [bool(p) for p in pool_after]
         self.num_classes = int(num_classes)
@@ -81,6 +113,9 @@ class SpikingVGG(tf.keras.Model):
         self.logits_kernel = self.add_weight(name="logits_kernel", shape=(c_in, self.num_classes))
         # Hz per unit of ANN activation, per layer (rate normalisation); not trained.
         self.gains = self.add_weight(name="gains", shape=(len(self.channels),), initializer="ones", trainable=False)
+        # Integrate-and-fire thresholds (QCFS lambda) per layer; used when neuron == "if".
+        self.thresholds = self.add_weight(name="thresholds", shape=(len(self.channels),), initializer="ones",
+                                          trainable=False)
 
     @classmethod
     def from_folded(cls, net: FoldedNetwork, image_size: int, **kwargs) -> "SpikingVGG":
@@ -94,6 +129,8 @@ class SpikingVGG(tf.keras.Model):
             variable.assign(value)
         self.logits_kernel.assign(net.logits_kernel)
         self.gains.assign(np.asarray(net.gains, np.float32))
+        if net.thresholds:
+            self.thresholds.assign(np.asarray(net.thresholds, np.float32))
 
     def effective_weights(self):
         """Kernels, biases and logits kernel with the gains applied (what the neurons see)."""
@@ -102,8 +139,8 @@ class SpikingVGG(tf.keras.Model):
 
     def assign_from(self, other: "SpikingVGG") -> None:
         """Copy every weight of ``other`` (same architecture) into this model."""
-        mine = self.kernels + self.biases + self.taus + [self.logits_kernel, self.gains]
-        theirs = other.kernels + other.biases + other.taus + [other.logits_kernel, other.gains]
+        mine = self.kernels + self.biases + self.taus + [self.logits_kernel, self.gains, self.thresholds]
+        theirs = other.kernels + other.biases + other.taus + [other.logits_kernel, other.gains, other.thresholds]
         for variable, value in zip(mine, theirs, strict=True):
             variable.assign(value)
 
@@ -111,14 +148,16 @@ class SpikingVGG(tf.keras.Model):
         return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
                 "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
                 "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
-                "rate_weight": self.rate_weight, "train_tau": self.train_tau, "name": self.name}
+                "rate_weight": self.rate_weight, "train_tau": self.train_tau, "neuron": self.neuron, "name": self.name}
 
     # ------------------------------------------------------------------
-    def simulate(self, images, timesteps=None, training=False):
+    def simulate(self, images, timesteps=None, training=False, return_outputs=False):
         """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "rates": (B,T,L)}``.
 
         ``spikes`` counts spikes per image, step and layer; ``rates`` is each
-        layer's mean filtered output (Hz) per step.
+        layer's mean filtered output (Hz) per step. With ``return_outputs``,
+        ``"outputs"`` holds each layer's output averaged over time, in the
+        ANN's units (``(B, h, w, c)`` per layer), for comparison with the ANN.
         """
         timesteps = self.timesteps if timesteps is None else timesteps
         images = tf.convert_to_tensor(images, tf.float32)
@@ -126,25 +165,33 @@ class SpikingVGG(tf.keras.Model):
         dt = self.dt
         kernels, biases, logits_kernel = self.effective_weights()
         first = tf.nn.conv2d(images, kernels[0], 1, "SAME") + biases[0]
-        voltages = tuple(
-            tf.random.stateless_uniform(tf.concat([[batch], shape], 0), seed=(layer_seed(self.seed, i),) * 2)
-            for i, shape in enumerate(self.shapes))
+        thresholds = tf.unstack(self.thresholds)
+        if self.neuron == "if":  # deterministic: half the threshold
+            voltages = tuple(tf.fill(tf.concat([[batch], shape], 0), thresholds[i] / 2)
+                             for i, shape in enumerate(self.shapes))
+        else:
+            voltages = tuple(
+                tf.random.stateless_uniform(tf.concat([[batch], shape], 0), seed=(layer_seed(self.seed, i),) * 2)
+                for i, shape in enumerate(self.shapes))
         levels = tuple(tf.zeros(tf.concat([[batch], shape], 0)) for shape in self.shapes) if self.taus else ()
         decays = [tf.exp(-dt / tf.maximum(tau, 1e-8)) for tau in self.taus]
+        sums = tuple(tf.zeros(tf.concat([[batch], shape], 0)) for shape in self.shapes) if return_outputs else ()
         features = tf.TensorArray(tf.float32, size=timesteps)
         counts = tf.TensorArray(tf.float32, size=timesteps)
         rates = tf.TensorArray(tf.float32, size=timesteps)
 
-        def step(t, voltages, levels, features, counts, rates):
-            new_voltages, new_levels, step_counts, step_rates = [], [], [], []
+        def step(t, voltages, levels, sums, features, counts, rates):
+            new_voltages, new_levels, new_sums, step_counts, step_rates = [], [], [], [], []
             x = None
             for i in range(len(self.kernels)):
                 h = first if i == 0 else tf.nn.conv2d(x, kernels[i], 1, "SAME") + biases[i]
-                drive = tf.nn.relu(h)
-                v = tf.stop_gradient(voltages[i]) + tf.stop_gradient(drive) * dt
-                n = tf.floor(v)
-                new_voltages.append(v - n)
-                spikes = n / dt
+                if self.neuron == "if":
+                    drive = tf.clip_by_value(h, 0.0, thresholds[i])
+                    v, n, spikes = if_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(h), thresholds[i])
+                else:
+                    drive = tf.nn.relu(h)
+                    v, n, spikes = keras_spiking_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(drive), dt)
+                new_voltages.append(v)
                 if training:
                     spikes = _straight_through(drive, spikes)
                 step_counts.append(tf.reduce_sum(n, axis=[1, 2, 3]))
@@ -154,18 +201,24 @@ class SpikingVGG(tf.keras.Model):
                 else:
                     out = spikes
                 step_rates.append(tf.reduce_mean(out, axis=[1, 2, 3]))
+                if return_outputs:
+                    new_sums.append(sums[i] + out)
                 x = tf.nn.avg_pool2d(out, 2, 2, "VALID") if self.pool_after[i] else out
             features = features.write(t, tf.reduce_mean(x, axis=[1, 2]))
             counts = counts.write(t, tf.stack(step_counts, axis=1))
             rates = rates.write(t, tf.stack(step_rates, axis=1))
-            return t + 1, tuple(new_voltages), tuple(new_levels), features, counts, rates
+            return t + 1, tuple(new_voltages), tuple(new_levels), tuple(new_sums), features, counts, rates
 
-        _, _, _, features, counts, rates = tf.while_loop(
-            lambda t, *_: t < timesteps, step, (tf.constant(0), voltages, levels, features, counts, rates))
+        _, _, _, sums, features, counts, rates = tf.while_loop(
+            lambda t, *_: t < timesteps, step, (tf.constant(0), voltages, levels, sums, features, counts, rates))
         per_step = tf.transpose(features.stack(), [1, 0, 2])
-        return {"logits": tf.einsum("btf,fc->btc", per_step, logits_kernel),
-                "spikes": tf.transpose(counts.stack(), [1, 0, 2]),
-                "rates": tf.transpose(rates.stack(), [1, 0, 2])}
+        result = {"logits": tf.einsum("btf,fc->btc", per_step, logits_kernel),
+                  "spikes": tf.transpose(counts.stack(), [1, 0, 2]),
+                  "rates": tf.transpose(rates.stack(), [1, 0, 2])}
+        if return_outputs:
+            gains = tf.unstack(self.gains)
+            result["outputs"] = [total / (tf.cast(timesteps, tf.float32) * gains[i]) for i, total in enumerate(sums)]
+        return result
 
     def call(self, images, training=None):
         result = self.simulate(images, self.timesteps, training=bool(training))
@@ -198,6 +251,9 @@ def keras_spiking_model(model: SpikingVGG, timesteps: int | None = None):
     """
     import keras_spiking
 
+    if model.neuron != "keras_spiking":
+        raise ValueError("keras-spiking has no integrate-and-fire neuron with reset by subtraction: the naive "
+                         "model exists for keras-spiking neurons only")
     L = tf.keras.layers
     inputs = tf.keras.Input((timesteps, model.image_size, model.image_size, 3))
     x = inputs

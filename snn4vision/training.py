@@ -42,6 +42,8 @@ class TrainConfig:
     preset: str | None = None
     kernel_l2: float = 1e-4
     bias_l1: float = 1e-5
+    activation: str = "relu"  # or "qcfs"
+    levels: int = 8  # QCFS quantisation levels
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -109,7 +111,8 @@ def build_model(config: TrainConfig, num_classes: int, weights: str | None = Non
     from .models import vgg16
 
     return vgg16(num_classes, config.image_size, config.width, config.batch_norm,
-                 config.weights if weights is None else weights, config.kernel_l2, config.bias_l1, seed=config.seed)
+                 config.weights if weights is None else weights, config.kernel_l2, config.bias_l1, seed=config.seed,
+                 activation=config.activation, levels=config.levels)
 
 
 @dataclass
