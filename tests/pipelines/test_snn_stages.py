@@ -1,8 +1,11 @@
 """End-to-end: convert_snn.py, fine_tune.py and predict.py on a tiny ANN trained on real images."""
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -105,3 +108,27 @@ def test_energy_estimation_of_the_converted_snn(converted, tmp_path):
     assert (run_dir / "energy.png").stat().st_size > 0
     with pytest.raises(UserError, match="unknown device"):
         estimate_energy(run_dir, ["tpu"], overwrite=True)
+
+
+def test_fine_tune_survives_kill_9_and_resumes(converted, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(converted[0], run_dir)
+    argv = [sys.executable, str(ROOT / "pipelines" / "fine_tune.py"), "--run", str(run_dir), "--timesteps", "4",
+            "--batch-size", "8", "--max-train-images", "32"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    state_file = run_dir / "checkpoints" / "fine_tune" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not state_file.exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "fine_tune.json").exists(), "fine-tuning finished before it could be killed"
+    done_before = json.loads(state_file.read_text())["done"]
+    resumed = subprocess.run(argv + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming fine-tuning after {len(done_before)} epoch(s)" in resumed.stdout
+    report = json.loads((run_dir / "fine_tune.json").read_text())
+    assert [r["timesteps"] for r in report["results"]] == [1, 2, 4]
+    # stage n ran 2^(2-n) epochs: 4 + 2 + 1, none twice
+    assert json.loads(state_file.read_text())["done"] == [[0, 0], [0, 1], [0, 2], [0, 3], [1, 0], [1, 1], [2, 0]]
