@@ -99,3 +99,19 @@ def test_bad_model_arguments():
         models.vgg16(5, image_size=8)
     with pytest.raises(UserError, match="2 classes"):
         models.vgg16(1, image_size=32)
+
+
+def test_qcfs_vgg_learns_its_thresholds():
+    from snn4vision.layers import QCFS
+
+    model = models.vgg16(3, image_size=16, width=0.125, batch_norm=True, seed=0, activation="qcfs", levels=4)
+    assert [type(layer).__name__ for layer in model.layers].count("QCFS") == 13
+    assert "ReLU" not in [type(layer).__name__ for layer in model.layers]
+    before = [float(layer.threshold.numpy()) for layer in model.layers if isinstance(layer, QCFS)]
+    model.compile(tf.keras.optimizers.Adam(0.05), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((8, 16, 16, 3)).astype(np.float32)
+    model.fit(x, np.arange(8) % 3, epochs=2, verbose=0)
+    after = [float(layer.threshold.numpy()) for layer in model.layers if isinstance(layer, QCFS)]
+    assert any(abs(a - b) > 1e-3 for a, b in zip(after, before))
+    with pytest.raises(UserError, match="--activation"):
+        models.vgg16(3, image_size=16, activation="tanh")
