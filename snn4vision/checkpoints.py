@@ -52,6 +52,14 @@ def atomic_save_weights(model, path: Path) -> None:
     _atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
 
 
+def atomic_save_figure(figure, path: Path) -> None:
+    """Save a Matplotlib figure (format from the suffix) atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    _atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100))
+    plt.close(figure)
+
+
 def read_json(path: Path) -> Any:
     """Read a JSON file, turning a missing or damaged file into a UserError."""
     path = Path(path)

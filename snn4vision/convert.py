@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, rundir
-from .checkpoints import atomic_save_weights, atomic_write_json, load_weights, read_json
+from .checkpoints import atomic_save_figure, atomic_save_weights, atomic_write_json, load_weights, read_json
 from .errors import UserError, check_keras
 
 SNN_CONFIG = "snn.json"
@@ -252,10 +252,7 @@ def plot_accuracy(report: dict, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_save_figure(fig, path)
 
 
 def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN_CONFIG,

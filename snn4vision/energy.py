@@ -268,6 +268,8 @@ def plot_energy(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .checkpoints import atomic_save_figure
+
     names = list(report["summary"])
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -279,7 +281,4 @@ def plot_energy(report: dict, path: Path) -> None:
     ax.set_ylabel("joules per inference")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_save_figure(fig, path)

@@ -1,0 +1,101 @@
+"""Benchmark: accuracy, time per image and SOPs per image of each SNN path over T.
+
+Usage:
+  python benchmarks/snn_paths.py --relu-run RUN_A [--fine-tuned-run RUN_F] --qcfs-run RUN_B
+
+RUN_A: a ReLU run converted with normalisation (convert_snn.py); RUN_F: a run
+whose fine-tuned SNN to compare (fine_tune.py; default RUN_A if it has one);
+RUN_B: a QCFS run (train_ann.py --activation qcfs) converted with convert_snn.py.
+All must share the split. Each SNN is simulated on the whole test split at every
+T in 1, 2, 4, ..., --max-timesteps (timed separately), and its synaptic
+operations per image are counted from the measured spikes (snn4vision.energy).
+Results: benchmarks/results/snn_paths.{json,md}.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import snn4vision  # noqa: E402,F401
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from snn4vision import data, energy  # noqa: E402
+from snn4vision.convert import load_ann, load_snn, readout_steps, timestep_grid  # noqa: E402
+from snn4vision.fine_tuning import FINE_TUNED_CONFIG, load_fine_tuned  # noqa: E402
+from snn4vision.training import open_run  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def ann_accuracy(run_dir, run, batches, labels):
+    ann = load_ann(run_dir, run.config, len(run.classes))
+    return float(np.mean(ann.predict(batches, verbose=0).argmax(axis=1) == labels))
+
+
+def snn_rows(snn, batches, labels, grid, fraction):
+    costs = energy.vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
+    rows = []
+    for t in grid:
+        simulate = tf.function(lambda x, t=t: snn.simulate(x, t))
+        simulate(next(iter(batches))[0])  # trace
+        began = time.perf_counter()
+        outputs = [simulate(x) for x, _ in batches]
+        seconds = time.perf_counter() - began
+        logits = np.concatenate([o["logits"].numpy() for o in outputs])
+        spikes = np.concatenate([o["spikes"].numpy() for o in outputs]).sum(axis=1).mean(axis=0)
+        ops = energy.snn_operations(costs, spikes, t, synapse=snn.tau is not None)
+        k = readout_steps(t, fraction)
+        rows.append({"timesteps": t, "accuracy": float(np.mean(logits[:, -k:].mean(1).argmax(1) == labels)),
+                     "ms_per_image": 1000 * seconds / len(labels), "sops_per_image": sum(o["sops"] for o in ops),
+                     "first_layer_macs": ops[0]["macs"], "spikes_per_image": float(spikes.sum())})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--relu-run", required=True)
+    parser.add_argument("--fine-tuned-run")
+    parser.add_argument("--qcfs-run", required=True)
+    parser.add_argument("--max-timesteps", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    relu_dir, qcfs_dir = Path(args.relu_run), Path(args.qcfs_run)
+    fine_dir = Path(args.fine_tuned_run) if args.fine_tuned_run else relu_dir
+    relu, qcfs = open_run(relu_dir), open_run(qcfs_dir)
+    if relu.manifest["test"] != qcfs.manifest["test"]:
+        raise SystemExit("the two runs have different test splits: train them with the same data and --seed")
+    labels = relu.labels("test")
+    batches = list(data.evaluation_batches(relu.decoded("test"), args.batch_size))
+    grid = timestep_grid(args.max_timesteps)
+    result = {"relu_ann_accuracy": ann_accuracy(relu_dir, relu, batches, labels),
+              "qcfs_ann_accuracy": ann_accuracy(qcfs_dir, qcfs, batches, labels),
+              "test_images": int(len(labels)), "threads": "2 CPU cores", "paths": {}}
+    paths = [("keras-spiking conversion (normalised)", load_snn(relu_dir), 0.5),
+             ("QCFS SNN (IF neurons)", load_snn(qcfs_dir), 1.0)]
+    if (fine_dir / FINE_TUNED_CONFIG).exists():
+        paths.insert(1, ("fine-tuned keras-spiking SNN", load_fine_tuned(fine_dir), 0.5))
+    for name, snn, fraction in paths:
+        print(f"== {name}", flush=True)
+        result["paths"][name] = snn_rows(snn, batches, labels, grid, fraction)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "snn_paths.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# SNN paths on UC Merced (quick preset, same split)", "",
+             f"ReLU ANN test accuracy {result['relu_ann_accuracy']:.3f}; QCFS ANN {result['qcfs_ann_accuracy']:.3f} "
+             f"({result['test_images']} test images, 2 CPU cores).", "",
+             "| SNN path | T | accuracy | ms/image | SOPs/image | spikes/image |", "|---|---|---|---|---|---|"]
+    for name, rows in result["paths"].items():
+        for r in rows:
+            lines.append(f"| {name} | {r['timesteps']} | {r['accuracy']:.3f} | {r['ms_per_image']:.1f} | "
+                         f"{r['sops_per_image']:.3g} | {r['spikes_per_image']:.3g} |")
+    (RESULTS / "snn_paths.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
