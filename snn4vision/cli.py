@@ -140,6 +140,7 @@ def fine_tune_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=positive_float, default=1e-4,
                    help="Adam learning rate of the last stage; stage n gets 2^(E-n) x")
     p.add_argument("--train-tau", action="store_true", help="also train the synaptic time constants")
+    p.add_argument("--train-dt", action="store_true", help="also train the step length dt")
     p.add_argument("--rate-band", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(10.0, 20.0),
                    help="firing-rate band in Hz for the regulariser (on filtered rates)")
     p.add_argument("--rate-weight", type=float, default=0.0, help="weight of the firing-rate regulariser (0: off)")
@@ -155,7 +156,7 @@ def fine_tune_config(args: argparse.Namespace):
 
     return FineTuneConfig(run_dir=args.run_dir, timesteps=args.timesteps, epochs=args.epochs,
                           batch_size=args.batch_size, learning_rate=args.learning_rate, train_tau=args.train_tau,
-                          rate_band=tuple(args.rate_band), rate_weight=args.rate_weight,
+                          train_dt=args.train_dt, rate_band=tuple(args.rate_band), rate_weight=args.rate_weight,
                           readout_fraction=args.readout_fraction, max_train_images=args.max_train_images,
                           seed=args.seed, data_dir=args.data_dir)
 

@@ -38,6 +38,7 @@ class FineTuneConfig:
     batch_size: int = 32
     learning_rate: float = 1e-4
     train_tau: bool = False
+    train_dt: bool = False
     rate_band: tuple = (10.0, 20.0)  # Hz, on the filtered rates
     rate_weight: float = 0.0  # 0: no firing-rate regularisation
     readout_fraction: float = 0.5
@@ -83,7 +84,7 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
         shutil.rmtree(ckpt_dir)
     tf.keras.utils.set_random_seed(config.seed)
     run = open_run(run_dir, config.data_dir)
-    snn = load_snn(run_dir, train_tau=config.train_tau)
+    snn = load_snn(run_dir, train_tau=config.train_tau, train_dt=config.train_dt)
     snn.rate_band, snn.rate_weight = tuple(config.rate_band), config.rate_weight
     stages = schedule(config)
     optimizer = tf.keras.optimizers.Adam(config.learning_rate)
@@ -130,6 +131,7 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
             checkpointer.save(step, {"done": done, "results": results})
             step += 1
     snn.timesteps = stages[-1]["timesteps"]
+    snn.dt = float(snn.dt_weight.numpy())  # the config records the (possibly trained) step length
     snn.readout_steps = readout_steps(snn.timesteps, config.readout_fraction)
     atomic_write_json(run_dir / FINE_TUNED_CONFIG, snn.get_config())
     atomic_save_weights(snn, run_dir / FINE_TUNED_WEIGHTS)

@@ -68,13 +68,16 @@ class SpikingVGG(tf.keras.Model):
     synapses (filter levels).
 
     ``tau``: synaptic time constant in seconds, per neuron and trainable
-    (``None``: no synapse). ``rate_band``: ``(low, high)`` Hz; in training,
+    (``None``: no synapse); ``train_tau`` / ``train_dt`` make the time
+    constants / the step length trainable (dt gets its gradient through the
+    synaptic filters, as in keras-spiking). ``rate_band``: ``(low, high)`` Hz; in training,
     adds ``rate_weight * sum_l ((max(low - r_l, 0) + max(r_l - high, 0)) / high)^2``
     where ``r_l`` is layer ``l``'s mean filtered rate.
     """
 
     def __init__(self, channels, pool_after, num_classes, image_size, timesteps=8, dt=0.001, tau=0.1,
-                 seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, neuron="keras_spiking",
+                 seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, train_dt=False,
+                 neuron="keras_spiking",
                  **kwargs):
         super().__init__(**kwargs)
         if neuron not in NEURONS:
@@ -94,6 +97,7 @@ class SpikingVGG(tf.keras.Model):
         self.rate_band = None if rate_band is None else tuple(float(r) for r in rate_band)
         self.rate_weight = float(rate_weight)
         self.train_tau = bool(train_tau)
+        self.train_dt = bool(train_dt)
         self.shapes = []
         size = self.image_size
         for c, pool in zip(self.channels, self.pool_after):
@@ -111,6 +115,9 @@ class SpikingVGG(tf.keras.Model):
                     constraint=tf.keras.constraints.NonNeg()))
             c_in = c
         self.logits_kernel = self.add_weight(name="logits_kernel", shape=(c_in, self.num_classes))
+        # The step length as a weight, so that it can be trained (with train_dt); float32 like keras-spiking's.
+        self.dt_weight = self.add_weight(name="dt", shape=(), initializer=tf.keras.initializers.Constant(self.dt),
+                                         trainable=self.train_dt, constraint=tf.keras.constraints.NonNeg())
         # Hz per unit of ANN activation, per layer (rate normalisation); not trained.
         self.gains = self.add_weight(name="gains", shape=(len(self.channels),), initializer="ones", trainable=False)
         # Integrate-and-fire thresholds (QCFS lambda) per layer; used when neuron == "if".
@@ -139,8 +146,10 @@ class SpikingVGG(tf.keras.Model):
 
     def assign_from(self, other: "SpikingVGG") -> None:
         """Copy every weight of ``other`` (same architecture) into this model."""
-        mine = self.kernels + self.biases + self.taus + [self.logits_kernel, self.gains, self.thresholds]
-        theirs = other.kernels + other.biases + other.taus + [other.logits_kernel, other.gains, other.thresholds]
+        mine = self.kernels + self.biases + self.taus + [self.logits_kernel, self.gains, self.thresholds,
+                                                         self.dt_weight]
+        theirs = other.kernels + other.biases + other.taus + [other.logits_kernel, other.gains, other.thresholds,
+                                                              other.dt_weight]
         for variable, value in zip(mine, theirs, strict=True):
             variable.assign(value)
 
@@ -148,7 +157,8 @@ class SpikingVGG(tf.keras.Model):
         return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
                 "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
                 "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
-                "rate_weight": self.rate_weight, "train_tau": self.train_tau, "neuron": self.neuron, "name": self.name}
+                "rate_weight": self.rate_weight, "train_tau": self.train_tau, "train_dt": self.train_dt,
+                "neuron": self.neuron, "name": self.name}
 
     # ------------------------------------------------------------------
     def simulate(self, images, timesteps=None, training=False, return_outputs=False):
@@ -162,7 +172,7 @@ class SpikingVGG(tf.keras.Model):
         timesteps = self.timesteps if timesteps is None else timesteps
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
-        dt = self.dt
+        dt = tf.maximum(self.dt_weight, 1e-8)
         kernels, biases, logits_kernel = self.effective_weights()
         first = tf.nn.conv2d(images, kernels[0], 1, "SAME") + biases[0]
         thresholds = tf.unstack(self.thresholds)

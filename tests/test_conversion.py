@@ -133,3 +133,17 @@ def test_accuracy_over_time_by_hand():
     assert rows[1]["accuracy_all_steps"] == 1.0 and rows[0]["accuracy_last_step"] == 0.5
     assert rows[1]["spikes_per_image"] == 8.0
     assert rows[1]["firing_rate_hz"] == pytest.approx([4 / 10 / 0.004, 4 / 20 / 0.004])
+
+
+def test_tau_and_dt_train_through_the_synaptic_filters(ann, images):
+    net = conversion.fold_ann(ann)
+    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=0.003, train_dt=True, seed=0)
+    assert snn.dt_weight.trainable and all(tau.trainable for tau in snn.taus)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(snn(images[:2], training=True) ** 2)
+    dt_grad, tau_grad = tape.gradient(loss, [snn.dt_weight, snn.taus[-1]])
+    assert dt_grad is not None and float(tf.abs(dt_grad)) > 0
+    assert tau_grad is not None and float(tf.reduce_sum(tf.abs(tau_grad))) > 0
+    frozen = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=0.003, train_tau=False, seed=0)
+    assert not frozen.dt_weight.trainable and not any(tau.trainable for tau in frozen.taus)
