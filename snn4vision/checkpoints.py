@@ -60,6 +60,48 @@ def atomic_save_figure(figure, path: Path) -> None:
     plt.close(figure)
 
 
+def _variable_name(variable) -> str:
+    return variable.name.split(":")[0]
+
+
+def save_variables(variables, path: Path) -> None:
+    """Save tf.Variables to an HDF5 file keyed by variable name, atomically.
+
+    Unlike Keras' ``save_weights``, loading does not depend on the order of
+    the variables (which changes when a weight becomes (non-)trainable).
+    """
+    import h5py
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as handle:
+            for variable in variables:
+                handle.create_dataset(_variable_name(variable), data=variable.numpy())
+
+    _atomic_write(path, write)
+
+
+def load_variables(variables, path: Path, what: str = "weights") -> None:
+    """Load variables saved by :func:`save_variables`, matching them by name and shape."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as handle:
+            stored = {name: handle[name][()] for name in handle}
+    except OSError as exc:
+        raise UserError(f"{what} file {path} cannot be read ({exc}): re-run the stage that wrote it") from None
+    for variable in variables:
+        name = _variable_name(variable)
+        value = stored.get(name)
+        if value is None or tuple(value.shape) != tuple(variable.shape):
+            found = "missing" if value is None else f"shape {tuple(value.shape)}"
+            raise UserError(f"{what} in {path} do not fit the model built from this run's config (a checkpoint "
+                            f"from another model?): {name} of shape {tuple(variable.shape)} is {found}")
+        variable.assign(value)
+
+
 def read_json(path: Path) -> Any:
     """Read a JSON file, turning a missing or damaged file into a UserError."""
     path = Path(path)

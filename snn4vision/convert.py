@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, rundir
-from .checkpoints import atomic_save_figure, atomic_save_weights, atomic_write_json, load_weights, read_json
+from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, load_weights, read_json, save_variables
 from .errors import UserError, check_keras
 
 SNN_CONFIG = "snn.json"
@@ -182,7 +182,7 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
                          "accuracy_last_step and accuracy_all_steps give the other read-outs",
               "variants": variants}
     atomic_write_json(run_dir / SNN_CONFIG, snn.get_config())
-    atomic_save_weights(snn, run_dir / SNN_WEIGHTS)
+    save_variables(snn.weights, run_dir / SNN_WEIGHTS)
     atomic_write_json(run_dir / CONVERSION, report)
     plot_accuracy(report, run_dir / CONVERSION_PLOT)
     return report
@@ -257,7 +257,7 @@ def plot_accuracy(report: dict, path: Path) -> None:
 
 def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN_CONFIG,
              weights_name: str = SNN_WEIGHTS, **overrides):
-    """Rebuild a run's SpikingVGG from its JSON config and ``.h5`` weights.
+    """Rebuild a run's SpikingVGG from its JSON config and weights file.
 
     ``timesteps`` and ``overrides`` replace entries of the saved config.
     """
@@ -265,17 +265,13 @@ def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN
 
     run_dir = Path(run_dir)
     rundir.require(run_dir, config_name, weights_name)
-    saved = read_json(run_dir / config_name)
+    config = read_json(run_dir / config_name) | overrides
+    if timesteps is not None:
+        config["timesteps"] = timesteps
     try:
-        snn = SpikingVGG.from_config(saved)
-    except TypeError as exc:
+        snn = SpikingVGG.from_config(config)
+    except (TypeError, ValueError) as exc:
         raise UserError(f"{run_dir / config_name} does not describe a SpikingVGG ({exc}): re-run the stage "
                         f"that wrote it") from None
-    load_weights(snn, run_dir / weights_name, what="SNN weights")
-    if timesteps is not None:
-        overrides["timesteps"] = timesteps
-    if overrides:  # rebuild (trainability changes the weight order of .h5 files), then copy
-        changed = SpikingVGG.from_config(saved | overrides)
-        changed.assign_from(snn)
-        snn = changed
+    load_variables(snn.weights, run_dir / weights_name, what="SNN weights")
     return snn

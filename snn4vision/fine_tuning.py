@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, rundir
-from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json
+from .checkpoints import EpochCheckpointer, atomic_write_json, save_variables
 from .convert import SNN_CONFIG, SNN_WEIGHTS, load_snn, readout_steps
 from .errors import UserError, check_keras
 
@@ -134,7 +134,7 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
     snn.dt = float(snn.dt_weight.numpy())  # the config records the (possibly trained) step length
     snn.readout_steps = readout_steps(snn.timesteps, config.readout_fraction)
     atomic_write_json(run_dir / FINE_TUNED_CONFIG, snn.get_config())
-    atomic_save_weights(snn, run_dir / FINE_TUNED_WEIGHTS)
+    save_variables(snn.weights, run_dir / FINE_TUNED_WEIGHTS)
     report = {"config": dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}, "stages": stages,
               "results": results, "wall_time_s": time.perf_counter() - began}
     atomic_write_json(run_dir / FINE_TUNE, report)

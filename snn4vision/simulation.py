@@ -144,15 +144,6 @@ class SpikingVGG(tf.keras.Model):
         gains = tf.unstack(self.gains)
         return scaled_weights(self.kernels, self.biases, self.logits_kernel, gains)
 
-    def assign_from(self, other: "SpikingVGG") -> None:
-        """Copy every weight of ``other`` (same architecture) into this model."""
-        mine = self.kernels + self.biases + self.taus + [self.logits_kernel, self.gains, self.thresholds,
-                                                         self.dt_weight]
-        theirs = other.kernels + other.biases + other.taus + [other.logits_kernel, other.gains, other.thresholds,
-                                                              other.dt_weight]
-        for variable, value in zip(mine, theirs, strict=True):
-            variable.assign(value)
-
     def get_config(self):
         return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
                 "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
