@@ -145,7 +145,7 @@ def fine_tune_parser() -> argparse.ArgumentParser:
                    help="firing-rate band in Hz for the regulariser (on filtered rates)")
     p.add_argument("--rate-weight", type=float, default=0.0, help="weight of the firing-rate regulariser (0: off)")
     p.add_argument("--readout-fraction", type=positive_float, default=0.5)
-    p.add_argument("--max-train-images", type=positive_int, help="fine-tune on the first N training images only")
+    p.add_argument("--max-train-images", type=positive_int, help="fine-tune on N training images drawn at random (seeded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
     return p

@@ -119,7 +119,7 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
-        indices = run.indices("train")[: config.normalisation_images]
+        indices = run.sample("train", config.normalisation_images, config.seed)
         decoded = data.decoded_dataset(run.source, indices, run.config.image_size)
         batches = (x for x, _ in data.evaluation_batches(decoded, config.batch_size))
         percentiles = conversion.activation_percentiles(net, batches, config.percentile, seed=config.seed)

@@ -95,7 +95,7 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
     results = state["results"] if state else []
     if state and verbose:
         print(f"resuming fine-tuning after {len(done)} epoch(s)")
-    train_indices = run.indices("train")[: config.max_train_images]
+    train_indices = run.sample("train", config.max_train_images, config.seed)
     decoded_train = data.decoded_dataset(run.source, train_indices, run.config.image_size)
     decoded_test = run.decoded("test")
     labels = run.labels("test")

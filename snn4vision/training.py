@@ -127,6 +127,16 @@ class RunData:
     def indices(self, split: str) -> np.ndarray:
         return data.manifest_indices(self.source, self.manifest, split)
 
+    def sample(self, split: str, count: int | None, seed: int) -> np.ndarray:
+        """A seeded random subset of ``count`` images of ``split`` (all if None).
+
+        Splits are stored class by class, so a prefix would hold few classes.
+        """
+        indices = self.indices(split)
+        if count is None or count >= len(indices):
+            return indices
+        return np.sort(np.random.default_rng(seed).choice(indices, count, replace=False))
+
     def decoded(self, split: str, image_size: int | None = None):
         return data.decoded_dataset(self.source, self.indices(split), image_size or self.config.image_size)
 
