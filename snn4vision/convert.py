@@ -69,6 +69,7 @@ def load_ann(run_dir: Path, config, num_classes: int):
     """Rebuild a run's ANN from its TrainConfig and load its trained weights."""
     from .training import build_model
 
+    run_dir = Path(run_dir)
     rundir.require(run_dir, rundir.ANN_WEIGHTS)
     model = build_model(config, num_classes, weights="none")
     load_weights(model, run_dir / rundir.ANN_WEIGHTS, what="ANN weights")
