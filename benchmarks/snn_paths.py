@@ -34,7 +34,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def ann_accuracy(run_dir, run, batches, labels):
     ann = load_ann(run_dir, run.config, len(run.classes))
-    return float(np.mean(ann.predict(batches, verbose=0).argmax(axis=1) == labels))
+    logits = np.concatenate([ann(x, training=False).numpy() for x, _ in batches])
+    return float(np.mean(logits.argmax(axis=1) == labels))
 
 
 def snn_rows(snn, batches, labels, grid, fraction):
