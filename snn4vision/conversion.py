@@ -1,24 +1,16 @@
-"""ANN -> SNN conversion of the SNN4Space VGG-16 and the fast spiking simulator.
+"""ANN -> SNN conversion of the SNN4Space VGG-16: the folded network.
 
 Conversion works on a *folded* description of the ANN
 (:class:`FoldedNetwork`): BatchNorm is folded into the preceding conv
-(exact), and optional data-based normalisation rescales each layer so that a
-high percentile of its ReLU activation maps to ``max_rate`` Hz. Because
-``relu(g * h) = g * relu(h)`` for ``g > 0``, all scaling lives in the
-weights, and the folded network with rate (ReLU) neurons reproduces the ANN's
-logits exactly.
+(exact), and optional data-based normalisation sets a per-layer gain so that
+a high percentile of each ReLU activation maps to ``max_rate`` Hz. Because
+``relu(g * h) = g * relu(h)`` for ``g > 0``, the gains become a rescaling of
+the weights (:func:`scaled_weights`), and the folded network with rate
+(ReLU) neurons reproduces the ANN's logits exactly. QCFS ANNs keep their
+thresholds for integrate-and-fire neurons.
 
-Each ReLU becomes keras-spiking's ``SpikingActivation`` (integrate, emit
-``floor(v)`` spikes of height ``1/dt``, keep the remainder) followed by a
-keras-spiking ``Lowpass`` synapse. Two simulators share the same weights:
-
-- :func:`keras_spiking_model`: the SNN4Space way, a Keras model with a time
-  axis that repeats the image ``T`` times and runs every layer through
-  ``TimeDistributed`` with one loop over time per spiking and filter layer;
-- :class:`SpikingVGG`: ours. The input is constant in time, so the first
-  conv is computed once; one loop over time runs all later layers at batch
-  ``B`` and keeps state only for neurons and filters. With the same seeds it
-  follows keras-spiking's arithmetic step for step.
+The spiking simulators that run a folded network are in
+:mod:`snn4vision.simulation`.
 """
 from __future__ import annotations
 
