@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,6 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
         raise UserError(f"nothing to resume in {run_dir}: no fine-tuning checkpoint; run without --resume")
     rundir.prepare_new(run_dir, outputs, resume, overwrite)
     if overwrite and ckpt_dir.exists() and not resume:
-        import shutil
-
         shutil.rmtree(ckpt_dir)
     tf.keras.utils.set_random_seed(config.seed)
     run = open_run(run_dir, config.data_dir)
