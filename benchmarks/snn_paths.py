@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from snn4vision import data, energy  # noqa: E402
-from snn4vision.convert import load_ann, load_snn, readout_steps, timestep_grid  # noqa: E402
+from snn4vision.convert import (layer_spikes, load_ann, load_snn, readout_accuracy, readout_steps,  # noqa: E402
+                                timestep_grid)
 from snn4vision.fine_tuning import FINE_TUNED_CONFIG, load_fine_tuned  # noqa: E402
 from snn4vision.training import open_run  # noqa: E402
 
@@ -48,10 +49,9 @@ def snn_rows(snn, batches, labels, grid, fraction):
         outputs = [simulate(x) for x, _ in batches]
         seconds = time.perf_counter() - began
         logits = np.concatenate([o["logits"].numpy() for o in outputs])
-        spikes = np.concatenate([o["spikes"].numpy() for o in outputs]).sum(axis=1).mean(axis=0)
+        spikes = layer_spikes(np.concatenate([o["spikes"].numpy() for o in outputs]))
         ops = energy.snn_operations(costs, spikes, t, synapse=snn.tau is not None)
-        k = readout_steps(t, fraction)
-        rows.append({"timesteps": t, "accuracy": float(np.mean(logits[:, -k:].mean(1).argmax(1) == labels)),
+        rows.append({"timesteps": t, "accuracy": readout_accuracy(logits, labels, readout_steps(t, fraction)),
                      "ms_per_image": 1000 * seconds / len(labels), "sops_per_image": sum(o["sops"] for o in ops),
                      "first_layer_macs": ops[0]["macs"], "spikes_per_image": float(spikes.sum())})
         print(json.dumps(rows[-1]), flush=True)

@@ -85,6 +85,26 @@ def simulate_split(model, batches, timesteps: int) -> dict:
     return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes", "rates")}
 
 
+def readout_accuracy(per_step_logits, labels, steps: int) -> float:
+    """Accuracy of the mean logit over the last ``steps`` steps of ``(images, time, classes)`` logits."""
+    return float(np.mean(np.asarray(per_step_logits)[:, -steps:].mean(axis=1).argmax(axis=1) == labels))
+
+
+def layer_spikes(spikes) -> np.ndarray:
+    """Spikes per image of each layer, from ``(images, time, layers)`` counts."""
+    return np.asarray(spikes).sum(axis=1).mean(axis=0)
+
+
+def firing_rates(spikes_per_layer, neurons: list, timesteps: int, dt: float) -> list:
+    """Mean firing rate (Hz) of each neuron layer."""
+    return [float(s / n / (timesteps * dt)) for s, n in zip(spikes_per_layer, neurons)]
+
+
+def ann_accuracy(ann, batches, labels) -> float:
+    """Test accuracy of a Keras classifier on ``(image, label)`` batches."""
+    return float(np.mean(ann.predict(batches, verbose=0).argmax(axis=1) == labels))
+
+
 def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: float, neurons: list,
                        dt: float) -> list:
     """Accuracy and per-layer firing rates at each T of ``grid`` from one simulation of max(grid) steps.
@@ -94,15 +114,14 @@ def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: f
     rows = []
     for t in grid:
         logits = result["logits"][:, :t]
-        k = readout_steps(t, fraction)
-        spikes = result["spikes"][:, :t].sum(axis=1).mean(axis=0)  # per layer, per image
+        spikes = layer_spikes(result["spikes"][:, :t])
         rows.append({
             "timesteps": t,
-            "accuracy": float(np.mean(logits[:, -k:].mean(axis=1).argmax(axis=1) == labels)),
-            "accuracy_last_step": float(np.mean(logits[:, -1].argmax(axis=1) == labels)),
-            "accuracy_all_steps": float(np.mean(logits.mean(axis=1).argmax(axis=1) == labels)),
+            "accuracy": readout_accuracy(logits, labels, readout_steps(t, fraction)),
+            "accuracy_last_step": readout_accuracy(logits, labels, 1),
+            "accuracy_all_steps": readout_accuracy(logits, labels, t),
             "spikes_per_image": float(spikes.sum()),
-            "firing_rate_hz": [float(s / n / (t * dt)) for s, n in zip(spikes, neurons)],
+            "firing_rate_hz": firing_rates(spikes, neurons, t, dt),
         })
     return rows
 
@@ -145,7 +164,7 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     labels = run.labels("test")
     test_batches = data.evaluation_batches(run.decoded("test"), config.batch_size)
     with data.explain_bad_images(run.source, run.indices("test")):
-        ann_accuracy = float(np.mean(ann.predict(test_batches, verbose=0).argmax(axis=1) == labels))
+        ann_test_accuracy = ann_accuracy(ann, test_batches, labels)
     grid = timestep_grid(config.max_timesteps)
 
     def evaluate(name, snn, **details):
@@ -176,7 +195,7 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
                 continue
             alternative, _ = build_snn(run, ann, config, **change)
             variants.append(evaluate(name, alternative, normalised=change.get("normalise", config.normalise)))
-    report = {"ann_test_accuracy": ann_accuracy, "config": dataclasses.asdict(config), "neuron": snn.neuron,
+    report = {"ann_test_accuracy": ann_test_accuracy, "config": dataclasses.asdict(config), "neuron": snn.neuron,
               "verify": check,
               "normalisation_percentiles": percentiles, "test_images": int(len(labels)),
               "readout": f"mean logit over the last ceil({fraction} * T) steps; "
@@ -217,9 +236,8 @@ def verify(ann, snn, images, labels=None, timesteps: int | None = None) -> dict:
     report = {"timesteps": int(timesteps), "images": int(len(images)), "layers": layers,
               "unconverted": conversion.unconvertible_layers(ann)}
     if labels is not None:
-        snn_logits = result["logits"].numpy().mean(axis=1)
         report["ann_accuracy"] = float(np.mean(ann_logits.numpy().argmax(1) == labels))
-        report["snn_accuracy"] = float(np.mean(snn_logits.argmax(1) == labels))
+        report["snn_accuracy"] = readout_accuracy(result["logits"].numpy(), labels, timesteps)
         report["accuracy_gap"] = report["ann_accuracy"] - report["snn_accuracy"]
     return report
 

@@ -181,11 +181,6 @@ def device_table(devices: dict) -> list:
     return [asdict(d) | {"energy_per_mac": d.mac} for d in devices.values()]
 
 
-def mean_rates(spikes_per_layer, neurons, timesteps: int, dt: float) -> list:
-    """Mean firing rate (Hz) of each neuron layer."""
-    return [float(s / n / (timesteps * dt)) for s, n in zip(np.asarray(spikes_per_layer), neurons)]
-
-
 ENERGY_JSON = "energy.json"
 ENERGY_CSV = "energy.csv"
 ENERGY_PLOT = "energy.png"
@@ -202,7 +197,8 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
     """
     from . import data, rundir
     from .checkpoints import atomic_write_json, atomic_write_text
-    from .convert import load_ann, load_snn, readout_steps, simulate_split
+    from .convert import (ann_accuracy, firing_rates, layer_spikes, load_ann, load_snn, readout_accuracy,
+                          readout_steps, simulate_split)
     from .fine_tuning import FINE_TUNED_CONFIG, load_fine_tuned
     from .training import open_run
 
@@ -226,18 +222,18 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
     labels = run.labels("test")
     batches = data.evaluation_batches(run.decoded("test"), batch_size)
     with data.explain_bad_images(run.source, run.indices("test")):
-        ann_accuracy = float(np.mean(ann.predict(batches, verbose=0).argmax(axis=1) == labels))
+        ann_test_accuracy = ann_accuracy(ann, batches, labels)
         result = simulate_split(snn, batches, snn.timesteps)
     k = readout_steps(snn.timesteps, 1.0) if snn.readout_steps is None else snn.readout_steps
-    snn_accuracy = float(np.mean(result["logits"][:, -k:].mean(axis=1).argmax(axis=1) == labels))
-    spikes = result["spikes"].sum(axis=1).mean(axis=0)
+    snn_accuracy = readout_accuracy(result["logits"], labels, k)
+    spikes = layer_spikes(result["spikes"])
     costs = vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
     operations = snn_operations(costs, spikes, snn.timesteps, synapse=snn.tau is not None)
-    rates = mean_rates(spikes, snn.neurons_per_layer(), snn.timesteps, snn.dt)
+    rates = firing_rates(spikes, snn.neurons_per_layer(), snn.timesteps, snn.dt)
     selected = {n: available[n] for n in names}
     rows = energy_table(costs, operations, rates, selected)
     report = {"model": model, "timesteps": snn.timesteps, "dt": snn.dt, "test_images": int(len(labels)),
-              "ann_test_accuracy": ann_accuracy, "snn_test_accuracy": snn_accuracy,
+              "ann_test_accuracy": ann_test_accuracy, "snn_test_accuracy": snn_accuracy,
               "spikes_per_image": float(spikes.sum()), "devices": device_table(selected),
               "summary": summary(rows[-1], selected), "layers": rows,
               "method": "ANN: one MAC per synapse, adds for pooling, one update per ReLU. SNN on spiking devices: "

@@ -14,7 +14,8 @@ def check_keras() -> None:
     """Fail clearly if TensorFlow was set up with Keras 3 instead of tf-keras."""
     import tensorflow as tf
 
-    if not tf.keras.__name__.startswith("tf_keras"):
+    # tf.keras.__name__ changes once keras-spiking is imported; the classes tell the truth.
+    if not tf.keras.layers.Layer.__module__.startswith("tf_keras"):
         raise UserError(
             "TensorFlow is using Keras 3, but snn4vision needs Keras 2 (tf-keras): "
             "import snn4vision before tensorflow, or set TF_USE_LEGACY_KERAS=1"

@@ -143,14 +143,13 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
 def _evaluate_stage(snn, decoded_test, labels, stage, config, writer, step) -> dict:
     import tensorflow as tf
 
-    from .convert import simulate_split
+    from .convert import firing_rates, layer_spikes, readout_accuracy, simulate_split
 
     batches = data.evaluation_batches(decoded_test, 64)
     result = simulate_split(snn, batches, stage["timesteps"])
-    k = readout_steps(stage["timesteps"], config.readout_fraction)
-    accuracy = float(np.mean(result["logits"][:, -k:].mean(axis=1).argmax(axis=1) == labels))
-    spikes = result["spikes"].sum(axis=1).mean(axis=0)
-    rates = [float(s / n / (stage["timesteps"] * snn.dt)) for s, n in zip(spikes, snn.neurons_per_layer())]
+    accuracy = readout_accuracy(result["logits"], labels, readout_steps(stage["timesteps"], config.readout_fraction))
+    spikes = layer_spikes(result["spikes"])
+    rates = firing_rates(spikes, snn.neurons_per_layer(), stage["timesteps"], snn.dt)
     with writer.as_default(step=step):
         tf.summary.scalar("test_accuracy", accuracy)
         tf.summary.histogram("firing_rate_hz", np.asarray(rates))

@@ -70,3 +70,12 @@ def test_run_dir_refuses_to_overwrite(tmp_path):
 def test_require_names_missing_file_and_stage(tmp_path):
     with pytest.raises(UserError, match=r"no ann.weights.h5: run pipelines/train_ann.py"):
         rundir.require(tmp_path, rundir.ANN_WEIGHTS)
+
+
+def test_keras_check_accepts_tf_keras_after_keras_spiking_import():
+    import keras_spiking  # noqa: F401  (renames tf.keras.__name__ to "tensorflow.keras")
+
+    from snn4vision.errors import check_keras
+
+    check_keras()
+    assert tf.keras.layers.Dense.__module__.startswith("tf_keras")
