@@ -1,4 +1,4 @@
-"""Model builders: the SNN4Space VGG-16.
+"""Model builders: the SNN4Space VGG-16 and the spiking transformers.
 
 SNN4Space (Kucik & Meoni, 2021) changes VGG-16 so that it converts to a
 spiking network: average pooling instead of max pooling, no pooling after
@@ -153,3 +153,44 @@ def _absorb_caffe_preprocessing(kernel, bias):
 
     bias = bias - np.einsum("hwco,c->o", kernel, np.asarray(_CAFFE_MEAN_BGR, kernel.dtype))
     return 255.0 * kernel[:, :, ::-1, :], bias
+
+
+def spikformer(num_classes: int, depth: int = 4, dim: int = 384, heads: int = 12, timesteps: int = 4,
+               image_size: int | None = 32, mlp_ratio: int = 4, pooling: str = "0011", tau: float = 2.0,
+               alpha: float = 4.0):
+    """Spikformer (official CIFAR configuration by default: 4 blocks, dim 384, 12 heads, T = 4).
+
+    Returns a :class:`~snn4vision.transformers.SpikingTransformer`, built for
+    ``(batch, image_size, image_size, 3)`` input when ``image_size`` is given.
+    """
+    return _spiking_transformer("spikformer", num_classes, depth, dim, heads, timesteps, image_size, mlp_ratio,
+                                pooling, tau, alpha)
+
+
+def spike_driven_transformer(num_classes: int, depth: int = 2, dim: int = 512, heads: int = 8, timesteps: int = 4,
+                             image_size: int | None = 32, mlp_ratio: int = 4, pooling: str = "0011",
+                             tau: float = 2.0, alpha: float = 4.0):
+    """The Spike-driven Transformer (official CIFAR configuration by default: 2 blocks, dim 512, 8 heads, T = 4).
+
+    Returns a :class:`~snn4vision.transformers.SpikingTransformer`, built for
+    ``(batch, image_size, image_size, 3)`` input when ``image_size`` is given.
+    """
+    return _spiking_transformer("sdt", num_classes, depth, dim, heads, timesteps, image_size, mlp_ratio, pooling,
+                                tau, alpha)
+
+
+def _spiking_transformer(kind, num_classes, depth, dim, heads, timesteps, image_size, mlp_ratio, pooling, tau, alpha):
+    import tensorflow as tf
+
+    from .transformers import SpikingTransformer
+
+    try:
+        model = SpikingTransformer(kind, num_classes, depth, dim, heads, timesteps, mlp_ratio, pooling, tau, alpha)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if image_size is not None:
+        pools = pooling.count("1")
+        if image_size < 2 ** pools:
+            raise UserError(f"--image-size {image_size} is too small for {pools} poolings")
+        model(tf.zeros((1, image_size, image_size, 3)))
+    return model
