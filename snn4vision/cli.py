@@ -94,6 +94,52 @@ def train_config(args: argparse.Namespace):
                        **values)
 
 
+def train_spiking_transformer_parser() -> argparse.ArgumentParser:
+    from .training import TRANSFORMER_PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="train_spiking_transformer.py",
+        description="Train a Spikformer or Spike-driven Transformer directly with surrogate gradients, on the same "
+                    "datasets, splits and run directory format as train_ann.py. Flags left out take the preset's value.")
+    add_run_flags(p)
+    p.add_argument("--model", choices=("spikformer", "sdt"), default="spikformer",
+                   help="spikformer (Zhou et al. 2023) or sdt (Spike-driven Transformer, Yao et al. 2023)")
+    p.add_argument("--preset", choices=sorted(TRANSFORMER_PRESETS), default="quick",
+                   help="quick: 64x64, 2 blocks, dim 256, T 4, pooling 0111 (8x8 tokens), 12 epochs; reference: the reference code's recipe")
+    p.add_argument("--dataset", default="uc_merced",
+                   help="eurosat, uc_merced (TensorFlow Datasets) or the path of a folder <class>/<image>")
+    p.add_argument("--data-dir", help="TFDS data folder, or a local copy of the dataset as <class>/<image>")
+    p.add_argument("--image-size", type=positive_int)
+    p.add_argument("--depth", type=positive_int, help="transformer blocks")
+    p.add_argument("--dim", type=positive_int, help="embedding dimension (a multiple of 8 and of --heads)")
+    p.add_argument("--heads", type=positive_int)
+    p.add_argument("--timesteps", type=positive_int, help="T: the image is presented for T steps")
+    p.add_argument("--mlp-ratio", type=positive_int)
+    p.add_argument("--pooling", help="four 0/1 flags: max pooling after each patch-splitting stage (default 0011)")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--learning-rate", type=positive_float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--seed", type=int, default=0, help="controls split, shuffling, augmentation and initial weights")
+    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
+    p.add_argument("--augment", choices=("snn4space", "geometric", "none"))
+    return p
+
+
+def transformer_config(args: argparse.Namespace):
+    """A TrainConfig for a spiking transformer: the preset, overridden by explicit flags."""
+    from .training import TRANSFORMER_PRESETS, TrainConfig
+
+    values = dict(TRANSFORMER_PRESETS[args.preset])
+    for name in ("image_size", "depth", "dim", "heads", "timesteps", "mlp_ratio", "pooling", "batch_size", "epochs",
+                 "learning_rate", "weight_decay", "warmup_epochs", "augment"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return TrainConfig(run_dir=args.run_dir, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+                       split=tuple(args.split), preset=args.preset, architecture=args.model, **values)
+
+
 def convert_snn_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convert_snn.py",
                                 description="Convert the run's trained ANN into a spiking network (stage 2) and "

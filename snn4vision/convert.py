@@ -69,6 +69,9 @@ def load_ann(run_dir: Path, config, num_classes: int):
     from .training import build_model
 
     run_dir = Path(run_dir)
+    if config.spiking:
+        raise UserError(f"{run_dir} holds a directly trained {config.architecture}, which is already a spiking "
+                        "network: there is no ANN to convert or fine-tune; cost it with energy_estimation.py")
     rundir.require(run_dir, rundir.ANN_WEIGHTS)
     model = build_model(config, num_classes, weights="none")
     load_weights(model, run_dir / rundir.ANN_WEIGHTS, what="ANN weights")

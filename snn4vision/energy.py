@@ -107,6 +107,44 @@ def vgg_layer_costs(channels, pool_after, image_size: int, num_classes: int, ker
     return costs
 
 
+def transformer_costs(layers: list, timesteps: int, dt: float = 0.001) -> tuple:
+    """Counts of a spiking transformer from its measured activity (:func:`snn4vision.transformers.measure`).
+
+    Returns ``(costs, operations, rates_hz)``, one row per recorded entry:
+    synapses (convs and dense layers: one SOP per input spike, or per unit
+    of a spike count, and synapse; the analog stem and an averaged head as
+    MACs, once per evaluation), attention products (the measured
+    accumulates; the same product with dense operands on non-spiking
+    hardware) and neuron layers (one update per neuron per step; firing
+    rate in Hz at ``dt`` seconds per step). ``connections`` of the
+    attention rows and of the neurons is what one dense (ANN-like) pass of
+    the same network computes.
+    """
+    costs, operations, rates = [], [], []
+    for e in layers:
+        if e["kind"] == "neurons":
+            costs.append(LayerCost(e["name"], 0, 0, e["neurons"]))
+            operations.append({"macs": 0.0, "sops": 0.0, "updates": float(e["neurons"] * timesteps),
+                               "dense_synops": 0.0})
+            rates.append(e["rate"] / dt)
+            continue
+        if e["kind"] == "attention":
+            costs.append(LayerCost(e["name"], e["dense_macs"], 0, 0))
+            operations.append({"macs": 0.0, "sops": float(e["accumulates"]), "updates": 0.0,
+                               "dense_synops": float(e["dense_macs"] * timesteps)})
+        elif e["events"] is None:  # analog input: multiply-accumulates
+            macs = float(e["connections"] * e["evaluations"])
+            costs.append(LayerCost(e["name"], e["connections"], e["inputs"], 0))
+            operations.append({"macs": macs, "sops": 0.0, "updates": 0.0, "dense_synops": macs})
+        else:
+            cost = LayerCost(e["name"], e["connections"], e["inputs"], 0)
+            costs.append(cost)
+            operations.append({"macs": 0.0, "sops": float(e["events"]) * cost.fan_out, "updates": 0.0,
+                               "dense_synops": float(e["connections"] * timesteps)})
+        rates.append(None)
+    return costs, operations, rates
+
+
 def ann_energy(costs: list, device: Device) -> list:
     """Joules per inference of each layer of the ANN on ``device``."""
     return [c.connections * device.mac + c.adds * device.energy_per_synop + c.neurons * device.energy_per_neuron
@@ -195,11 +233,8 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
     ``timesteps``: T of the SNN (default: the saved SNN's). Writes
     ``energy.json``, ``energy.csv`` and ``energy.png`` into ``run_dir``.
     """
-    from . import data, rundir
+    from . import rundir
     from .checkpoints import atomic_write_json, atomic_write_text
-    from .convert import (ann_accuracy, firing_rates, layer_spikes, load_ann, load_snn, readout_accuracy,
-                          readout_steps, simulate_split)
-    from .fine_tuning import FINE_TUNED_CONFIG, load_fine_tuned
     from .training import open_run
 
     run_dir = Path(run_dir)
@@ -214,9 +249,58 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
     if model not in ("auto", "converted", "fine-tuned"):
         raise UserError(f"unknown model {model!r}: use auto, converted or fine-tuned")
     rundir.prepare_new(run_dir, [ENERGY_JSON, ENERGY_CSV, ENERGY_PLOT], False, overwrite, resumable=False)
+    run = open_run(run_dir, data_dir)
+    selected = {n: available[n] for n in names}
+    if run.config.spiking:
+        report = _transformer_report(run, run_dir, selected, timesteps, batch_size)
+    else:
+        report = _converted_report(run, run_dir, selected, timesteps, model, batch_size)
+    atomic_write_json(run_dir / ENERGY_JSON, report)
+    atomic_write_text(run_dir / ENERGY_CSV, rows_to_csv(report["layers"]))
+    plot_energy(report, run_dir / ENERGY_PLOT)
+    if verbose:
+        print(format_summary(report))
+    return report
+
+
+def _report(costs, operations, rates, devices: dict, **fields) -> dict:
+    rows = energy_table(costs, operations, rates, devices)
+    return fields | {"devices": device_table(devices), "summary": summary(rows[-1], devices), "layers": rows}
+
+
+def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None, batch_size: int) -> dict:
+    """Energy of a directly trained spiking transformer, from activity measured on the test split."""
+    from . import data
+    from .transformers import load_trained, measure
+
+    model = load_trained(run_dir, run.config, len(run.classes), timesteps)
+    config = run.config
+    labels = run.labels("test")
+    with data.explain_bad_images(run.source, run.indices("test")):
+        result = measure(model, data.evaluation_batches(run.decoded("test"), batch_size))
+    accuracy = float(np.mean(result["logits"].argmax(axis=1) == labels))
+    costs, operations, rates = transformer_costs(result["layers"], model.timesteps)
+    spikes = sum(e["spikes"] for e in result["layers"] if e["kind"] == "neurons")
+    return _report(costs, operations, rates, devices, model=config.architecture, timesteps=model.timesteps,
+                   dt=0.001, test_images=int(len(labels)), ann_test_accuracy=None, snn_test_accuracy=accuracy,
+                   spikes_per_image=float(spikes),
+                   method="Directly trained spiking transformer. 'ann' columns: the same network evaluated once "
+                          "with dense operands (one MAC per synapse and attention product, one update per neuron). "
+                          "'snn' columns on spiking devices: the analog first conv as MACs once (constant image), "
+                          "one SOP per measured input spike (or unit of a spike count) and synapse, the measured "
+                          "accumulates of the attention products, one update per neuron per step; on non-spiking "
+                          "devices every synapse and product every step. Rates in Hz at 1 ms per step.")
+
+
+def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, model: str, batch_size: int) -> dict:
+    """Energy of the run's VGG-16 ANN and its converted (or fine-tuned) SNN."""
+    from . import data
+    from .convert import (ann_accuracy, firing_rates, layer_spikes, load_ann, load_snn, readout_accuracy,
+                          readout_steps, simulate_split)
+    from .fine_tuning import FINE_TUNED_CONFIG, load_fine_tuned
+
     if model == "auto":
         model = "fine-tuned" if (run_dir / FINE_TUNED_CONFIG).exists() else "converted"
-    run = open_run(run_dir, data_dir)
     snn = load_fine_tuned(run_dir, timesteps) if model == "fine-tuned" else load_snn(run_dir, timesteps)
     ann = load_ann(run_dir, run.config, len(run.classes))
     labels = run.labels("test")
@@ -230,26 +314,18 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
     costs = vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
     operations = snn_operations(costs, spikes, snn.timesteps, synapse=snn.tau is not None)
     rates = firing_rates(spikes, snn.neurons_per_layer(), snn.timesteps, snn.dt)
-    selected = {n: available[n] for n in names}
-    rows = energy_table(costs, operations, rates, selected)
-    report = {"model": model, "timesteps": snn.timesteps, "dt": snn.dt, "test_images": int(len(labels)),
-              "ann_test_accuracy": ann_test_accuracy, "snn_test_accuracy": snn_accuracy,
-              "spikes_per_image": float(spikes.sum()), "devices": device_table(selected),
-              "summary": summary(rows[-1], selected), "layers": rows,
-              "method": "ANN: one MAC per synapse, adds for pooling, one update per ReLU. SNN on spiking devices: "
-                        "first layer MACs once (constant analog input), one SOP per measured presynaptic spike and "
-                        "synapse, neuron (and synaptic filter) updates every timestep. SNN on non-spiking devices: "
-                        "every synapse every timestep. See energy/README.md."}
-    atomic_write_json(run_dir / ENERGY_JSON, report)
-    atomic_write_text(run_dir / ENERGY_CSV, rows_to_csv(rows))
-    plot_energy(report, run_dir / ENERGY_PLOT)
-    if verbose:
-        print(format_summary(report))
-    return report
+    return _report(costs, operations, rates, devices, model=model, timesteps=snn.timesteps, dt=snn.dt,
+                   test_images=int(len(labels)), ann_test_accuracy=ann_test_accuracy, snn_test_accuracy=snn_accuracy,
+                   spikes_per_image=float(spikes.sum()),
+                   method="ANN: one MAC per synapse, adds for pooling, one update per ReLU. SNN on spiking devices: "
+                          "first layer MACs once (constant analog input), one SOP per measured presynaptic spike "
+                          "and synapse, neuron (and synaptic filter) updates every timestep. SNN on non-spiking "
+                          "devices: every synapse every timestep. See energy/README.md.")
 
 
 def format_summary(report: dict) -> str:
-    lines = [f"ANN test accuracy {report['ann_test_accuracy']:.3f}; SNN ({report['model']}, T={report['timesteps']}) "
+    ann = "n/a (directly trained)" if report["ann_test_accuracy"] is None else f"{report['ann_test_accuracy']:.3f}"
+    lines = [f"ANN test accuracy {ann}; SNN ({report['model']}, T={report['timesteps']}) "
              f"{report['snn_test_accuracy']:.3f}, {report['spikes_per_image']:.0f} spikes/image",
              f"{'device':>12} {'spiking':>8} {'ANN J/inf':>12} {'SNN J/inf':>12} {'SNN/ANN':>9}"]
     for name, s in report["summary"].items():

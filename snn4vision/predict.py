@@ -13,7 +13,8 @@ from .errors import UserError
 def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: int | None = None) -> list:
     """Per image: ``{"image", "class", "probability"}`` and, for an SNN, ``"spikes"``.
 
-    ``model``: ``ann``, ``snn`` (converted) or ``fine-tuned``.
+    ``model``: ``ann``, ``snn`` (converted) or ``fine-tuned``; ignored for a
+    run of ``train_spiking_transformer.py``, whose model is the SNN.
     """
     import tensorflow as tf
 
@@ -31,7 +32,12 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
         raise UserError("no images given: pass one or more image files")
     batch = np.stack([data.load_image_file(path, config.image_size) for path in images]).astype(np.float32) / 255.0
     spikes = None
-    if model == "ann":
+    if config.spiking:  # a directly trained spiking transformer: it is the only model of the run
+        from .transformers import load_trained
+
+        logits, entries = load_trained(run_dir, config, len(classes), timesteps).activity(batch)
+        spikes = sum(e["spikes"] for e in entries if e["kind"] == "neurons")
+    elif model == "ann":
         logits = load_ann(run_dir, config, len(classes))(batch).numpy()
     elif model in ("snn", "fine-tuned"):
         snn = load_snn(run_dir, timesteps) if model == "snn" else load_fine_tuned(run_dir, timesteps)

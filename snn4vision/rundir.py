@@ -14,6 +14,7 @@ CONFIG = "config.json"
 CLASSES = "classes.json"
 SPLIT = "split.json"
 ANN_WEIGHTS = "ann.weights.h5"
+TRANSFORMER_WEIGHTS = "transformer.weights.h5"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
@@ -25,6 +26,7 @@ MADE_BY = {
     SPLIT: "pipelines/train_ann.py",
     ANN_WEIGHTS: "pipelines/train_ann.py",
     METRICS: "pipelines/train_ann.py",
+    TRANSFORMER_WEIGHTS: "pipelines/train_spiking_transformer.py",
 }
 
 
@@ -35,6 +37,10 @@ def require(run_dir: Path, *names: str) -> None:
         raise UserError(f"run directory {run_dir} does not exist: run pipelines/train_ann.py --run {run_dir} first")
     for name in names:
         if not (run_dir / name).exists():
+            if (run_dir / TRANSFORMER_WEIGHTS).exists():
+                raise UserError(f"{run_dir} holds a directly trained spiking transformer ({TRANSFORMER_WEIGHTS}), "
+                                f"which is already a spiking network and has no {name}: there is no ANN to convert "
+                                "or fine-tune; cost it with pipelines/energy_estimation.py")
             maker = MADE_BY.get(name, "the stage that makes it")
             raise UserError(f"{run_dir} has no {name}: run {maker} --run {run_dir} first")
 

@@ -111,3 +111,20 @@ def measure(model: SpikingTransformer, batches) -> dict:
 def firing_rates(layers: list) -> dict:
     """``{layer name: spikes per neuron per timestep}`` of the neuron layers of :func:`measure`'s entries."""
     return {e["name"]: e["rate"] for e in layers if e["kind"] == "neurons"}
+
+
+def load_trained(run_dir, config, num_classes: int, timesteps: int | None = None) -> SpikingTransformer:
+    """A run's trained spiking transformer (optionally run for another number of ``timesteps``)."""
+    import dataclasses
+    from pathlib import Path
+
+    from . import rundir
+    from .checkpoints import load_weights
+    from .training import build_model, weights_file
+
+    if timesteps is not None:
+        config = dataclasses.replace(config, timesteps=int(timesteps))
+    rundir.require(Path(run_dir), weights_file(config))
+    model = build_model(config, num_classes)
+    load_weights(model, Path(run_dir) / weights_file(config), what="transformer weights")
+    return model
