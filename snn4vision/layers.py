@@ -380,6 +380,11 @@ class _TokenLayer(_SpikingLayer):
         super().build(input_shape)
 
 
+def _attention_product(q, k, v):
+    """``(Q K^T) V`` per head on ``(batch, time, tokens, heads, head_dim)``, computed as ``Q (K^T V)``."""
+    return tf.einsum("btnhd,bthde->btnhe", q, tf.einsum("btnhd,btnhe->bthde", k, v))
+
+
 @_register
 class SpikingSelfAttention(_TokenLayer):
     """Spikformer's spiking self-attention (SSA).
@@ -412,8 +417,7 @@ class SpikingSelfAttention(_TokenLayer):
         q, k, v = (self._heads(self._fire(lif, self._linear(dense, bn, inputs, training, record), record))
                    for dense, bn, lif in ((self.q, self.q_bn, self.q_lif), (self.k, self.k_bn, self.k_lif),
                                           (self.v, self.v_bn, self.v_lif)))
-        kv = tf.einsum("btnhd,btnhe->bthde", k, v)
-        attended = tf.einsum("btnhd,bthde->btnhe", q, kv) * ATTENTION_SCALE
+        attended = _attention_product(q, k, v) * ATTENTION_SCALE
         if record is not None:
             per_head = self.dim // self.heads
             pairs = _per_image(tf.reduce_sum(k, -1) * tf.reduce_sum(v, -1))  # K^T V: one add per (k, v) spike pair
