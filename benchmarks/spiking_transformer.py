@@ -148,7 +148,8 @@ def main():
                      f"{r['training_images_per_s']:.1f} | {r['ours_speedup_inference']:.2f}x, "
                      f"{r['ours_speedup_training']:.2f}x |")
     lines += ["", "LIF loop time share (1 - ours / stateless threshold): " +
-              "; ".join(f"{k}: inference {v['inference']:.0%}, training {v['training']:.0%}" for k, v in shares.items())]
+              "; ".join(f"{k}: inference {v['inference']:.0%}, training {v['training']:.0%}"
+                        for k, v in shares.items())]
     (RESULTS / "spiking_transformer.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -46,21 +46,41 @@ def add_run_flags(parser: argparse.ArgumentParser, required: bool = True) -> Non
     parser.add_argument("--overwrite", action="store_true", help="replace this stage's earlier outputs")
 
 
+def training_parser(prog: str, description: str, presets: dict, preset_help: str) -> argparse.ArgumentParser:
+    """The flags every training stage shares: run, preset, data, split, seed, augmentation, image size."""
+    parser = argparse.ArgumentParser(prog=prog, description=description + " Flags left out take the preset's "
+                                                                          "value (default preset: quick).")
+    add_run_flags(parser)
+    parser.add_argument("--preset", choices=sorted(presets), default="quick", help=preset_help)
+    parser.add_argument("--dataset", default="uc_merced",
+                        help="eurosat, uc_merced (TensorFlow Datasets) or the path of a folder <class>/<image>")
+    parser.add_argument("--data-dir", help="TFDS data folder, or a local copy of the dataset as <class>/<image>")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="controls split, shuffling, augmentation and initial weights")
+    parser.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
+    parser.add_argument("--augment", choices=("snn4space", "geometric", "none"),
+                        help="training augmentation: snn4space (geometry and colour jitter), geometric "
+                             "(zoom, pad-and-crop, flips, 90-degree rotations) or none")
+    parser.add_argument("--image-size", type=positive_int, help="images are resized to this square size")
+    return parser
+
+
+def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed):
+    """A TrainConfig: ``presets[args.preset]``, overridden by the flags ``names`` that were given."""
+    from .training import TrainConfig
+
+    values = dict(presets[args.preset])
+    values.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    return TrainConfig(run_dir=args.run_dir, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+                       split=tuple(args.split), preset=args.preset, **fixed, **values)
+
+
 def train_ann_parser() -> argparse.ArgumentParser:
     from .training import OPTIMIZERS, PRESETS
 
-    p = argparse.ArgumentParser(
-        prog="train_ann.py",
-        description="Train the SNN4Space VGG-16 ANN (stage 1). Flags left out take the preset's value "
-                    "(default preset: quick).")
-    add_run_flags(p)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="quick: 64x64, width 0.5, BatchNorm, 24 epochs, from scratch; "
+    p = training_parser("train_ann.py", "Train the SNN4Space VGG-16 ANN (stage 1).", PRESETS,
+                        "quick: 64x64, width 0.5, BatchNorm, 24 epochs, from scratch; "
                         "paper: SNN4Space's 224x224 ImageNet-pretrained VGG-16")
-    p.add_argument("--dataset", default="uc_merced",
-                   help="eurosat, uc_merced (TensorFlow Datasets) or the path of a folder <class>/<image>")
-    p.add_argument("--data-dir", help="TFDS data folder, or a local copy of the dataset as <class>/<image>")
-    p.add_argument("--image-size", type=positive_int, help="images are resized to this square size")
     p.add_argument("--width", type=positive_float, help="channel width multiplier (1.0 is VGG-16)")
     p.add_argument("--batch-norm", dest="batch_norm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after each conv (folded into the conv at conversion)")
@@ -69,75 +89,53 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--learning-rate", type=positive_float)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--seed", type=int, default=0, help="controls split, shuffling, augmentation and initial weights")
-    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
     p.add_argument("--activation", choices=("relu", "qcfs"), default="relu",
                    help="qcfs: quantisation-clip-floor-shift activation (converts almost losslessly at T = levels)")
     p.add_argument("--levels", type=positive_int, default=8, help="QCFS quantisation levels L (4 or 8 typical)")
-    p.add_argument("--augment", choices=("snn4space", "geometric", "none"),
-                   help="training augmentation: snn4space (geometry and colour jitter), geometric "
-                        "(zoom, pad-and-crop, flips, 90-degree rotations) or none")
     return p
 
 
 def train_config(args: argparse.Namespace):
     """A TrainConfig from parsed flags: the preset, overridden by explicit flags."""
-    from .training import PRESETS, TrainConfig
+    from .training import PRESETS
 
-    values = dict(PRESETS[args.preset])
-    for name in ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs", "learning_rate", "optimizer",
-                 "augment"):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    return TrainConfig(run_dir=args.run_dir, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                       split=tuple(args.split), preset=args.preset, activation=args.activation, levels=args.levels,
-                       **values)
+    return preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
+                                         "learning_rate", "optimizer", "augment"),
+                         activation=args.activation, levels=args.levels)
 
 
 def train_spiking_transformer_parser() -> argparse.ArgumentParser:
     from .training import TRANSFORMER_PRESETS
 
-    p = argparse.ArgumentParser(
-        prog="train_spiking_transformer.py",
-        description="Train a Spikformer or Spike-driven Transformer directly with surrogate gradients, on the same "
-                    "datasets, splits and run directory format as train_ann.py. Flags left out take the preset's value.")
-    add_run_flags(p)
+    p = training_parser("train_spiking_transformer.py",
+                        "Train a Spikformer or Spike-driven Transformer directly with surrogate gradients, on the "
+                        "same datasets, splits and run directory format as train_ann.py.", TRANSFORMER_PRESETS,
+                        "quick: 64x64, 2 blocks, dim 256, T 4, pooling 0111 (8x8 tokens), 12 epochs; "
+                        "reference: the reference code's recipe")
     p.add_argument("--model", choices=("spikformer", "sdt"), default="spikformer",
                    help="spikformer (Zhou et al. 2023) or sdt (Spike-driven Transformer, Yao et al. 2023)")
-    p.add_argument("--preset", choices=sorted(TRANSFORMER_PRESETS), default="quick",
-                   help="quick: 64x64, 2 blocks, dim 256, T 4, pooling 0111 (8x8 tokens), 12 epochs; reference: the reference code's recipe")
-    p.add_argument("--dataset", default="uc_merced",
-                   help="eurosat, uc_merced (TensorFlow Datasets) or the path of a folder <class>/<image>")
-    p.add_argument("--data-dir", help="TFDS data folder, or a local copy of the dataset as <class>/<image>")
-    p.add_argument("--image-size", type=positive_int)
     p.add_argument("--depth", type=positive_int, help="transformer blocks")
     p.add_argument("--dim", type=positive_int, help="embedding dimension (a multiple of 8 and of --heads)")
     p.add_argument("--heads", type=positive_int)
     p.add_argument("--timesteps", type=positive_int, help="T: the image is presented for T steps")
     p.add_argument("--mlp-ratio", type=positive_int)
-    p.add_argument("--pooling", help="four 0/1 flags: max pooling after each patch-splitting stage (default 0011)")
+    p.add_argument("--pooling", help="four 0/1 flags: max pooling after each patch-splitting stage")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--learning-rate", type=positive_float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=int)
-    p.add_argument("--seed", type=int, default=0, help="controls split, shuffling, augmentation and initial weights")
-    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
-    p.add_argument("--augment", choices=("snn4space", "geometric", "none"))
     return p
 
 
 def transformer_config(args: argparse.Namespace):
     """A TrainConfig for a spiking transformer: the preset, overridden by explicit flags."""
-    from .training import TRANSFORMER_PRESETS, TrainConfig
+    from .training import TRANSFORMER_PRESETS
 
-    values = dict(TRANSFORMER_PRESETS[args.preset])
-    for name in ("image_size", "depth", "dim", "heads", "timesteps", "mlp_ratio", "pooling", "batch_size", "epochs",
-                 "learning_rate", "weight_decay", "warmup_epochs", "augment"):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    return TrainConfig(run_dir=args.run_dir, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                       split=tuple(args.split), preset=args.preset, architecture=args.model, **values)
+    return preset_config(args, TRANSFORMER_PRESETS,
+                         ("image_size", "depth", "dim", "heads", "timesteps", "mlp_ratio", "pooling", "batch_size",
+                          "epochs", "learning_rate", "weight_decay", "warmup_epochs", "augment"),
+                         architecture=args.model)
 
 
 def convert_snn_parser() -> argparse.ArgumentParser:

@@ -13,12 +13,7 @@ from . import data, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, load_weights, read_json, save_variables
 from .errors import UserError, check_keras
 
-SNN_CONFIG = "snn.json"
-SNN_WEIGHTS = "snn.weights.h5"
-CONVERSION = "conversion.json"
-CONVERSION_PLOT = "conversion.png"
-rundir.MADE_BY.update({SNN_CONFIG: "pipelines/convert_snn.py", SNN_WEIGHTS: "pipelines/convert_snn.py",
-                       CONVERSION: "pipelines/convert_snn.py"})
+from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS  # noqa: E402  (re-exported)
 
 
 @dataclass

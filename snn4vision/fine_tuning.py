@@ -22,11 +22,7 @@ from .checkpoints import EpochCheckpointer, atomic_write_json, save_variables
 from .convert import SNN_CONFIG, SNN_WEIGHTS, load_snn, readout_steps
 from .errors import UserError, check_keras
 
-FINE_TUNED_CONFIG = "fine_tuned.json"
-FINE_TUNED_WEIGHTS = "fine_tuned.weights.h5"
-FINE_TUNE = "fine_tune.json"
-rundir.MADE_BY.update({FINE_TUNED_CONFIG: "pipelines/fine_tune.py", FINE_TUNED_WEIGHTS: "pipelines/fine_tune.py",
-                       FINE_TUNE: "pipelines/fine_tune.py"})
+from .rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS  # noqa: E402  (re-exported)
 
 
 @dataclass

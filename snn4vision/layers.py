@@ -286,11 +286,13 @@ class _PatchSplitting(_SpikingLayer):
         self.convs = [_conv3x3(c, f"conv{i}") for i, c in enumerate(widths)]
         self.bns = [_batch_norm(f"bn{i}") for i in range(4)]
         self.lifs = [self._lif(f"lif{i}") for i in range(4)]
-        self.rpe_conv, self.rpe_bn, self.rpe_lif = _conv3x3(dim, "rpe_conv"), _batch_norm("rpe_bn"), self._lif("rpe_lif")
+        self.rpe_conv, self.rpe_bn = _conv3x3(dim, "rpe_conv"), _batch_norm("rpe_bn")
+        self.rpe_lif = self._lif("rpe_lif")
 
     def build(self, input_shape):
         if len(input_shape) not in (4, 5) or input_shape[-1] is None:
-            raise ValueError(f"patch splitting needs (batch, h, w, c) or (batch, time, h, w, c) input, got {input_shape}")
+            raise ValueError("patch splitting needs (batch, h, w, c) or (batch, time, h, w, c) input, "
+                             f"got {input_shape}")
         super().build(input_shape)
 
     def _conv_bn(self, i: int, x, training, record, conv=None, bn=None):

@@ -15,6 +15,13 @@ CLASSES = "classes.json"
 SPLIT = "split.json"
 ANN_WEIGHTS = "ann.weights.h5"
 TRANSFORMER_WEIGHTS = "transformer.weights.h5"
+SNN_CONFIG = "snn.json"
+SNN_WEIGHTS = "snn.weights.h5"
+CONVERSION = "conversion.json"
+CONVERSION_PLOT = "conversion.png"
+FINE_TUNED_CONFIG = "fine_tuned.json"
+FINE_TUNED_WEIGHTS = "fine_tuned.weights.h5"
+FINE_TUNE = "fine_tune.json"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
@@ -27,6 +34,12 @@ MADE_BY = {
     ANN_WEIGHTS: "pipelines/train_ann.py",
     METRICS: "pipelines/train_ann.py",
     TRANSFORMER_WEIGHTS: "pipelines/train_spiking_transformer.py",
+    SNN_CONFIG: "pipelines/convert_snn.py",
+    SNN_WEIGHTS: "pipelines/convert_snn.py",
+    CONVERSION: "pipelines/convert_snn.py",
+    FINE_TUNED_CONFIG: "pipelines/fine_tune.py",
+    FINE_TUNED_WEIGHTS: "pipelines/fine_tune.py",
+    FINE_TUNE: "pipelines/fine_tune.py",
 }
 
 

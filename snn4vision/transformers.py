@@ -44,7 +44,8 @@ class SpikingTransformer(tf.keras.Model):
                 raise ValueError(f"{what} must be at least {least}, got {value}")
         if dim % 8 or dim % heads:
             raise ValueError(f"dim must be a multiple of 8 and of heads ({heads}), got {dim}")
-        self.kind, self.num_classes, self.depth, self.dim, self.heads = kind, int(num_classes), int(depth), int(dim), int(heads)
+        self.kind, self.num_classes, self.depth = kind, int(num_classes), int(depth)
+        self.dim, self.heads = int(dim), int(heads)
         self.timesteps, self.mlp_ratio, self.pooling, self.tau, self.alpha = (int(timesteps), int(mlp_ratio), pooling,
                                                                              float(tau), float(alpha))
         patch_class, block_class, spiking_head = KINDS[kind]
