@@ -177,8 +177,8 @@ def build_model(config: TrainConfig, num_classes: int, weights: str | None = Non
         return build(num_classes, config.depth, config.dim, config.heads, config.timesteps, config.image_size,
                      config.mlp_ratio, config.pooling)
     return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm,
-                 config.weights if weights is None else weights, config.kernel_l2, config.bias_l1, seed=config.seed,
-                 activation=config.activation, levels=config.levels)
+                        config.weights if weights is None else weights, config.kernel_l2, config.bias_l1,
+                        seed=config.seed, activation=config.activation, levels=config.levels)
 
 
 @dataclass
