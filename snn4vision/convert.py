@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from . import data, rundir
-from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, load_weights, read_json, save_variables
+from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, read_json, save_variables
 from .errors import UserError, check_keras
 
-from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS  # noqa: E402  (re-exported)
+from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS
 
 
 @dataclass
@@ -61,16 +61,12 @@ def readout_steps(timesteps: int, fraction: float) -> int:
 
 def load_ann(run_dir: Path, config, num_classes: int):
     """Rebuild a run's ANN from its TrainConfig and load its trained weights."""
-    from .training import build_model
+    from .training import load_trained_model
 
-    run_dir = Path(run_dir)
     if config.spiking:
         raise UserError(f"{run_dir} holds a directly trained {config.architecture}, which is already a spiking "
                         "network: there is no ANN to convert or fine-tune; cost it with energy_estimation.py")
-    rundir.require(run_dir, rundir.ANN_WEIGHTS)
-    model = build_model(config, num_classes, weights="none")
-    load_weights(model, run_dir / rundir.ANN_WEIGHTS, what="ANN weights")
-    return model
+    return load_trained_model(run_dir, config, num_classes)
 
 
 def simulate_split(model, batches, timesteps: int) -> dict:

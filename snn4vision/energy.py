@@ -271,7 +271,7 @@ def _report(costs, operations, rates, devices: dict, **fields) -> dict:
 def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None, batch_size: int) -> dict:
     """Energy of a directly trained spiking transformer, from activity measured on the test split."""
     from . import data
-    from .transformers import load_trained, measure
+    from .transformers import load_trained, measure, total_spikes
 
     model = load_trained(run_dir, run.config, len(run.classes), timesteps)
     config = run.config
@@ -280,7 +280,7 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
         result = measure(model, data.evaluation_batches(run.decoded("test"), batch_size))
     accuracy = float(np.mean(result["logits"].argmax(axis=1) == labels))
     costs, operations, rates = transformer_costs(result["layers"], model.timesteps)
-    spikes = sum(e["spikes"] for e in result["layers"] if e["kind"] == "neurons")
+    spikes = total_spikes(result["layers"])
     return _report(costs, operations, rates, devices, model=config.architecture, timesteps=model.timesteps,
                    dt=0.001, test_images=int(len(labels)), ann_test_accuracy=None, snn_test_accuracy=accuracy,
                    spikes_per_image=float(spikes),

@@ -22,7 +22,7 @@ from .checkpoints import EpochCheckpointer, atomic_write_json, save_variables
 from .convert import SNN_CONFIG, SNN_WEIGHTS, load_snn, readout_steps
 from .errors import UserError, check_keras
 
-from .rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS  # noqa: E402  (re-exported)
+from .rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS
 
 
 @dataclass

@@ -309,7 +309,7 @@ class _PatchSplitting(_SpikingLayer):
         """Stage 0's conv + BN, computed once for a static image, then ``(batch, time, h, w, c)``."""
         if len(inputs.shape) == 5:
             frames = tf.cast(inputs, tf.float32)
-            y = unfold_time(self.bns[0](self.convs[0](fold_time(frames)), training=training), frames.shape[1])
+            y = self._conv_bn(0, frames, training, None)
             evaluations, image = frames.shape[1], frames[:, 0]
         else:
             image = tf.cast(inputs, tf.float32)
@@ -389,8 +389,21 @@ def _attention_product(q, k, v):
     return tf.einsum("btnhd,bthde->btnhe", q, tf.einsum("btnhd,btnhe->bthde", k, v))
 
 
+class _Attention(_TokenLayer):
+    """Base of the two self-attention layers: ``dim`` split into ``heads`` contiguous channel groups."""
+
+    def __init__(self, dim: int, heads: int, **kwargs):
+        super().__init__(**kwargs)
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.dim, self.heads = int(dim), int(heads)
+
+    def get_config(self):
+        return super().get_config() | {"dim": self.dim, "heads": self.heads}
+
+
 @_register
-class SpikingSelfAttention(_TokenLayer):
+class SpikingSelfAttention(_Attention):
     """Spikformer's spiking self-attention (SSA).
 
     ``Q, K, V = LIF(BN(Dense(x)))`` (with bias); heads take contiguous
@@ -405,10 +418,7 @@ class SpikingSelfAttention(_TokenLayer):
     """
 
     def __init__(self, dim: int, heads: int, **kwargs):
-        super().__init__(**kwargs)
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.dim, self.heads = int(dim), int(heads)
+        super().__init__(dim, heads, **kwargs)
         self.q, self.k, self.v, self.proj = (_dense(dim, n) for n in ("q", "k", "v", "proj"))
         self.q_bn, self.k_bn, self.v_bn, self.proj_bn = (_batch_norm(f"{n}_bn") for n in ("q", "k", "v", "proj"))
         self.q_lif, self.k_lif, self.v_lif, self.proj_lif = (self._lif(f"{n}_lif") for n in ("q", "k", "v", "proj"))
@@ -430,12 +440,9 @@ class SpikingSelfAttention(_TokenLayer):
         x = self._fire(self.attn_lif, tf.reshape(attended, [-1] + inputs.shape[1:].as_list()), record)
         return self._fire(self.proj_lif, self._linear(self.proj, self.proj_bn, x, training, record), record)
 
-    def get_config(self):
-        return super().get_config() | {"dim": self.dim, "heads": self.heads}
-
 
 @_register
-class SpikeDrivenSelfAttention(_TokenLayer):
+class SpikeDrivenSelfAttention(_Attention):
     """The Spike-driven Transformer's spike-driven self-attention (SDSA), with its shortcut.
 
     ``s = LIF(x)``; ``Q, K, V = LIF(BN(Dense without bias (s)))`` (1x1
@@ -446,10 +453,7 @@ class SpikeDrivenSelfAttention(_TokenLayer):
     """
 
     def __init__(self, dim: int, heads: int, **kwargs):
-        super().__init__(**kwargs)
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.dim, self.heads = int(dim), int(heads)
+        super().__init__(dim, heads, **kwargs)
         self.q, self.k, self.v = (_dense(dim, n, use_bias=False) for n in ("q", "k", "v"))
         self.proj = _dense(dim, "proj")
         self.q_bn, self.k_bn, self.v_bn, self.proj_bn = (_batch_norm(f"{n}_bn") for n in ("q", "k", "v", "proj"))
@@ -467,9 +471,6 @@ class SpikeDrivenSelfAttention(_TokenLayer):
         if record is not None:  # masks are free; the token sum costs one add per surviving spike
             record.attention("attention", _per_image(masked), 3 * _size(inputs.shape[2:]))
         return self._linear(self.proj, self.proj_bn, q * kv, training, record) + inputs
-
-    def get_config(self):
-        return super().get_config() | {"dim": self.dim, "heads": self.heads}
 
 
 @_register

@@ -33,10 +33,10 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
     batch = np.stack([data.load_image_file(path, config.image_size) for path in images]).astype(np.float32) / 255.0
     spikes = None
     if config.spiking:  # a directly trained spiking transformer: it is the only model of the run
-        from .transformers import load_trained
+        from .transformers import load_trained, total_spikes
 
         logits, entries = load_trained(run_dir, config, len(classes), timesteps).activity(batch)
-        spikes = sum(e["spikes"] for e in entries if e["kind"] == "neurons")
+        spikes = total_spikes(entries)
     elif model == "ann":
         logits = load_ann(run_dir, config, len(classes))(batch).numpy()
     elif model in ("snn", "fine-tuned"):

@@ -234,13 +234,12 @@ def open_run(run_dir: str | Path, data_dir: str | None = None) -> RunData:
 
 def _test_activity(model, run: RunData, batch_size: int) -> dict:
     """Firing rates per layer (spikes per neuron per step) and spikes per image on the test split."""
-    from .transformers import firing_rates, measure
+    from .transformers import firing_rates, measure, total_spikes
 
     if not run.manifest["test"]:
         return {}
     layers = measure(model, data.evaluation_batches(run.decoded("test"), batch_size))["layers"]
-    return {"firing_rates": firing_rates(layers),
-            "spikes_per_image": float(sum(e["spikes"] for e in layers if e["kind"] == "neurons"))}
+    return {"firing_rates": firing_rates(layers), "spikes_per_image": float(total_spikes(layers))}
 
 
 def _evaluate_split(model, run: RunData, split: str, batch_size: int) -> dict:
@@ -292,6 +291,16 @@ TRAIN_OUTPUTS = [rundir.CONFIG, rundir.CLASSES, rundir.SPLIT, rundir.ANN_WEIGHTS
 def weights_file(config: TrainConfig) -> str:
     """The run-directory file that holds the trained model's weights."""
     return rundir.TRANSFORMER_WEIGHTS if config.spiking else rundir.ANN_WEIGHTS
+
+
+def load_trained_model(run_dir: str | Path, config: TrainConfig, num_classes: int):
+    """Rebuild the model ``config`` describes and load the run's trained weights into it."""
+    run_dir = Path(run_dir)
+    name = weights_file(config)
+    rundir.require(run_dir, name)
+    model = build_model(config, num_classes, weights="none")
+    load_weights(model, run_dir / name, what="transformer weights" if config.spiking else "ANN weights")
+    return model
 
 
 def stage_name(config: TrainConfig) -> str:
@@ -400,8 +409,9 @@ def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     with data.explain_bad_images(source, all_indices):
         for epoch in range(start, config.epochs if not stop else start):
             began = time.perf_counter()
-            if config.learning_rate_at(epoch) is not None:
-                optimizer.learning_rate.assign(config.learning_rate_at(epoch))
+            scheduled = config.learning_rate_at(epoch)
+            if scheduled is not None:
+                optimizer.learning_rate.assign(scheduled)
             batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch, augmentation)
             fit = model.fit(batches, epochs=1, verbose=0).history
             val_loss, val_accuracy = model.evaluate(val_batches, verbose=0)

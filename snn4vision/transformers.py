@@ -80,6 +80,10 @@ class SpikingTransformer(tf.keras.Model):
         return logits.numpy(), entries
 
 
+#: The per-image counts of a Recorder entry.
+PER_IMAGE = ("spikes", "events", "accumulates")
+
+
 def measure(model: SpikingTransformer, batches) -> dict:
     """Logits and mean activity per image over a dataset of ``(images, labels)`` batches.
 
@@ -93,15 +97,14 @@ def measure(model: SpikingTransformer, batches) -> dict:
         batch_logits, entries = model.activity(images)
         logits.append(batch_logits)
         count += len(batch_logits)
-        if totals is None:
-            totals = [dict(e) | {k: 0.0 for k in ("spikes", "events", "accumulates") if e.get(k) is not None}
-                      for e in entries]
+        if totals is None:  # the per-image fields this entry has (the analog stem has no events)
+            totals = [dict(e) | {k: 0.0 for k in PER_IMAGE if e.get(k) is not None} for e in entries]
         for total, entry in zip(totals, entries):
-            for key in ("spikes", "events", "accumulates"):
+            for key in PER_IMAGE:
                 if entry.get(key) is not None:
                     total[key] += float(np.sum(entry[key]))
     for total in totals:
-        for key in ("spikes", "events", "accumulates"):
+        for key in PER_IMAGE:
             if total.get(key) is not None:
                 total[key] /= count
         if total["kind"] == "neurons":
@@ -114,18 +117,17 @@ def firing_rates(layers: list) -> dict:
     return {e["name"]: e["rate"] for e in layers if e["kind"] == "neurons"}
 
 
+def total_spikes(layers: list):
+    """Spikes of all neuron layers together, from :func:`measure`'s or :meth:`SpikingTransformer.activity`'s entries."""
+    return sum(e["spikes"] for e in layers if e["kind"] == "neurons")
+
+
 def load_trained(run_dir, config, num_classes: int, timesteps: int | None = None) -> SpikingTransformer:
     """A run's trained spiking transformer (optionally run for another number of ``timesteps``)."""
     import dataclasses
-    from pathlib import Path
 
-    from . import rundir
-    from .checkpoints import load_weights
-    from .training import build_model, weights_file
+    from .training import load_trained_model
 
     if timesteps is not None:
         config = dataclasses.replace(config, timesteps=int(timesteps))
-    rundir.require(Path(run_dir), weights_file(config))
-    model = build_model(config, num_classes)
-    load_weights(model, Path(run_dir) / weights_file(config), what="transformer weights")
-    return model
+    return load_trained_model(run_dir, config, num_classes)
