@@ -92,6 +92,9 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=("relu", "qcfs"), default="relu",
                    help="qcfs: quantisation-clip-floor-shift activation (converts almost losslessly at T = levels)")
     p.add_argument("--levels", type=positive_int, default=8, help="QCFS quantisation levels L (4 or 8 typical)")
+    p.add_argument("--qcfs-threshold", dest="qcfs_threshold", type=positive_float, default=None,
+                   help="initial QCFS threshold lambda (trainable; default 2.0: BatchNorm makes the pre-activations "
+                        "about unit-variance, and the paper's 8.0 leaves most of them in the zero level)")
     return p
 
 
@@ -100,7 +103,7 @@ def train_config(args: argparse.Namespace):
     from .training import PRESETS
 
     return preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
-                                         "learning_rate", "optimizer", "augment"),
+                                         "learning_rate", "optimizer", "augment", "qcfs_threshold"),
                          activation=args.activation, levels=args.levels)
 
 
@@ -159,7 +162,11 @@ def convert_snn_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=int, default=0, help="initial membrane voltages")
     p.add_argument("--no-sweep", dest="sweep", action="store_false",
-                   help="skip the variants (no normalisation, tau 5 ms, no synapse, dt 10 ms)")
+                   help="skip the variants (ReLU: no normalisation, tau 5 ms, no synapse, dt 10 ms; QCFS: the other "
+                        "IF neuron)")
+    p.add_argument("--signed", action=argparse.BooleanOptionalAction, default=True,
+                   help="QCFS networks: integrate-and-fire neurons with negative spikes, which undo early "
+                        "overshoot (default); --no-signed: plain IF neurons")
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
     return p
 
@@ -170,7 +177,8 @@ def convert_config(args: argparse.Namespace):
     return ConvertConfig(run_dir=args.run_dir, max_timesteps=args.timesteps, dt=args.dt,
                          tau=None if args.synapse == "none" else args.tau, normalise=args.normalise,
                          percentile=args.percentile, max_rate=args.max_rate, readout_fraction=args.readout_fraction,
-                         batch_size=args.batch_size, seed=args.seed, sweep=args.sweep, data_dir=args.data_dir)
+                         batch_size=args.batch_size, seed=args.seed, sweep=args.sweep, data_dir=args.data_dir,
+                         signed=args.signed)
 
 
 def fine_tune_parser() -> argparse.ArgumentParser:

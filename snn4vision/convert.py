@@ -14,6 +14,8 @@ from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, 
 from .errors import UserError, check_keras
 
 from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS
+#: How conversion.json names the integrate-and-fire neurons of QCFS networks (simulation.IF_NEURONS).
+IF_NAMES = {"if": "IF neurons", "signed_if": "signed IF neurons"}
 
 
 @dataclass
@@ -32,7 +34,8 @@ class ConvertConfig:
     normalisation_images: int = 256
     batch_size: int = 32
     seed: int = 0
-    sweep: bool = True  # also evaluate variants (no normalisation, other tau, no synapse)
+    sweep: bool = True  # also evaluate variants (ReLU: no normalisation, other tau, no synapse; QCFS: unsigned IF)
+    signed: bool = True  # QCFS ANNs: integrate-and-fire neurons with negative spikes (False: plain IF)
     data_dir: str | None = None
 
     def validate(self) -> None:
@@ -119,16 +122,23 @@ def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: f
     return rows
 
 
-def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, tau="config", dt=None):
-    """Fold (and optionally normalise) ``ann`` into a :class:`SpikingVGG`."""
+def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, tau="config", dt=None,
+              signed: bool | None = None):
+    """Fold (and optionally normalise) ``ann`` into a :class:`SpikingVGG`.
+
+    A QCFS ANN gets integrate-and-fire neurons (signed unless ``signed`` or
+    ``config.signed`` is False) with its thresholds and no synapse; the
+    other options apply to ReLU ANNs.
+    """
     from . import conversion
     from .simulation import SpikingVGG
 
     dt = config.dt if dt is None else dt
     net = conversion.fold_ann(ann)
     if net.thresholds:  # a QCFS ANN: integrate-and-fire neurons, thresholds from the ANN, no filter
+        signed = config.signed if signed is None else signed
         snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt, tau=None,
-                                     seed=config.seed, neuron="if")
+                                     seed=config.seed, neuron="signed_if" if signed else "if")
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
@@ -170,15 +180,18 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
         return {"name": name, **details, "dt": snn.dt, "tau": snn.tau, "seconds": seconds, "by_timesteps": rows}
 
     snn, percentiles = build_snn(run, ann, config)
-    qcfs = snn.neuron == "if"
+    qcfs = snn.neuron in IF_NAMES
     fraction = config.readout_fraction or (1.0 if qcfs else 0.5)
     snn.readout_steps = readout_steps(config.max_timesteps, fraction)
-    variants = [evaluate("converted (QCFS, IF neurons)" if qcfs else "converted", snn,
+    variants = [evaluate(f"converted (QCFS, {IF_NAMES[snn.neuron]})" if qcfs else "converted", snn,
                          normalised=config.normalise and not qcfs)]
     sample = next(iter(test_batches))
     check = verify(ann, snn, sample[0].numpy(), sample[1].numpy(), config.max_timesteps)
     if verbose:
         print(format_verification(check))
+    if config.sweep and qcfs:
+        alternative, _ = build_snn(run, ann, config, signed=not config.signed)
+        variants.append(evaluate(f"QCFS, {IF_NAMES[alternative.neuron]}", alternative, normalised=False))
     if config.sweep and not qcfs:
         flipped = "no normalisation" if config.normalise else "normalised"
         alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),

@@ -33,6 +33,7 @@ def vgg16(
     seed: int | None = None,
     activation: str = "relu",
     levels: int = 8,
+    qcfs_threshold: float = 2.0,
 ):
     """Build the SNN4Space VGG-16 as a functional ``tf.keras.Model``.
 
@@ -47,8 +48,9 @@ def vgg16(
     of this same architecture.
 
     ``activation``: ``"relu"``, or ``"qcfs"`` for the QCFS activation with
-    ``levels`` quantisation levels (layers ``block{b}_qcfs{i}``), which
-    converts to integrate-and-fire neurons almost losslessly at T = levels.
+    ``levels`` quantisation levels (layers ``block{b}_qcfs{i}``) and initial
+    threshold ``qcfs_threshold``, which converts to integrate-and-fire
+    neurons almost losslessly at T = levels.
     """
     import tensorflow as tf
 
@@ -84,7 +86,7 @@ def vgg16(
             if activation == "qcfs":
                 from .layers import QCFS
 
-                x = QCFS(levels, name=f"block{b}_qcfs{i}")(x)
+                x = QCFS(levels, qcfs_threshold, name=f"block{b}_qcfs{i}")(x)
             else:
                 x = layers.ReLU(name=f"block{b}_relu{i}")(x)
         if b < len(VGG16_BLOCKS):

@@ -11,6 +11,17 @@ For ANNs trained with QCFS (``snn4vision.layers.QCFS``) the neuron is
 integrate-and-fire instead (``neuron="if"``): ``v <- v + h``; a spike
 (output ``lambda``) when ``v >= lambda``, reset by subtraction, initial
 membrane ``lambda / 2``, no synaptic filter.
+
+``neuron="signed_if"`` adds negative spikes with memory (as in Wang et al.,
+IJCAI 2022, "signed neuron with memory"): a neuron whose membrane is below
+0 and that has fired more positive than negative spikes so far emits a
+spike of ``-lambda`` and adds ``lambda`` back to its membrane. It corrects
+the neuron's early overshoot when later inputs are lower (the "unevenness
+error" of QCFS conversion): whenever the final membrane lies in
+``[0, lambda)``, the spike count after T steps is exactly
+``clip(floor(mean input * T / lambda + 1/2), 0, T)``, the QCFS level of
+the neuron's mean input at ``L = T``. For constant input it never fires a
+negative spike, so it equals ``"if"``.
 """
 from __future__ import annotations
 
@@ -20,8 +31,10 @@ import tensorflow as tf
 from .conversion import FoldedNetwork, scaled_weights
 
 
-#: Neuron models: keras-spiking's SpikingActivation("relu"), or integrate-and-fire for QCFS ANNs.
-NEURONS = ("keras_spiking", "if")
+#: Neuron models: keras-spiking's SpikingActivation("relu"), or (signed) integrate-and-fire for QCFS ANNs.
+NEURONS = ("keras_spiking", "if", "signed_if")
+#: The integrate-and-fire neurons of QCFS networks.
+IF_NEURONS = ("if", "signed_if")
 
 
 def layer_seed(seed: int, layer: int) -> int:
@@ -36,13 +49,18 @@ def keras_spiking_step(voltage, rates, dt: float):
     return voltage - count, count, count / dt
 
 
-def if_step(voltage, current, threshold):
+def if_step(voltage, current, threshold, net_count=None):
     """One step of an integrate-and-fire neuron with reset by subtraction.
 
-    Returns (voltage, spike count (0 or 1), output): a spike carries ``threshold``.
+    Returns (voltage, spike count, output): a spike carries ``threshold``.
+    Unsigned (``net_count`` None) the count is 0 or 1. Signed, ``net_count``
+    is each neuron's positive minus negative spikes so far, and the count is
+    -1 where the membrane is below 0 and ``net_count > 0``.
     """
     voltage = voltage + current
     count = tf.cast(voltage >= threshold, voltage.dtype)
+    if net_count is not None:
+        count -= tf.cast(tf.logical_and(voltage < 0.0, net_count > 0.0), voltage.dtype)
     return voltage - count * threshold, count, count * threshold
 
 
@@ -82,7 +100,7 @@ class SpikingVGG(tf.keras.Model):
         super().__init__(**kwargs)
         if neuron not in NEURONS:
             raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
-        if neuron == "if" and tau is not None:
+        if neuron in IF_NEURONS and tau is not None:
             raise ValueError("integrate-and-fire (QCFS) neurons take no synaptic filter: use tau=None")
         self.neuron = neuron
         self.channels = [int(c) for c in channels]
@@ -167,14 +185,16 @@ class SpikingVGG(tf.keras.Model):
         kernels, biases, logits_kernel = self.effective_weights()
         first = tf.nn.conv2d(images, kernels[0], 1, "SAME") + biases[0]
         thresholds = tf.unstack(self.thresholds)
-        if self.neuron == "if":  # deterministic: half the threshold
+        signed = self.neuron == "signed_if"
+        if self.neuron in IF_NEURONS:  # deterministic: half the threshold
             voltages = tuple(tf.fill(tf.concat([[batch], shape], 0), thresholds[i] / 2)
                              for i, shape in enumerate(self.shapes))
         else:
             voltages = tuple(
                 tf.random.stateless_uniform(tf.concat([[batch], shape], 0), seed=(layer_seed(self.seed, i),) * 2)
                 for i, shape in enumerate(self.shapes))
-        levels = tuple(tf.zeros(tf.concat([[batch], shape], 0)) for shape in self.shapes) if self.taus else ()
+        # Filter levels (with a synapse), or the net spike counts of signed neurons (the state is one or the other).
+        levels = tuple(tf.zeros(tf.concat([[batch], shape], 0)) for shape in self.shapes) if self.taus or signed else ()
         decays = [tf.exp(-dt / tf.maximum(tau, 1e-8)) for tau in self.taus]
         sums = tuple(tf.zeros(tf.concat([[batch], shape], 0)) for shape in self.shapes) if return_outputs else ()
         features = tf.TensorArray(tf.float32, size=timesteps)
@@ -186,16 +206,19 @@ class SpikingVGG(tf.keras.Model):
             x = None
             for i in range(len(self.kernels)):
                 h = first if i == 0 else tf.nn.conv2d(x, kernels[i], 1, "SAME") + biases[i]
-                if self.neuron == "if":
+                if self.neuron in IF_NEURONS:
                     drive = tf.clip_by_value(h, 0.0, thresholds[i])
-                    v, n, spikes = if_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(h), thresholds[i])
+                    v, n, spikes = if_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(h), thresholds[i],
+                                           levels[i] if signed else None)
+                    if signed:
+                        new_levels.append(levels[i] + n)
                 else:
                     drive = tf.nn.relu(h)
                     v, n, spikes = keras_spiking_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(drive), dt)
                 new_voltages.append(v)
                 if training:
                     spikes = _straight_through(drive, spikes)
-                step_counts.append(tf.reduce_sum(n, axis=[1, 2, 3]))
+                step_counts.append(tf.reduce_sum(tf.abs(n), axis=[1, 2, 3]))  # spikes of either sign
                 if self.taus:
                     out = (1 - decays[i]) * spikes + decays[i] * levels[i]
                     new_levels.append(out)

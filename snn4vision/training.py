@@ -53,6 +53,7 @@ class TrainConfig:
     bias_l1: float = 1e-5
     activation: str = "relu"  # or "qcfs"
     levels: int = 8  # QCFS quantisation levels
+    qcfs_threshold: float = 2.0  # initial (trainable) QCFS threshold lambda
     architecture: str = "vgg16"
     depth: int = 2
     dim: int = 256
@@ -178,7 +179,8 @@ def build_model(config: TrainConfig, num_classes: int, weights: str | None = Non
                      config.mlp_ratio, config.pooling)
     return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm,
                         config.weights if weights is None else weights, config.kernel_l2, config.bias_l1,
-                        seed=config.seed, activation=config.activation, levels=config.levels)
+                        seed=config.seed, activation=config.activation, levels=config.levels,
+                        qcfs_threshold=config.qcfs_threshold)
 
 
 @dataclass

@@ -83,6 +83,78 @@ def test_qcfs_network_converts_to_if_neurons_and_verify_reports(qcfs_ann):
     assert 0 <= report["snn_accuracy"] <= 1
 
 
+def _signed_if_reference(currents, lam):
+    """A plain-Python signed IF neuron (one neuron, a list of input currents): returns (count, membrane)."""
+    v, count = lam / 2, 0
+    for x in currents:
+        v += x
+        if v >= lam:
+            v, count = v - lam, count + 1
+        elif v < 0 and count > 0:
+            v, count = v + lam, count - 1
+    return count, v
+
+
+def test_signed_if_undoes_overshoot_by_hand():
+    # lambda 1, membrane 0.5: +1 fires at step 1; -0.8 takes the membrane to -0.3, which a plain IF neuron
+    # keeps (1 spike for a mean input of 0.05); the signed one answers with a negative spike (net 0 spikes,
+    # membrane 0.7), and 0 = floor(0.05 * 4 / 1 + 0.5), the QCFS level of the mean input at L = 4.
+    currents = [1.0, -0.8, 0.0, 0.0]
+    for signed, expected_counts, expected_v in [(False, [1, 0, 0, 0], -0.3), (True, [1, -1, 0, 0], 0.7)]:
+        v, net, counts = tf.constant([0.5]), tf.zeros(1), []
+        for x in currents:
+            v, n, out = simulation.if_step(v, tf.constant([x]), 1.0, net if signed else None)
+            net += n
+            counts.append(float(n[0]))
+            assert float(out[0]) == float(n[0])  # a spike carries lambda = 1
+        assert counts == expected_counts
+        np.testing.assert_allclose(v.numpy(), [expected_v], atol=1e-6)
+
+
+def test_signed_if_counts_the_qcfs_level_of_the_mean_input():
+    """Against a plain-Python neuron; and whenever the final membrane is in [0, lambda), the net count
+    is clip(floor(sum / lambda + 1/2), 0, T): the QCFS level of the mean input at L = T."""
+    rng = np.random.default_rng(3)
+    lam, steps = np.float32(1.5), 8
+    currents = rng.normal(0.4, 1.0, (500, steps)).astype(np.float32)
+    v, net = tf.fill([500], tf.constant(lam / 2, tf.float32)), tf.zeros(500)
+    for t in range(steps):
+        v, n, _ = simulation.if_step(v, currents[:, t], lam, net)
+        net += n
+    reference = [_signed_if_reference(row, lam) for row in currents]
+    np.testing.assert_array_equal(net.numpy(), [c for c, _ in reference])
+    np.testing.assert_allclose(v.numpy(), [m for _, m in reference], atol=1e-5)
+    settled = (v.numpy() >= 0) & (v.numpy() < lam)
+    assert settled.mean() > 0.8
+    quantised = np.clip(np.floor(currents.sum(axis=1) / lam + 0.5), 0, steps)
+    np.testing.assert_array_equal(net.numpy()[settled], quantised[settled])
+    assert net.numpy().min() >= 0  # never a negative net count
+
+
+def test_signed_if_network_reproduces_the_qcfs_ann_at_t_equal_l(qcfs_ann):
+    """Layer by layer, the signed network's mean output is the QCFS level of its mean input current; the plain
+    IF network's errors grow with depth until its deep layers fall silent. The two agree on layer 1."""
+    images = np.random.default_rng(1).random((4, 32, 32, 3)).astype(np.float32)
+    net = conversion.fold_ann(qcfs_ann)
+    reports = {}
+    for neuron in ("if", "signed_if"):
+        snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=net.levels, tau=None, neuron=neuron)
+        reports[neuron] = verify(qcfs_ann, snn, images, timesteps=net.levels)
+        outputs = snn.simulate(images, net.levels, return_outputs=True)["outputs"]
+        exact = []
+        for i in range(1, len(outputs)):
+            x = tf.nn.avg_pool2d(outputs[i - 1], 2, 2, "VALID") if net.pool_after[i - 1] else outputs[i - 1]
+            current = tf.nn.conv2d(x, net.kernels[i], 1, "SAME").numpy() + net.biases[i]
+            level = np.clip(np.floor(current * net.levels / net.thresholds[i] + 0.5), 0, net.levels)
+            exact.append(np.mean(np.abs(level * net.thresholds[i] / net.levels - outputs[i].numpy()) < 1e-5))
+        if neuron == "signed_if":
+            assert min(exact) > 0.99
+    signed = [r["mean_abs_error"] for r in reports["signed_if"]["layers"]]
+    plain = [r["mean_abs_error"] for r in reports["if"]["layers"]]
+    assert signed[0] == plain[0] < 1e-6
+    assert max(signed) < 1e-4 < max(plain)
+
+
 def test_verify_names_layers_it_cannot_convert():
     inputs = tf.keras.Input((8, 8, 3))
     x = tf.keras.layers.Conv2D(4, 3, padding="same", name="c")(inputs)
