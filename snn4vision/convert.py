@@ -18,6 +18,11 @@ from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS
 IF_NAMES = {"if": "IF neurons", "signed_if": "signed IF neurons"}
 
 
+def if_name(neuron: str, max_spikes: int) -> str:
+    """``"signed IF neurons, bursts of up to 4"``, ``"IF neurons"``, ..."""
+    return IF_NAMES[neuron] + (f", bursts of up to {max_spikes}" if max_spikes > 1 else "")
+
+
 @dataclass
 class ConvertConfig:
     """How the ANN of a run is converted and evaluated."""
@@ -34,8 +39,9 @@ class ConvertConfig:
     normalisation_images: int = 256
     batch_size: int = 32
     seed: int = 0
-    sweep: bool = True  # also evaluate variants (ReLU: no normalisation, other tau, no synapse; QCFS: unsigned IF)
+    sweep: bool = True  # also evaluate variants (ReLU: no normalisation, other tau, no synapse; QCFS: other neurons)
     signed: bool = True  # QCFS ANNs: integrate-and-fire neurons with negative spikes (False: plain IF)
+    max_spikes: int = 1  # QCFS ANNs, signed neurons: spikes one neuron may fire in one step (bursts)
     data_dir: str | None = None
 
     def validate(self) -> None:
@@ -44,6 +50,8 @@ class ConvertConfig:
             (self.dt > 0, f"--dt must be positive, got {self.dt}"),
             (self.tau is None or self.tau > 0, f"--tau must be positive (or use --synapse none), got {self.tau}"),
             (0 < self.percentile <= 100, f"--percentile must be in (0, 100], got {self.percentile}"),
+            (self.max_spikes >= 1, f"--max-spikes-per-step must be at least 1, got {self.max_spikes}"),
+            (self.signed or self.max_spikes == 1, "--max-spikes-per-step above 1 needs signed neurons (drop --no-signed)"),
             (self.readout_fraction is None or 0 < self.readout_fraction <= 1,
              f"--readout-fraction must be in (0, 1], got {self.readout_fraction}"),
         ]
@@ -123,12 +131,13 @@ def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: f
 
 
 def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, tau="config", dt=None,
-              signed: bool | None = None):
+              signed: bool | None = None, max_spikes: int | None = None):
     """Fold (and optionally normalise) ``ann`` into a :class:`SpikingVGG`.
 
-    A QCFS ANN gets integrate-and-fire neurons (signed unless ``signed`` or
-    ``config.signed`` is False) with its thresholds and no synapse; the
-    other options apply to ReLU ANNs.
+    A QCFS ANN gets integrate-and-fire neurons with its thresholds and no
+    synapse: signed unless ``signed`` (default ``config.signed``) is False,
+    with bursts of up to ``max_spikes`` (default ``config.max_spikes``).
+    The other options apply to ReLU ANNs.
     """
     from . import conversion
     from .simulation import SpikingVGG
@@ -138,7 +147,8 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
     if net.thresholds:  # a QCFS ANN: integrate-and-fire neurons, thresholds from the ANN, no filter
         signed = config.signed if signed is None else signed
         snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt, tau=None,
-                                     seed=config.seed, neuron="signed_if" if signed else "if")
+                                     seed=config.seed, neuron="signed_if" if signed else "if",
+                                     max_spikes=config.max_spikes if max_spikes is None else max_spikes)
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
@@ -183,15 +193,19 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     qcfs = snn.neuron in IF_NAMES
     fraction = config.readout_fraction or (1.0 if qcfs else 0.5)
     snn.readout_steps = readout_steps(config.max_timesteps, fraction)
-    variants = [evaluate(f"converted (QCFS, {IF_NAMES[snn.neuron]})" if qcfs else "converted", snn,
+    variants = [evaluate(f"converted (QCFS, {if_name(snn.neuron, snn.max_spikes)})" if qcfs else "converted", snn,
                          normalised=config.normalise and not qcfs)]
     sample = next(iter(test_batches))
     check = verify(ann, snn, sample[0].numpy(), sample[1].numpy(), config.max_timesteps)
     if verbose:
         print(format_verification(check))
     if config.sweep and qcfs:
-        alternative, _ = build_snn(run, ann, config, signed=not config.signed)
-        variants.append(evaluate(f"QCFS, {IF_NAMES[alternative.neuron]}", alternative, normalised=False))
+        neurons = [(False, 1), (True, 1), (True, config.max_timesteps)]
+        for signed, max_spikes in neurons:
+            if (signed, max_spikes) != (config.signed, config.max_spikes):
+                alternative, _ = build_snn(run, ann, config, signed=signed, max_spikes=max_spikes)
+                variants.append(evaluate(f"QCFS, {if_name(alternative.neuron, max_spikes)}", alternative,
+                                         normalised=False))
     if config.sweep and not qcfs:
         flipped = "no normalisation" if config.normalise else "normalised"
         alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),

@@ -49,18 +49,31 @@ def keras_spiking_step(voltage, rates, dt: float):
     return voltage - count, count, count / dt
 
 
-def if_step(voltage, current, threshold, net_count=None):
+def if_step(voltage, current, threshold, net_count=None, max_spikes=1, steps_done=None):
     """One step of an integrate-and-fire neuron with reset by subtraction.
 
     Returns (voltage, spike count, output): a spike carries ``threshold``.
     Unsigned (``net_count`` None) the count is 0 or 1. Signed, ``net_count``
-    is each neuron's positive minus negative spikes so far, and the count is
-    -1 where the membrane is below 0 and ``net_count > 0``.
+    is each neuron's positive minus negative spikes before this step, and the
+    count is -1 where the membrane is below 0 and ``net_count > 0``.
+
+    Signed neurons may fire bursts of up to ``max_spikes`` spikes of either
+    sign in one step (``floor(v / threshold)`` up, ``ceil(-v / threshold)``
+    down), keeping the net count within ``[0, steps_done]`` (``steps_done``
+    counts this step): the membrane then ends every step in
+    ``[0, threshold)`` unless a bound holds it, and the net count after T
+    steps is exactly ``clip(floor(sum of inputs / threshold + 1/2), 0, T)``.
     """
     voltage = voltage + current
-    count = tf.cast(voltage >= threshold, voltage.dtype)
-    if net_count is not None:
-        count -= tf.cast(tf.logical_and(voltage < 0.0, net_count > 0.0), voltage.dtype)
+    if max_spikes == 1:
+        count = tf.cast(voltage >= threshold, voltage.dtype)
+        if net_count is not None:
+            count -= tf.cast(tf.logical_and(voltage < 0.0, net_count > 0.0), voltage.dtype)
+    else:
+        room = tf.minimum(float(max_spikes), tf.cast(steps_done, voltage.dtype) - net_count)
+        up = tf.clip_by_value(tf.floor(voltage / threshold), 0.0, room)
+        down = tf.nn.relu(tf.minimum(tf.minimum(tf.math.ceil(-voltage / threshold), net_count), float(max_spikes)))
+        count = up - down
     return voltage - count * threshold, count, count * threshold
 
 
@@ -95,14 +108,17 @@ class SpikingVGG(tf.keras.Model):
 
     def __init__(self, channels, pool_after, num_classes, image_size, timesteps=8, dt=0.001, tau=0.1,
                  seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, train_dt=False,
-                 neuron="keras_spiking",
+                 neuron="keras_spiking", max_spikes=1,
                  **kwargs):
         super().__init__(**kwargs)
         if neuron not in NEURONS:
             raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
         if neuron in IF_NEURONS and tau is not None:
             raise ValueError("integrate-and-fire (QCFS) neurons take no synaptic filter: use tau=None")
+        if int(max_spikes) < 1 or (int(max_spikes) > 1 and neuron != "signed_if"):
+            raise ValueError(f"max_spikes must be 1, or more for signed_if neurons; got {max_spikes} for {neuron}")
         self.neuron = neuron
+        self.max_spikes = int(max_spikes)
         self.channels = [int(c) for c in channels]
         self.pool_after = [bool(p) for p in pool_after]
         self.num_classes = int(num_classes)
@@ -167,7 +183,7 @@ class SpikingVGG(tf.keras.Model):
                 "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
                 "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
                 "rate_weight": self.rate_weight, "train_tau": self.train_tau, "train_dt": self.train_dt,
-                "neuron": self.neuron, "name": self.name}
+                "neuron": self.neuron, "max_spikes": self.max_spikes, "name": self.name}
 
     # ------------------------------------------------------------------
     def simulate(self, images, timesteps=None, training=False, return_outputs=False):
@@ -209,7 +225,7 @@ class SpikingVGG(tf.keras.Model):
                 if self.neuron in IF_NEURONS:
                     drive = tf.clip_by_value(h, 0.0, thresholds[i])
                     v, n, spikes = if_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(h), thresholds[i],
-                                           levels[i] if signed else None)
+                                           levels[i] if signed else None, self.max_spikes, t + 1)
                     if signed:
                         new_levels.append(levels[i] + n)
                 else:

@@ -83,15 +83,17 @@ def test_qcfs_network_converts_to_if_neurons_and_verify_reports(qcfs_ann):
     assert 0 <= report["snn_accuracy"] <= 1
 
 
-def _signed_if_reference(currents, lam):
-    """A plain-Python signed IF neuron (one neuron, a list of input currents): returns (count, membrane)."""
+def _signed_if_reference(currents, lam, burst=1):
+    """A plain-Python signed IF neuron (one neuron, a list of input currents) firing up to ``burst`` spikes of
+    either sign per step, one at a time, keeping its net count in [0, steps so far]: returns (count, membrane)."""
     v, count = lam / 2, 0
-    for x in currents:
+    for t, x in enumerate(currents, start=1):
         v += x
-        if v >= lam:
-            v, count = v - lam, count + 1
-        elif v < 0 and count > 0:
-            v, count = v + lam, count - 1
+        for _ in range(burst):
+            if v >= lam and count < t:
+                v, count = v - lam, count + 1
+            elif v < 0 and count > 0:
+                v, count = v + lam, count - 1
     return count, v
 
 
@@ -131,6 +133,26 @@ def test_signed_if_counts_the_qcfs_level_of_the_mean_input():
     assert net.numpy().min() >= 0  # never a negative net count
 
 
+def test_signed_if_bursts_count_the_qcfs_level_of_every_neuron():
+    """With bursts of up to T spikes per step, every neuron's net count after T steps is the QCFS level of its
+    mean input, clip(floor(sum / lambda + 1/2), 0, T), whatever the order of its inputs."""
+    rng = np.random.default_rng(4)
+    lam, steps = np.float32(0.7), 6
+    currents = rng.normal(0.3, 1.5, (400, steps)).astype(np.float32)
+    for burst in (2, steps):
+        v, net = tf.fill([400], tf.constant(lam / 2, tf.float32)), tf.zeros(400)
+        for t in range(steps):
+            v, n, out = simulation.if_step(v, currents[:, t], lam, net, burst, t + 1)
+            assert np.abs(n.numpy()).max() <= burst
+            np.testing.assert_allclose(out.numpy(), n.numpy() * lam, rtol=1e-6)
+            net += n
+        reference = [_signed_if_reference(row, lam, burst) for row in currents]
+        np.testing.assert_array_equal(net.numpy(), [c for c, _ in reference])
+        np.testing.assert_allclose(v.numpy(), [m for _, m in reference], atol=1e-5)
+    quantised = np.clip(np.floor(currents.astype(np.float64).sum(axis=1) / lam + 0.5), 0, steps)
+    np.testing.assert_array_equal(net.numpy(), quantised)
+
+
 def test_signed_if_network_reproduces_the_qcfs_ann_at_t_equal_l(qcfs_ann):
     """Layer by layer, the signed network's mean output is the QCFS level of its mean input current; the plain
     IF network's errors grow with depth until its deep layers fall silent. The two agree on layer 1."""
@@ -153,6 +175,11 @@ def test_signed_if_network_reproduces_the_qcfs_ann_at_t_equal_l(qcfs_ann):
     plain = [r["mean_abs_error"] for r in reports["if"]["layers"]]
     assert signed[0] == plain[0] < 1e-6
     assert max(signed) < 1e-4 < max(plain)
+    burst = simulation.SpikingVGG.from_folded(net, 32, timesteps=net.levels, tau=None, neuron="signed_if",
+                                              max_spikes=net.levels)
+    np.testing.assert_allclose(burst(images).numpy(), qcfs_ann(images).numpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="signed_if"):
+        simulation.SpikingVGG.from_folded(net, 32, tau=None, neuron="if", max_spikes=2)
 
 
 def test_verify_names_layers_it_cannot_convert():

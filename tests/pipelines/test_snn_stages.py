@@ -143,3 +143,36 @@ def test_training_subsets_are_seeded_and_span_classes(trained_run):
     assert len(set(run.source.labels[a])) >= 3  # a prefix of the class-ordered split would hold one class
     assert not np.array_equal(a, run.sample("train", 12, seed=1))
     assert len(run.sample("train", None, seed=0)) == len(run.manifest["train"])
+
+
+@pytest.fixture(scope="module")
+def qcfs_converted(tmp_path_factory, small_subset):
+    """A tiny QCFS ANN (L = 4) trained on real images and converted up to T = 8."""
+    from snn4vision import cli
+    from snn4vision.training import train_ann
+
+    from ..conftest import TINY_TRAIN_ARGS
+
+    run_dir = tmp_path_factory.mktemp("qcfs") / "run"
+    args = cli.train_ann_parser().parse_args(["--run", str(run_dir), "--dataset", str(small_subset),
+                                              *TINY_TRAIN_ARGS, "--activation", "qcfs", "--levels", "4"])
+    metrics = train_ann(cli.train_config(args), verbose=False)
+    return run_dir, metrics, convert_snn(ConvertConfig(str(run_dir), max_timesteps=8), verbose=False)
+
+
+def test_qcfs_run_converts_to_signed_if_neurons(qcfs_converted):
+    """convert_snn picks signed IF neurons for a QCFS ANN; with bursts, at T = L = 4 they reproduce the ANN's
+    predictions on the real test images; energy_estimation costs the QCFS SNN."""
+    run_dir, metrics, report = qcfs_converted
+    assert report["neuron"] == "signed_if"
+    assert [v["name"] for v in report["variants"]] == ["converted (QCFS, signed IF neurons)", "QCFS, IF neurons",
+                                                       "QCFS, signed IF neurons, bursts of up to 8"]
+    signed, plain, burst = ({r["timesteps"]: r for r in v["by_timesteps"]} for v in report["variants"])
+    assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert report["ann_test_accuracy"] > 0.5
+    assert burst[4]["accuracy"] == pytest.approx(report["ann_test_accuracy"])
+    assert report["verify"]["unconverted"] == []
+    assert load_snn(run_dir).neuron == "signed_if"
+    energy = estimate_energy(run_dir, ["loihi"], timesteps=4, verbose=False)
+    assert energy["snn_test_accuracy"] == pytest.approx(signed[4]["accuracy"])
+    assert energy["spikes_per_image"] == pytest.approx(signed[4]["spikes_per_image"], rel=1e-6)
