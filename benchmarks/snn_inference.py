@@ -1,12 +1,13 @@
 """Benchmark: ANN vs naive keras-spiking SNN vs our step-major simulator (same weights, same seeds).
 
-Usage: python benchmarks/snn_inference.py --run RUN_DIR [--timesteps 8 32] [--images 64]
+Usage: python benchmarks/snn_inference.py --run RUN_DIR [--timesteps 8 32] [--images 64] [--extra-runs RUN...]
 
 RUN_DIR must hold a converted SNN (pipelines/convert_snn.py). Reports images/s of
 each, the dense floor (ANN images/s / T), whether naive and ours agree, and,
 from conversion.json / fine_tune.json, the smallest T at which each SNN comes
-within 1 and 3 points of the ANN with the time per image at that T. Results go
-to benchmarks/results/snn_inference.{json,md}.
+within 1 and 3 points of the ANN with the time per image at that T. Each of
+--extra-runs (copies of RUN_DIR's ANN converted or fine-tuned with other
+settings) adds its curves. Results go to benchmarks/results/snn_inference.{json,md}.
 """
 import argparse
 import json
@@ -53,6 +54,7 @@ def main():
     parser.add_argument("--timesteps", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--extra-runs", nargs="*", default=[])
     args = parser.parse_args()
     run_dir = Path(args.run)
     run = open_run(run_dir)
@@ -82,13 +84,19 @@ def main():
     per_step_s = {name: float(np.mean([1.0 / (r[f"{name}_images_per_s"] * r["timesteps"]) for r in rows]))
                   for name in ("naive", "ours")}
     cost = {}
-    conversion = json.loads((run_dir / "conversion.json").read_text())
-    ann_accuracy = conversion["ann_test_accuracy"]
-    # SNN4Space's path: no normalisation, simulated with keras-spiking layers; ours: everything else.
-    curves = {f"converted ({v['name']})": ("naive" if v["name"] == "no normalisation" else "ours", v["by_timesteps"])
-              for v in conversion["variants"]}
-    if (run_dir / "fine_tune.json").exists():
-        curves["fine-tuned"] = ("ours", json.loads((run_dir / "fine_tune.json").read_text())["results"])
+    ann_accuracy = json.loads((run_dir / "conversion.json").read_text())["ann_test_accuracy"]
+    curves = {}
+    for i, directory in enumerate([run_dir] + [Path(r) for r in args.extra_runs]):
+        conversion = json.loads((directory / "conversion.json").read_text())
+        if conversion["ann_test_accuracy"] != ann_accuracy:
+            raise SystemExit(f"{directory} converts another ANN than {run_dir}")
+        prefix = "" if i == 0 else f"{directory.name}: "
+        # SNN4Space's path: no normalisation, simulated with keras-spiking layers; ours: everything else.
+        for v in conversion["variants"]:
+            curves[f"{prefix}converted ({v['name']}, tau {v['tau']})"] = (
+                "naive" if v["name"] == "no normalisation" else "ours", v["by_timesteps"])
+        if (directory / "fine_tune.json").exists():
+            curves[f"{prefix}fine-tuned"] = ("ours", json.loads((directory / "fine_tune.json").read_text())["results"])
     for name, (engine, curve) in curves.items():
         cost[name] = {"simulator": engine}
         for p in (1, 3):

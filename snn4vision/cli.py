@@ -192,7 +192,7 @@ def fine_tune_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=positive_int, default=8, help="target T (rounded down to a power of 2)")
     p.add_argument("--epochs", type=positive_int, default=1, help="epochs of the last stage; stage n gets 2^(E-n) x")
     p.add_argument("--batch-size", type=positive_int, default=32, help="batch of the last stage; stage n gets 2^(E-n) x")
-    p.add_argument("--learning-rate", type=positive_float, default=1e-4,
+    p.add_argument("--learning-rate", type=positive_float, default=1e-5,
                    help="Adam learning rate of the last stage; stage n gets 2^(E-n) x")
     p.add_argument("--train-tau", action="store_true", help="also train the synaptic time constants")
     p.add_argument("--train-dt", action="store_true", help="also train the step length dt")

@@ -131,13 +131,14 @@ def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: f
 
 
 def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, tau="config", dt=None,
-              signed: bool | None = None, max_spikes: int | None = None):
+              signed: bool | None = None, max_spikes: int | None = None, max_rate: float | None = None):
     """Fold (and optionally normalise) ``ann`` into a :class:`SpikingVGG`.
 
     A QCFS ANN gets integrate-and-fire neurons with its thresholds and no
     synapse: signed unless ``signed`` (default ``config.signed``) is False,
     with bursts of up to ``max_spikes`` (default ``config.max_spikes``).
-    The other options apply to ReLU ANNs.
+    The other options (``max_rate`` defaults to ``config.max_rate``) apply to
+    ReLU ANNs.
     """
     from . import conversion
     from .simulation import SpikingVGG
@@ -156,7 +157,7 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
         decoded = data.decoded_dataset(run.source, indices, run.config.image_size)
         batches = (x for x, _ in data.evaluation_batches(decoded, config.batch_size))
         percentiles = conversion.activation_percentiles(net, batches, config.percentile, seed=config.seed)
-        net = conversion.normalise(net, percentiles, config.max_rate or 1.0 / dt)
+        net = conversion.normalise(net, percentiles, max_rate or config.max_rate or 1.0 / dt)
     snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt,
                                  tau=config.tau if tau == "config" else tau, seed=config.seed)
     return snn, percentiles
@@ -196,7 +197,7 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     variants = [evaluate(f"converted (QCFS, {if_name(snn.neuron, snn.max_spikes)})" if qcfs else "converted", snn,
                          normalised=config.normalise and not qcfs)]
     sample = next(iter(test_batches))
-    check = verify(ann, snn, sample[0].numpy(), sample[1].numpy(), config.max_timesteps)
+    check = verify(ann, snn, sample[0].numpy(), sample[1].numpy(), None if qcfs else config.max_timesteps)
     if verbose:
         print(format_verification(check))
     if config.sweep and qcfs:
@@ -208,10 +209,14 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
                                          normalised=False))
     if config.sweep and not qcfs:
         flipped = "no normalisation" if config.normalise else "normalised"
+        # keras-spiking neurons rectify each step's input, so without a synapse the error does not average out
+        # over T; more spikes per step (bursts) at the percentile are what help
+        bursts = dict(tau=None, max_rate=4 / config.dt, normalise=True)
         alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),
-                        ("no synapse", dict(tau=None)), ("dt 10 ms", dict(dt=0.01))]
+                        ("no synapse", dict(tau=None)), ("dt 10 ms", dict(dt=0.01)),
+                        ("no synapse, 4 spikes per step at the percentile", bursts)]
         for name, change in alternatives:
-            if "tau" in change and change["tau"] == config.tau:
+            if set(change) == {"tau"} and change["tau"] == config.tau:
                 continue
             alternative, _ = build_snn(run, ann, config, **change)
             variants.append(evaluate(name, alternative, normalised=change.get("normalise", config.normalise)))
@@ -233,7 +238,9 @@ def verify(ann, snn, images, labels=None, timesteps: int | None = None) -> dict:
 
     Runs both; for every neuron layer reports the ANN activation and the
     SNN's output averaged over ``timesteps`` (in the ANN's units), their mean
-    absolute error and the error relative to the mean ANN activation. Lists
+    absolute error and the error relative to the mean ANN activation.
+    ``timesteps`` defaults to the QCFS levels L of a QCFS ANN (the T at
+    which the SNN should reproduce it), else to ``snn.timesteps``. Lists
     every ANN layer that could not be converted (none are skipped silently)
     and, with ``labels``, the accuracy of both and the gap.
     """
@@ -242,8 +249,10 @@ def verify(ann, snn, images, labels=None, timesteps: int | None = None) -> dict:
     from . import conversion
     from .layers import QCFS
 
-    timesteps = snn.timesteps if timesteps is None else timesteps
     activation_layers = [layer for layer in ann.layers if isinstance(layer, (tf.keras.layers.ReLU, QCFS))]
+    if timesteps is None:
+        levels = {layer.levels for layer in activation_layers if isinstance(layer, QCFS)}
+        timesteps = levels.pop() if len(levels) == 1 else snn.timesteps
     probe = tf.keras.Model(ann.inputs, [layer.output for layer in activation_layers] + [ann.output])
     *ann_activations, ann_logits = probe(images, training=False)
     result = snn.simulate(images, timesteps, return_outputs=True)

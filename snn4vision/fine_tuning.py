@@ -33,7 +33,7 @@ class FineTuneConfig:
     timesteps: int = 8
     epochs: int = 1
     batch_size: int = 32
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-5  # at T = 1 it is 2^E x this: 8e-5 for T = 8 (8e-4 blew the loss up to 41 in one step)
     train_tau: bool = False
     train_dt: bool = False
     rate_band: tuple = (10.0, 20.0)  # Hz, on the filtered rates

@@ -32,7 +32,8 @@ def test_conversion_report(converted, trained_run):
     run_dir, report = converted
     assert report["ann_test_accuracy"] == pytest.approx(trained_run[1]["test"]["accuracy"])
     names = [v["name"] for v in report["variants"]]
-    assert names == ["converted", "no normalisation", "tau 5 ms", "no synapse", "dt 10 ms"]
+    assert names == ["converted", "no normalisation", "tau 5 ms", "no synapse", "dt 10 ms",
+                     "no synapse, 4 spikes per step at the percentile"]
     for variant in report["variants"]:
         assert [r["timesteps"] for r in variant["by_timesteps"]] == [1, 2, 4, 8]
     rows = report["variants"][0]["by_timesteps"]
@@ -171,7 +172,7 @@ def test_qcfs_run_converts_to_signed_if_neurons(qcfs_converted):
     assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert report["ann_test_accuracy"] > 0.5
     assert burst[4]["accuracy"] == pytest.approx(report["ann_test_accuracy"])
-    assert report["verify"]["unconverted"] == []
+    assert report["verify"]["unconverted"] == [] and report["verify"]["timesteps"] == 4  # verified at T = L
     assert load_snn(run_dir).neuron == "signed_if"
     energy = estimate_energy(run_dir, ["loihi"], timesteps=4, verbose=False)
     assert energy["snn_test_accuracy"] == pytest.approx(signed[4]["accuracy"])
