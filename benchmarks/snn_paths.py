@@ -94,12 +94,15 @@ def main():
     grid = timestep_grid(args.max_timesteps)
     result = {"relu_ann_accuracy": ann_accuracy(relu_dir, relu, batches, labels),
               "qcfs_ann_accuracy": ann_accuracy(qcfs_dir, qcfs, batches, labels),
-              "test_images": int(len(labels)), "threads": "2 CPU cores", "paths": {}}
-    paths = [("keras-spiking conversion (normalised)", load_snn(relu_dir), 0.5),
+              "test_images": int(len(labels)), "threads": "2 CPU cores", "paths": {},
+              "relu_conversion": json.loads((relu_dir / "conversion.json").read_text())["config"]}
+    relu_fraction = result["relu_conversion"]["readout_fraction"] or 0.5
+    paths = [("keras-spiking conversion (normalised)", load_snn(relu_dir), relu_fraction),
              ("QCFS SNN (signed IF neurons)", load_snn(qcfs_dir, neuron="signed_if"), 1.0),
              ("QCFS SNN (plain IF neurons)", load_snn(qcfs_dir, neuron="if"), 1.0)]
     if (fine_dir / FINE_TUNED_CONFIG).exists():
-        paths.insert(1, ("fine-tuned keras-spiking SNN", load_fine_tuned(fine_dir), 0.5))
+        fine_fraction = json.loads((fine_dir / "fine_tune.json").read_text())["config"]["readout_fraction"]
+        paths.insert(1, ("fine-tuned keras-spiking SNN", load_fine_tuned(fine_dir), fine_fraction))
     for name, snn, fraction in paths:
         print(f"== {name}", flush=True)
         result["paths"][name] = snn_rows(snn, batches, labels, grid, fraction)
@@ -109,6 +112,9 @@ def main():
     lines = ["# SNN paths on UC Merced (quick preset, same split)", "",
              f"ReLU ANN test accuracy {result['relu_ann_accuracy']:.3f}; QCFS ANN {result['qcfs_ann_accuracy']:.3f} "
              f"({result['test_images']} test images, 2 CPU cores).", "",
+             "keras-spiking conversion: " + ", ".join(f"{k} {result['relu_conversion'][k]}" for k in
+                                                      ("tau", "dt", "percentile", "max_rate", "readout_fraction")) +
+             " (None: no synapse / 1/dt / the default).", "",
              "| SNN path | T | accuracy | ms/image | SOPs/image | spikes/image |", "|---|---|---|---|---|---|"]
     for name, rows in result["paths"].items():
         for r in rows:
