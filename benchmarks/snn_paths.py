@@ -101,8 +101,10 @@ def main():
               "relu_conversion": json.loads((relu_dir / "conversion.json").read_text())["config"]}
     relu_fraction = result["relu_conversion"]["readout_fraction"] or 0.5
     paths = [("keras-spiking conversion (normalised)", load_snn(relu_dir), relu_fraction),
-             ("QCFS SNN (signed IF neurons)", load_snn(qcfs_dir, neuron="signed_if"), 1.0),
-             ("QCFS SNN (plain IF neurons)", load_snn(qcfs_dir, neuron="if"), 1.0)]
+             ("QCFS SNN (signed IF neurons, bursts of up to 2)", load_snn(qcfs_dir, neuron="signed_if", max_spikes=2),
+              1.0),
+             ("QCFS SNN (signed IF neurons)", load_snn(qcfs_dir, neuron="signed_if", max_spikes=1), 1.0),
+             ("QCFS SNN (plain IF neurons)", load_snn(qcfs_dir, neuron="if", max_spikes=1), 1.0)]
     if (fine_dir / FINE_TUNED_CONFIG).exists():
         fine_fraction = json.loads((fine_dir / "fine_tune.json").read_text())["config"]["readout_fraction"]
         paths.insert(1, ("fine-tuned keras-spiking SNN", load_fine_tuned(fine_dir), fine_fraction))

@@ -167,9 +167,9 @@ def convert_snn_parser() -> argparse.ArgumentParser:
     p.add_argument("--signed", action=argparse.BooleanOptionalAction, default=True,
                    help="QCFS networks: integrate-and-fire neurons with negative spikes, which undo early "
                         "overshoot (default); --no-signed: plain IF neurons")
-    p.add_argument("--max-spikes-per-step", dest="max_spikes", type=positive_int, default=1,
-                   help="QCFS networks, signed neurons: bursts of up to N spikes per neuron and step (default 1); "
-                        "N >= T makes the SNN at T = L compute the QCFS ANN exactly")
+    p.add_argument("--max-spikes-per-step", dest="max_spikes", type=positive_int,
+                   help="QCFS networks, signed neurons: bursts of up to N spikes per neuron and step (default 2; "
+                        "1 with --no-signed); N >= T makes the SNN at T = L compute the QCFS ANN exactly")
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
     return p
 

@@ -41,7 +41,8 @@ class ConvertConfig:
     seed: int = 0
     sweep: bool = True  # also evaluate variants (ReLU: no normalisation, other tau, no synapse; QCFS: other neurons)
     signed: bool = True  # QCFS ANNs: integrate-and-fire neurons with negative spikes (False: plain IF)
-    max_spikes: int = 1  # QCFS ANNs, signed neurons: spikes one neuron may fire in one step (bursts)
+    # QCFS ANNs, signed neurons: spikes one neuron may fire in one step (bursts); None: 2 if signed, else 1
+    max_spikes: int | None = None
     data_dir: str | None = None
 
     def validate(self) -> None:
@@ -50,14 +51,19 @@ class ConvertConfig:
             (self.dt > 0, f"--dt must be positive, got {self.dt}"),
             (self.tau is None or self.tau > 0, f"--tau must be positive (or use --synapse none), got {self.tau}"),
             (0 < self.percentile <= 100, f"--percentile must be in (0, 100], got {self.percentile}"),
-            (self.max_spikes >= 1, f"--max-spikes-per-step must be at least 1, got {self.max_spikes}"),
-            (self.signed or self.max_spikes == 1, "--max-spikes-per-step above 1 needs signed neurons (drop --no-signed)"),
+            (self.bursts >= 1, f"--max-spikes-per-step must be at least 1, got {self.max_spikes}"),
+            (self.signed or self.bursts == 1, "--max-spikes-per-step above 1 needs signed neurons (drop --no-signed)"),
             (self.readout_fraction is None or 0 < self.readout_fraction <= 1,
              f"--readout-fraction must be in (0, 1], got {self.readout_fraction}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+
+    @property
+    def bursts(self) -> int:
+        """The spikes a QCFS network's neuron may fire per step: ``max_spikes``, by default 2 (signed) or 1."""
+        return self.max_spikes if self.max_spikes is not None else (2 if self.signed else 1)
 
 
 def timestep_grid(max_timesteps: int) -> list:
@@ -136,7 +142,7 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
 
     A QCFS ANN gets integrate-and-fire neurons with its thresholds and no
     synapse: signed unless ``signed`` (default ``config.signed``) is False,
-    with bursts of up to ``max_spikes`` (default ``config.max_spikes``).
+    with bursts of up to ``max_spikes`` (default ``config.bursts``).
     The other options (``max_rate`` defaults to ``config.max_rate``) apply to
     ReLU ANNs.
     """
@@ -149,7 +155,7 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
         signed = config.signed if signed is None else signed
         snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt, tau=None,
                                      seed=config.seed, neuron="signed_if" if signed else "if",
-                                     max_spikes=config.max_spikes if max_spikes is None else max_spikes)
+                                     max_spikes=config.bursts if max_spikes is None else max_spikes)
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
@@ -203,7 +209,7 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     if config.sweep and qcfs:
         neurons = [(False, 1), (True, 1), (True, config.max_timesteps)]
         for signed, max_spikes in neurons:
-            if (signed, max_spikes) != (config.signed, config.max_spikes):
+            if (signed, max_spikes) != (config.signed, config.bursts):
                 alternative, _ = build_snn(run, ann, config, signed=signed, max_spikes=max_spikes)
                 variants.append(evaluate(f"QCFS, {if_name(alternative.neuron, max_spikes)}", alternative,
                                          normalised=False))

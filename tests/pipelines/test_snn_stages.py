@@ -162,18 +162,21 @@ def qcfs_converted(tmp_path_factory, small_subset):
 
 
 def test_qcfs_run_converts_to_signed_if_neurons(qcfs_converted):
-    """convert_snn picks signed IF neurons for a QCFS ANN; with bursts, at T = L = 4 they reproduce the ANN's
-    predictions on the real test images; energy_estimation costs the QCFS SNN."""
+    """convert_snn picks signed IF neurons (bursts of up to 2) for a QCFS ANN; with bursts of up to T, at
+    T = L = 4 they reproduce the ANN's predictions on the real test images; energy_estimation costs the QCFS SNN."""
     run_dir, metrics, report = qcfs_converted
     assert report["neuron"] == "signed_if"
-    assert [v["name"] for v in report["variants"]] == ["converted (QCFS, signed IF neurons)", "QCFS, IF neurons",
-                                                       "QCFS, signed IF neurons, bursts of up to 8"]
-    signed, plain, burst = ({r["timesteps"]: r for r in v["by_timesteps"]} for v in report["variants"])
+    assert [v["name"] for v in report["variants"]] == [
+        "converted (QCFS, signed IF neurons, bursts of up to 2)", "QCFS, IF neurons", "QCFS, signed IF neurons",
+        "QCFS, signed IF neurons, bursts of up to 8"]
+    default, plain, signed, burst = ({r["timesteps"]: r for r in v["by_timesteps"]} for v in report["variants"])
     assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert report["ann_test_accuracy"] > 0.5
     assert burst[4]["accuracy"] == pytest.approx(report["ann_test_accuracy"])
     assert report["verify"]["unconverted"] == [] and report["verify"]["timesteps"] == 4  # verified at T = L
-    assert load_snn(run_dir).neuron == "signed_if"
+    assert (load_snn(run_dir).neuron, load_snn(run_dir).max_spikes) == ("signed_if", 2)
     energy = estimate_energy(run_dir, ["loihi"], timesteps=4, verbose=False)
-    assert energy["snn_test_accuracy"] == pytest.approx(signed[4]["accuracy"])
-    assert energy["spikes_per_image"] == pytest.approx(signed[4]["spikes_per_image"], rel=1e-6)
+    assert energy["snn_test_accuracy"] == pytest.approx(default[4]["accuracy"])
+    assert energy["spikes_per_image"] == pytest.approx(default[4]["spikes_per_image"], rel=1e-6)
+    with pytest.raises(UserError, match="needs signed neurons"):
+        convert_snn(ConvertConfig(str(run_dir), signed=False, max_spikes=2), overwrite=True)
