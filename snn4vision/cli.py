@@ -163,7 +163,7 @@ def convert_snn_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="initial membrane voltages")
     p.add_argument("--no-sweep", dest="sweep", action="store_false",
                    help="skip the variants (ReLU: no normalisation, tau 5 ms, no synapse, dt 10 ms; QCFS: the other "
-                        "IF neuron)")
+                        "IF neurons)")
     p.add_argument("--signed", action=argparse.BooleanOptionalAction, default=True,
                    help="QCFS networks: integrate-and-fire neurons with negative spikes, which undo early "
                         "overshoot (default); --no-signed: plain IF neurons")

@@ -14,6 +14,7 @@ from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, 
 from .errors import UserError, check_keras
 
 from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS
+
 #: How conversion.json names the integrate-and-fire neurons of QCFS networks (simulation.IF_NEURONS).
 IF_NAMES = {"if": "IF neurons", "signed_if": "signed IF neurons"}
 
