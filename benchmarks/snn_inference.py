@@ -84,10 +84,11 @@ def main():
     per_step_s = {name: float(np.mean([1.0 / (r[f"{name}_images_per_s"] * r["timesteps"]) for r in rows]))
                   for name in ("naive", "ours")}
     cost = {}
-    ann_accuracy = json.loads((run_dir / "conversion.json").read_text())["ann_test_accuracy"]
+    directories = [run_dir] + [Path(r) for r in args.extra_runs]
+    conversions = [json.loads((directory / "conversion.json").read_text()) for directory in directories]
+    ann_accuracy = conversions[0]["ann_test_accuracy"]
     curves = {}
-    for i, directory in enumerate([run_dir] + [Path(r) for r in args.extra_runs]):
-        conversion = json.loads((directory / "conversion.json").read_text())
+    for i, (directory, conversion) in enumerate(zip(directories, conversions)):
         if conversion["ann_test_accuracy"] != ann_accuracy:
             raise SystemExit(f"{directory} converts another ANN than {run_dir}")
         prefix = "" if i == 0 else f"{directory.name}: "
