@@ -79,8 +79,8 @@ def train_ann_parser() -> argparse.ArgumentParser:
     from .training import OPTIMIZERS, PRESETS
 
     p = training_parser("train_ann.py", "Train the SNN4Space VGG-16 ANN (stage 1).", PRESETS,
-                        "quick: 64x64, width 0.5, BatchNorm, 24 epochs, from scratch; "
-                        "paper: SNN4Space's 224x224 ImageNet-pretrained VGG-16")
+                        "quick: 64x64, width 0.25, BatchNorm, cosine over 100 epochs, from scratch; full: width 0.5, "
+                        "160 epochs; paper: SNN4Space's 224x224 ImageNet-pretrained VGG-16")
     p.add_argument("--width", type=positive_float, help="channel width multiplier (1.0 is VGG-16)")
     p.add_argument("--batch-norm", dest="batch_norm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after each conv (folded into the conv at conversion)")
@@ -91,7 +91,14 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--activation", choices=("relu", "qcfs"), default="relu",
                    help="qcfs: quantisation-clip-floor-shift activation (converts almost losslessly at T = levels)")
-    p.add_argument("--levels", type=positive_int, default=8, help="QCFS quantisation levels L (4 or 8 typical)")
+    p.add_argument("--levels", type=positive_int, help="QCFS quantisation levels L (4 or 8 typical)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (0: off)")
+    p.add_argument("--lr-schedule", choices=("cosine", "plateau"),
+                   help="cosine: warm-up, then cosine decay over all epochs (no early stopping); plateau: "
+                        "reduce on plateau and early stopping")
+    p.add_argument("--qcfs-warmup", type=float,
+                   help="QCFS: train this fraction of the epochs as ReLU, then quantise (each threshold where it "
+                        "reproduces the layer's activations best); 0: QCFS from the start")
     p.add_argument("--qcfs-threshold", dest="qcfs_threshold", type=positive_float, default=None,
                    help="initial QCFS threshold lambda (trainable; default 2.0: BatchNorm makes the pre-activations "
                         "about unit-variance, and the paper's 8.0 leaves most of them in the zero level)")
@@ -103,8 +110,38 @@ def train_config(args: argparse.Namespace):
     from .training import PRESETS
 
     return preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
-                                         "learning_rate", "optimizer", "augment", "qcfs_threshold"),
-                         activation=args.activation, levels=args.levels)
+                                         "learning_rate", "optimizer", "augment", "qcfs_threshold",
+                                         "label_smoothing", "lr_schedule", "qcfs_warmup", "levels"),
+                         activation=args.activation)
+
+
+def run_all_parser() -> argparse.ArgumentParser:
+    from .pipeline import PATHS, SUMMARY_DEVICES
+
+    p = train_ann_parser()
+    p.prog = "run_all.py"
+    p.description = ("Train the ANN, convert it to a spiking network, fine-tune it where the path needs it, "
+                     "estimate its energy and print one summary (summary.json and summary.md in RUN_DIR). "
+                     "Flags left out take the preset's value (default preset: quick).")
+    p.add_argument("--path", choices=PATHS, default="qcfs",
+                   help="qcfs: QCFS ANN to signed IF neurons, lossless at T = L (default); relu: ReLU ANN to "
+                        "keras-spiking neurons without a synapse, 4 spikes per step, then fine-tuned")
+    p.add_argument("--timesteps", type=positive_int, default=8, help="largest T at which the SNN is evaluated")
+    p.add_argument("--energy-timesteps", type=positive_int,
+                   help="T of the energy estimate (default: L on the qcfs path, --timesteps on the relu path)")
+    p.add_argument("--devices", nargs="+", default=list(SUMMARY_DEVICES), help="device profiles of the summary")
+    p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the conversion's variants")
+    p.set_defaults(activation=None)
+    return p
+
+
+def run_all_config(args: argparse.Namespace):
+    from .pipeline import PipelineConfig
+
+    if args.activation is None:
+        args.activation = args.path
+    return PipelineConfig(train_config(args), path=args.path, max_timesteps=args.timesteps,
+                          timesteps=args.energy_timesteps, devices=tuple(args.devices), sweep=args.sweep)
 
 
 def train_spiking_transformer_parser() -> argparse.ArgumentParser:

@@ -114,6 +114,9 @@ def fold_ann(model) -> FoldedNetwork:
             kernels[-1] = (kernels[-1] * factor).astype(np.float32)
             biases[-1] = ((biases[-1] - mean) * factor + beta).astype(np.float32)
         elif isinstance(layer, QCFS):
+            if float(layer.quantising.numpy()) != 1.0:
+                raise UserError(f"QCFS layer {layer.name} is still in its ReLU warm-up (not quantising): convert a "
+                                "network whose training finished")
             thresholds.append(float(layer.threshold.numpy()))
             levels.add(layer.levels)
         elif isinstance(layer, L.AveragePooling2D):

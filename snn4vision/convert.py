@@ -12,6 +12,7 @@ import numpy as np
 from . import data, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, read_json, save_variables
 from .errors import UserError, check_keras
+from .progress import Progress
 
 from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS
 
@@ -87,12 +88,23 @@ def load_ann(run_dir: Path, config, num_classes: int):
     return load_trained_model(run_dir, config, num_classes)
 
 
-def simulate_split(model, batches, timesteps: int) -> dict:
-    """Per-step logits and spike counts of ``model`` (a SpikingVGG) on all ``batches``."""
+def simulate_split(model, batches, timesteps: int, label: str | None = None) -> dict:
+    """Per-step logits and spike counts of ``model`` (a SpikingVGG) on all ``batches``.
+
+    ``label``: report progress (batches done) under this name.
+    """
     import tensorflow as tf
 
     simulate = tf.function(lambda x: model.simulate(x, timesteps), reduce_retracing=True)
-    outputs = [simulate(images) for images, _ in batches]
+    count = int(batches.cardinality()) if hasattr(batches, "cardinality") else -1
+    progress = Progress(label, count if count > 0 else None) if label else None
+    outputs = []
+    for images, _ in batches:
+        outputs.append(simulate(images))
+        if progress:
+            progress.update(len(outputs), "batches")
+    if progress:
+        progress.close()
     return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes", "rates")}
 
 
@@ -190,7 +202,10 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
 
     def evaluate(name, snn, **details):
         began = time.perf_counter()
-        result = simulate_split(snn, test_batches, config.max_timesteps)
+        if verbose:
+            print(f"evaluating {name} ({len(variants) + 1}/{len(planned) + 1}) on "
+                  f"{len(labels)} test images, T = 1 ... {config.max_timesteps}", flush=True)
+        result = simulate_split(snn, test_batches, config.max_timesteps, name if verbose else None)
         seconds = time.perf_counter() - began
         rows = accuracy_over_time(result, labels, grid, fraction, snn.neurons_per_layer(), snn.dt)
         if verbose:
@@ -200,31 +215,34 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     snn, percentiles = build_snn(run, ann, config)
     qcfs = snn.neuron in IF_NAMES
     fraction = config.readout_fraction or (1.0 if qcfs else 0.5)
+    # the sweep's variants: QCFS, the IF neurons other than the chosen one; ReLU, settings beside the chosen one
+    if_neurons = [n for n in [(False, 1), (True, 1), (True, config.max_timesteps)]
+                  if n != (config.signed, config.bursts)]
+    flipped = "no normalisation" if config.normalise else "normalised"
+    # keras-spiking neurons rectify each step's input, so without a synapse the error does not average out
+    # over T; more spikes per step (bursts) at the percentile are what help
+    bursts = dict(tau=None, max_rate=4 / config.dt, normalise=True)
+    alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),
+                    ("no synapse", dict(tau=None)), ("dt 10 ms", dict(dt=0.01)),
+                    ("no synapse, 4 spikes per step at the percentile", bursts)]
+    alternatives = [(name, change) for name, change in alternatives
+                    if not (set(change) == {"tau"} and change["tau"] == config.tau)]
+    planned = (if_neurons if qcfs else alternatives) if config.sweep else []
     snn.readout_steps = readout_steps(config.max_timesteps, fraction)
-    variants = [evaluate(f"converted (QCFS, {if_name(snn.neuron, snn.max_spikes)})" if qcfs else "converted", snn,
-                         normalised=config.normalise and not qcfs)]
+    variants = []
+    variants.append(evaluate(f"converted (QCFS, {if_name(snn.neuron, snn.max_spikes)})" if qcfs else "converted", snn,
+                         normalised=config.normalise and not qcfs))
     sample = next(iter(test_batches))
     check = verify(ann, snn, sample[0].numpy(), sample[1].numpy(), None if qcfs else config.max_timesteps)
     if verbose:
         print(format_verification(check))
     if config.sweep and qcfs:
-        neurons = [(False, 1), (True, 1), (True, config.max_timesteps)]
-        for signed, max_spikes in neurons:
-            if (signed, max_spikes) != (config.signed, config.bursts):
-                alternative, _ = build_snn(run, ann, config, signed=signed, max_spikes=max_spikes)
-                variants.append(evaluate(f"QCFS, {if_name(alternative.neuron, max_spikes)}", alternative,
-                                         normalised=False))
+        for signed, max_spikes in if_neurons:
+            alternative, _ = build_snn(run, ann, config, signed=signed, max_spikes=max_spikes)
+            variants.append(evaluate(f"QCFS, {if_name(alternative.neuron, max_spikes)}", alternative,
+                                     normalised=False))
     if config.sweep and not qcfs:
-        flipped = "no normalisation" if config.normalise else "normalised"
-        # keras-spiking neurons rectify each step's input, so without a synapse the error does not average out
-        # over T; more spikes per step (bursts) at the percentile are what help
-        bursts = dict(tau=None, max_rate=4 / config.dt, normalise=True)
-        alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),
-                        ("no synapse", dict(tau=None)), ("dt 10 ms", dict(dt=0.01)),
-                        ("no synapse, 4 spikes per step at the percentile", bursts)]
         for name, change in alternatives:
-            if set(change) == {"tau"} and change["tau"] == config.tau:
-                continue
             alternative, _ = build_snn(run, ann, config, **change)
             variants.append(evaluate(name, alternative, normalised=change.get("normalise", config.normalise)))
     report = {"ann_test_accuracy": ann_test_accuracy, "config": dataclasses.asdict(config), "neuron": snn.neuron,
@@ -290,22 +308,32 @@ def format_verification(report: dict) -> str:
 
 
 def plot_accuracy(report: dict, path: Path) -> None:
-    """Accuracy vs T of every variant, with the ANN's accuracy as a line."""
+    """Accuracy vs T of every variant, the chosen setting (the first) marked, the ANN as a line; legend outside."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for variant in report["variants"]:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    grid = sorted({r["timesteps"] for v in report["variants"] for r in v["by_timesteps"]})
+    for i, variant in enumerate(report["variants"]):
         rows = variant["by_timesteps"]
-        ax.plot([r["timesteps"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=variant["name"])
-    ax.axhline(report["ann_test_accuracy"], color="black", linestyle="--", label="ANN")
+        chosen = i == 0
+        ax.plot([r["timesteps"] for r in rows], [r["accuracy"] for r in rows], marker="o",
+                linewidth=3 if chosen else 1.2, markersize=7 if chosen else 4, zorder=3 if chosen else 2,
+                label=f"{variant['name']} (chosen)" if chosen else variant["name"])
+    ax.axhline(report["ann_test_accuracy"], color="black", linestyle="--",
+               label=f"ANN ({100 * report['ann_test_accuracy']:.1f} %)")
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(grid))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(t) for t in grid])
     ax.set_xlabel("timesteps T")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     atomic_save_figure(fig, path)
 

@@ -344,13 +344,18 @@ def plot_energy(report: dict, path: Path) -> None:
 
     names = list(report["summary"])
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     ax.bar(x - 0.2, [report["summary"][n]["ann_J"] for n in names], 0.4, label="ANN")
     ax.bar(x + 0.2, [report["summary"][n]["snn_J"] for n in names], 0.4,
-           label=f"SNN (T={report['timesteps']})")
+           label=f"SNN ({report['model']}, T={report['timesteps']})")
+    for i, n in enumerate(names):  # the ratio over each pair of bars
+        s = report["summary"][n]
+        ax.annotate(f"{s['snn_over_ann']:.2f}x", (i, max(s["ann_J"], s["snn_J"])), ha="center", va="bottom",
+                    fontsize=8, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(x, names)
     ax.set_yscale("log")
     ax.set_ylabel("joules per inference")
-    ax.legend()
+    ax.set_title("SNN / ANN energy per device", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     atomic_save_figure(fig, path)

@@ -21,6 +21,7 @@ from . import data, rundir
 from .checkpoints import EpochCheckpointer, atomic_write_json, save_variables
 from .convert import SNN_CONFIG, SNN_WEIGHTS, load_snn, readout_steps
 from .errors import UserError, check_keras
+from .progress import BatchProgress
 
 from .rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS
 
@@ -111,7 +112,9 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
                 continue
             batches = data.training_batches(decoded_train, stage["batch_size"], config.seed, 1000 * n + epoch,
                                             augmentation)
-            history = snn.fit(batches, epochs=1, verbose=0).history
+            label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
+            callbacks = [BatchProgress(label, math.ceil(len(train_indices) / stage["batch_size"]))] if verbose else []
+            history = snn.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
             done.append([n, epoch])
             with writer.as_default(step=step):
                 tf.summary.scalar("loss", history["loss"][0])

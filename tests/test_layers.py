@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from snn4vision import conversion, models, simulation
 from snn4vision.convert import verify
-from snn4vision.layers import QCFS
+from snn4vision.layers import QCFS, qcfs_reference
 
 
 def _qcfs_reference(x, lam, levels):
@@ -39,6 +39,42 @@ def test_qcfs_serialises():
     assert copy.get_layer("q").levels == 8 and copy.get_layer("q").initial_threshold == 3.0
     x = np.array([[0.1, 1.0, 2.9]], np.float32)
     np.testing.assert_array_equal(copy(x).numpy(), model(x).numpy())
+
+
+@pytest.mark.parametrize("levels,threshold", [(4, 2.0), (8, 0.37), (2, 5.1)])
+def test_fused_qcfs_equals_the_unfused_definition(levels, threshold):
+    """The XLA-fused layer gives bit-identical outputs and the same gradients as the op-by-op definition,
+    also exactly on the rounding boundaries x = (k - 1/2) * lambda / L."""
+    layer = QCFS(levels=levels, initial_threshold=threshold)
+    k = np.arange(-3, 2 * levels + 3, dtype=np.float32)
+    x = np.concatenate([np.random.default_rng(levels).normal(0, threshold, 4000).astype(np.float32),
+                        ((k - 0.5) / levels * threshold).astype(np.float32)])
+    x = tf.constant(x)
+    dy = tf.constant(np.random.default_rng(1).normal(size=x.shape).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        fused = layer(x)
+        lam = tf.convert_to_tensor(layer.threshold)
+        reference = qcfs_reference(x, lam, levels)
+        fused_loss, reference_loss = tf.reduce_sum(fused * dy), tf.reduce_sum(reference * dy)
+    np.testing.assert_array_equal(fused.numpy(), reference.numpy())
+    # the definition's chain lambda * (1/L) * (L/lambda) is 1 up to rounding; the fused gradient is exactly 1
+    np.testing.assert_allclose(tape.gradient(fused_loss, x).numpy(), tape.gradient(reference_loss, x).numpy(),
+                               rtol=1e-6, atol=0)
+    assert float(tape.gradient(fused_loss, layer.threshold)) == pytest.approx(
+        float(tape.gradient(reference_loss, lam)), rel=1e-4)
+
+
+def test_qcfs_relu_warm_up_then_quantises():
+    """While ``quantising`` is 0 the layer is a ReLU (no clipping at lambda); start_quantising switches to QCFS."""
+    layer = QCFS(levels=4, initial_threshold=2.0)
+    x = np.array([-1.0, 0.3, 1.1, 2.7, 9.0], np.float32)
+    layer(x)
+    layer.quantising.assign(0.0)
+    np.testing.assert_array_equal(layer(x).numpy(), np.maximum(x, 0))
+    layer.start_quantising(4.0)
+    np.testing.assert_allclose(layer(x).numpy(), _qcfs_reference(x, 4.0, 4), atol=1e-6)  # levels of 1.0
+    np.testing.assert_allclose(layer(x).numpy(), [0.0, 0.0, 1.0, 3.0, 4.0])
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +225,19 @@ def test_verify_names_layers_it_cannot_convert():
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name="head")(x))
     problems = conversion.unconvertible_layers(model)
     assert [p.split(":")[0] for p in problems] == ["maxpool", "drop", "head"]
+
+
+def test_quantisation_threshold_trades_clipping_against_step_size():
+    """Uniform activations in [0, 1] at L = 4: rounding to steps of lambda/4 costs lambda * (lambda/4)^2 / 12
+    and clipping the top costs (1 - lambda)^3 / 3, minimal at lambda = 8/9; the candidate nearest to it wins.
+    Outliers at 5 (0.05 %) pull the 99.99th percentile onto them, but lambda = 5 would round every value below
+    0.625 to 0: the choice stays near 8/9, clipping only the outliers."""
+    from snn4vision.training import THRESHOLD_PERCENTILES, quantisation_threshold
+
+    uniform = np.random.default_rng(0).random(10_000)
+    candidates = np.percentile(uniform, THRESHOLD_PERCENTILES)
+    nearest = candidates[np.argmin(np.abs(candidates - 8 / 9))]
+    assert quantisation_threshold(uniform, 4) == pytest.approx(nearest)
+    with_outliers = np.concatenate([uniform, np.full(5, 5.0)])
+    assert np.percentile(with_outliers, 99.99) == pytest.approx(5.0)
+    assert abs(quantisation_threshold(with_outliers, 4) - 8 / 9) < 0.02

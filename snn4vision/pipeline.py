@@ -1,0 +1,185 @@
+"""The whole pipeline in one call (``pipelines/run_all.py``): train, convert, fine-tune if needed, energy, summary.
+
+Two paths:
+
+- ``qcfs`` (default): a QCFS ANN converted to signed integrate-and-fire
+  neurons, which reproduce it at T = L without fine-tuning;
+- ``relu``: a ReLU ANN converted to keras-spiking neurons without a synapse
+  and with 4 spikes per step at the 99.9th percentile, then fine-tuned over
+  doubling T (the best measured keras-spiking path).
+
+Each stage is the library function of its own pipeline script, writing the
+same files into one run directory, so every stage stays runnable on its own.
+With ``resume`` a stage whose outputs exist is skipped and an interrupted
+one continues from its last checkpoint; the seconds each stage took are kept
+in ``checkpoints/pipeline.json`` so that the summary reports them after a
+resume too.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import rundir
+from .checkpoints import atomic_write_json, atomic_write_text, read_json
+from .convert import ConvertConfig, convert_snn, load_snn
+from .energy import ENERGY_JSON, estimate_energy
+from .errors import UserError
+from .fine_tuning import FineTuneConfig, fine_tune
+from .training import TrainConfig, train_ann
+
+PATHS = ("qcfs", "relu")
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+PIPELINE_STATE = "pipeline.json"  # under checkpoints/: seconds per finished stage
+SUMMARY_DEVICES = ("gpu", "loihi", "45nm")
+
+
+@dataclass
+class PipelineConfig:
+    """What ``run_all`` runs: the ANN's training config, the SNN path and what it reports."""
+
+    train: TrainConfig
+    path: str = "qcfs"
+    max_timesteps: int = 8  # the SNN's accuracy is reported at T = 1, 2, 4, ..., max_timesteps
+    timesteps: int | None = None  # T of the energy estimate; None: L (qcfs) or the fine-tuned T (relu)
+    devices: tuple = field(default_factory=lambda: SUMMARY_DEVICES)
+    fine_tune_epochs: int = 2  # relu path: epochs of the last fine-tuning stage
+    sweep: bool = True
+
+    def validate(self) -> None:
+        if self.path not in PATHS:
+            raise UserError(f"--path must be one of {', '.join(PATHS)}, got {self.path!r}")
+        if self.path == "qcfs" and self.train.activation != "qcfs":
+            raise UserError("the qcfs path trains a QCFS ANN: drop --activation relu, or pass --path relu")
+        if self.path == "relu" and self.train.activation != "relu":
+            raise UserError("the relu path trains a ReLU ANN: pass --activation relu (or --path qcfs)")
+        if self.max_timesteps < 1:
+            raise UserError(f"--timesteps must be at least 1, got {self.max_timesteps}")
+        self.train.validate()
+
+    @property
+    def energy_timesteps(self) -> int:
+        if self.timesteps is not None:
+            return self.timesteps
+        if self.path == "qcfs":
+            return min(self.train.levels, self.max_timesteps)
+        return self.max_timesteps
+
+
+def _stage_done(run_dir: Path, stage: str) -> bool:
+    """True when ``stage`` has written its final output."""
+    final = {"train": rundir.METRICS, "convert": rundir.CONVERSION, "fine_tune": rundir.FINE_TUNE,
+             "energy": ENERGY_JSON}[stage]
+    return (run_dir / final).exists()
+
+
+def run_all(config: PipelineConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
+    """Run every stage of ``config`` into ``config.train.run_dir``; returns the summary (also written to disk)."""
+    config.validate()
+    run_dir = Path(config.train.run_dir)
+    if resume and not (run_dir / rundir.CONFIG).exists():
+        raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}): run without --resume")
+    if not resume and not overwrite and (run_dir / rundir.CONFIG).exists():
+        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, --overwrite to replace it, "
+                        "or choose another --run directory")
+    state_path = run_dir / rundir.CHECKPOINTS / PIPELINE_STATE
+    seconds = read_json(state_path) if resume and state_path.exists() else {}
+    stages = ["train", "convert"] + (["fine_tune"] if config.path == "relu" else []) + ["energy"]
+
+    def stage(name: str, work) -> None:
+        if resume and _stage_done(run_dir, name):
+            if verbose:
+                print(f"== {name}: done earlier, skipped", flush=True)
+            return
+        if verbose:
+            print(f"== {name} ({stages.index(name) + 1}/{len(stages)})", flush=True)
+        began = time.perf_counter()
+        work()
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - began
+        atomic_write_json(state_path, seconds)
+
+    def train() -> None:
+        partial = resume and (run_dir / rundir.CHECKPOINTS / "ann" / "state.json").exists()
+        train_ann(config.train, resume=partial, overwrite=overwrite and not resume, verbose=verbose)
+
+    readout = 1.0
+    convert = ConvertConfig(str(run_dir), max_timesteps=config.max_timesteps, sweep=config.sweep,
+                            data_dir=config.train.data_dir, readout_fraction=readout, seed=config.train.seed)
+    if config.path == "relu":
+        convert.tau, convert.max_rate = None, 4 / convert.dt
+    stage("train", train)
+    stage("convert", lambda: convert_snn(convert, overwrite=overwrite or resume, verbose=verbose))
+    if config.path == "relu":
+        tune = FineTuneConfig(str(run_dir), timesteps=config.max_timesteps, epochs=config.fine_tune_epochs,
+                              readout_fraction=readout, seed=config.train.seed, data_dir=config.train.data_dir)
+        partial = resume and (run_dir / rundir.CHECKPOINTS / "fine_tune" / "state.json").exists()
+        stage("fine_tune", lambda: fine_tune(tune, resume=partial, overwrite=overwrite and not partial,
+                                             verbose=verbose))
+    stage("energy", lambda: estimate_energy(run_dir, list(config.devices), config.energy_timesteps,
+                                            data_dir=config.train.data_dir, overwrite=overwrite or resume,
+                                            verbose=verbose))
+    summary = summarise(run_dir, seconds, fine_tuned=config.path == "relu")
+    atomic_write_json(run_dir / SUMMARY_JSON, summary)
+    atomic_write_text(run_dir / SUMMARY_MD, format_summary(summary))
+    if verbose:
+        print(format_summary(summary))
+    return summary
+
+
+def summarise(run_dir: str | Path, seconds: dict | None = None, fine_tuned: bool = False) -> dict:
+    """The summary of a run directory that went through the pipeline: accuracy, spikes, energy, wall time.
+
+    ``fine_tuned``: include the fine-tuned SNN's accuracy per stage (``fine_tune.json``).
+    """
+    run_dir = Path(run_dir)
+    rundir.require(run_dir, rundir.METRICS, rundir.CONVERSION, ENERGY_JSON)
+    metrics = read_json(run_dir / rundir.METRICS)
+    conversion = read_json(run_dir / rundir.CONVERSION)
+    energy = read_json(run_dir / ENERGY_JSON)
+    neurons = float(sum(load_snn(run_dir).neurons_per_layer()))
+    chosen = conversion["variants"][0]
+    rows = [{"timesteps": r["timesteps"], "accuracy": r["accuracy"],
+             "spikes_per_neuron": r["spikes_per_image"] / neurons} for r in chosen["by_timesteps"]]
+    if fine_tuned:
+        rundir.require(run_dir, rundir.FINE_TUNE)
+        fine_tuned = [{"timesteps": r["timesteps"], "accuracy": r["accuracy"],
+                       "spikes_per_neuron": r["spikes_per_image"] / neurons}
+                      for r in read_json(run_dir / rundir.FINE_TUNE)["results"]]
+    return {
+        "run": str(run_dir),
+        "ann_test_accuracy": metrics["test"]["accuracy"],
+        "snn": chosen["name"],
+        "converted": rows,
+        "fine_tuned": fine_tuned or None,
+        "energy": {"model": energy["model"], "timesteps": energy["timesteps"],
+                   "snn_test_accuracy": energy["snn_test_accuracy"],
+                   "spikes_per_neuron": energy["spikes_per_image"] / neurons,
+                   "devices": {name: {k: s[k] for k in ("ann_J", "snn_J", "snn_over_ann")}
+                               for name, s in energy["summary"].items()}},
+        "neurons": int(neurons),
+        "wall_time_s": dict(seconds or {}),
+        "training_time_s": metrics["wall_time_s"],
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as Markdown tables (printed by run_all.py and written to ``summary.md``)."""
+    lines = [f"# Summary of {summary['run']}", "",
+             f"ANN test accuracy: **{100 * summary['ann_test_accuracy']:.1f} %**; SNN: {summary['snn']}", "",
+             "| model | T | test accuracy | gap to ANN (points) | spikes per neuron per image |", "|---|---|---|---|---|"]
+    for kind in ("converted", "fine_tuned"):
+        for r in summary[kind] or []:
+            gap = 100 * (r["accuracy"] - summary["ann_test_accuracy"])
+            lines.append(f"| {kind.replace('_', '-')} SNN | {r['timesteps']} | {100 * r['accuracy']:.1f} % | "
+                         f"{gap:+.1f} | {r['spikes_per_neuron']:.3f} |")
+    e = summary["energy"]
+    lines += ["", f"Energy per inference ({e['model']} SNN at T = {e['timesteps']}, test accuracy "
+                  f"{100 * e['snn_test_accuracy']:.1f} %, {e['spikes_per_neuron']:.3f} spikes per neuron):", "",
+              "| device | ANN (mJ) | SNN (mJ) | SNN / ANN |", "|---|---|---|---|"]
+    for name, d in e["devices"].items():
+        lines.append(f"| {name} | {1e3 * d['ann_J']:.4g} | {1e3 * d['snn_J']:.4g} | {d['snn_over_ann']:.2f} |")
+    lines += ["", "| stage | wall time (s) |", "|---|---|"]
+    lines += [f"| {name} | {s:.0f} |" for name, s in summary["wall_time_s"].items()]
+    return "\n".join(lines) + "\n"
