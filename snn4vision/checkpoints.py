@@ -13,6 +13,7 @@ complete and readable.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -42,9 +43,33 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def strict_json(obj: Any) -> tuple[Any, list]:
+    """``obj`` with every NaN or infinity replaced by None, and the paths (``a.b[3]``) of those replaced."""
+    replaced = []
+
+    def clean(value, where):
+        if isinstance(value, float) and not math.isfinite(value):
+            replaced.append(where or "$")
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    return clean(obj, ""), replaced
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically.
+
+    JSON has no NaN or infinity: such values are written as null, and a dict
+    gets a ``"non_finite"`` list naming where they were.
+    """
+    obj, replaced = strict_json(obj)
+    if replaced and isinstance(obj, dict):
+        obj["non_finite"] = replaced
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def atomic_save_weights(model, path: Path) -> None:

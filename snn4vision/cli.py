@@ -21,7 +21,8 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: run the same command with --resume to continue", file=sys.stderr)
+        print("interrupted: run the same command with --resume to continue (an interrupted --overwrite has put "
+              "the earlier results back instead)", file=sys.stderr)
         sys.exit(130)
 
 

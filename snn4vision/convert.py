@@ -184,6 +184,11 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
 
 def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = True) -> dict:
     """Convert the run's ANN, evaluate it over T, write ``snn.*`` and ``conversion.json``."""
+    with rundir.locked(Path(config.run_dir), create=False), rundir.replacing(Path(config.run_dir)):
+        return _convert_snn(config, overwrite, verbose)
+
+
+def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
     from .training import open_run
 
     check_keras()
@@ -191,7 +196,7 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
     run_dir = Path(config.run_dir)
     rundir.require(run_dir, rundir.CONFIG, rundir.ANN_WEIGHTS)
     rundir.prepare_new(run_dir, [SNN_CONFIG, SNN_WEIGHTS, CONVERSION, CONVERSION_PLOT], False, overwrite,
-                       resumable=False)
+                       resumable=False, stage="convert")
     run = open_run(run_dir, config.data_dir)
     ann = load_ann(run_dir, run.config, len(run.classes))
     labels = run.labels("test")

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import rundir
 from .errors import UserError
+from .rundir import ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT
 
 #: The profiles shipped with the project.
 ENERGY_DIR = Path(__file__).resolve().parents[1] / "energy"
@@ -219,9 +221,6 @@ def device_table(devices: dict) -> list:
     return [asdict(d) | {"energy_per_mac": d.mac} for d in devices.values()]
 
 
-ENERGY_JSON = "energy.json"
-ENERGY_CSV = "energy.csv"
-ENERGY_PLOT = "energy.png"
 
 
 def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps: int | None = None,
@@ -233,11 +232,16 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
     ``timesteps``: T of the SNN (default: the saved SNN's). Writes
     ``energy.json``, ``energy.csv`` and ``energy.png`` into ``run_dir``.
     """
-    from . import rundir
+    with rundir.locked(Path(run_dir), create=False), rundir.replacing(Path(run_dir)):
+        return _estimate_energy(Path(run_dir), devices, timesteps, model, profiles, batch_size, data_dir, overwrite,
+                                verbose)
+
+
+def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_size, data_dir, overwrite,
+                     verbose) -> dict:
     from .checkpoints import atomic_write_json, atomic_write_text
     from .training import open_run
 
-    run_dir = Path(run_dir)
     available = load_devices(profiles)
     names = list(available) if not devices else list(devices)
     unknown = [n for n in names if n not in available]
@@ -248,7 +252,8 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
         raise UserError(f"--timesteps must be at least 1, got {timesteps}")
     if model not in ("auto", "converted", "fine-tuned"):
         raise UserError(f"unknown model {model!r}: use auto, converted or fine-tuned")
-    rundir.prepare_new(run_dir, [ENERGY_JSON, ENERGY_CSV, ENERGY_PLOT], False, overwrite, resumable=False)
+    rundir.prepare_new(run_dir, [ENERGY_JSON, ENERGY_CSV, ENERGY_PLOT], False, overwrite, resumable=False,
+                       stage="energy")
     run = open_run(run_dir, data_dir)
     selected = {n: available[n] for n in names}
     if run.config.spiking:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,11 @@ def schedule(config: FineTuneConfig) -> list:
 
 def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
     """Fine-tune the run's converted SNN; writes ``fine_tuned.*`` and ``fine_tune.json``."""
+    with rundir.locked(Path(config.run_dir), create=False), rundir.replacing(Path(config.run_dir)):
+        return _fine_tune(config, resume, overwrite, verbose)
+
+
+def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
     import tensorflow as tf
 
     from .training import open_run
@@ -75,9 +79,8 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
     outputs = [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE]
     if resume and not ckpt_dir.exists():
         raise UserError(f"nothing to resume in {run_dir}: no fine-tuning checkpoint; run without --resume")
-    rundir.prepare_new(run_dir, outputs, resume, overwrite)
-    if overwrite and ckpt_dir.exists() and not resume:
-        shutil.rmtree(ckpt_dir)
+    rundir.prepare_new(run_dir, outputs + [f"{rundir.CHECKPOINTS}/fine_tune"] if not resume else outputs, resume,
+                       overwrite, stage="fine_tune")
     tf.keras.utils.set_random_seed(config.seed)
     run = open_run(run_dir, config.data_dir)
     snn = load_snn(run_dir, train_tau=config.train_tau, train_dt=config.train_dt)
@@ -115,6 +118,10 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
             label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
             callbacks = [BatchProgress(label, math.ceil(len(train_indices) / stage["batch_size"]))] if verbose else []
             history = snn.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
+            if not math.isfinite(history["loss"][0]):  # not committed: the last checkpoint stays the last finite one
+                raise UserError(f"fine-tuning diverged at T={stage['timesteps']}, epoch {epoch + 1} (loss "
+                                f"{history['loss'][0]}): run again with --overwrite and a lower --learning-rate "
+                                f"(now {config.learning_rate:g})")
             done.append([n, epoch])
             with writer.as_default(step=step):
                 tf.summary.scalar("loss", history["loss"][0])

@@ -22,16 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import rundir
+from .rundir import ENERGY_JSON, SUMMARY_JSON, SUMMARY_MD
 from .checkpoints import atomic_write_json, atomic_write_text, read_json
 from .convert import ConvertConfig, convert_snn, load_snn
-from .energy import ENERGY_JSON, estimate_energy
+from .energy import estimate_energy
 from .errors import UserError
 from .fine_tuning import FineTuneConfig, fine_tune
 from .training import TrainConfig, train_ann
 
 PATHS = ("qcfs", "relu")
-SUMMARY_JSON = "summary.json"
-SUMMARY_MD = "summary.md"
 PIPELINE_STATE = "pipeline.json"  # under checkpoints/: seconds per finished stage
 SUMMARY_DEVICES = ("gpu", "loihi", "45nm")
 
@@ -78,6 +77,11 @@ def _stage_done(run_dir: Path, stage: str) -> bool:
 def run_all(config: PipelineConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
     """Run every stage of ``config`` into ``config.train.run_dir``; returns the summary (also written to disk)."""
     config.validate()
+    with rundir.locked(Path(config.train.run_dir), create=not resume):
+        return _run_all(config, resume, overwrite, verbose)
+
+
+def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
     run_dir = Path(config.train.run_dir)
     if resume and not (run_dir / rundir.CONFIG).exists():
         raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}): run without --resume")
@@ -168,7 +172,8 @@ def format_summary(summary: dict) -> str:
     """The summary as Markdown tables (printed by run_all.py and written to ``summary.md``)."""
     lines = [f"# Summary of {summary['run']}", "",
              f"ANN test accuracy: **{100 * summary['ann_test_accuracy']:.1f} %**; SNN: {summary['snn']}", "",
-             "| model | T | test accuracy | gap to ANN (points) | spikes per neuron per image |", "|---|---|---|---|---|"]
+             "| model | T | test accuracy | gap to ANN (points) | spikes per neuron per image |",
+             "|---|---|---|---|---|"]
     for kind in ("converted", "fine_tuned"):
         for r in summary[kind] or []:
             gap = 100 * (r["accuracy"] - summary["ann_test_accuracy"])

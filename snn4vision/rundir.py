@@ -5,8 +5,13 @@ that finds something missing names the file and the stage that makes it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
+import time
 from pathlib import Path
+from typing import Iterator
 
 from .errors import UserError
 
@@ -25,6 +30,24 @@ FINE_TUNE = "fine_tune.json"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+ENERGY_JSON = "energy.json"
+ENERGY_CSV = "energy.csv"
+ENERGY_PLOT = "energy.png"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+STALE = "stale"
+
+#: What each stage's results feed, in pipeline order: re-running a stage makes all of these stale.
+_SUMMARY = [SUMMARY_JSON, SUMMARY_MD]
+_ENERGY = [ENERGY_JSON, ENERGY_CSV, ENERGY_PLOT]
+_FINE_TUNED = [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE, f"{CHECKPOINTS}/fine_tune"]
+_CONVERTED = [SNN_CONFIG, SNN_WEIGHTS, CONVERSION, CONVERSION_PLOT]
+DOWNSTREAM = {
+    "train": _CONVERTED + _FINE_TUNED + _ENERGY + _SUMMARY,
+    "convert": _FINE_TUNED + _ENERGY + _SUMMARY,
+    "fine_tune": _ENERGY + _SUMMARY,
+    "energy": _SUMMARY,
+}
 
 #: Which stage writes each file, for error messages.
 MADE_BY = {
@@ -46,6 +69,8 @@ MADE_BY = {
 def require(run_dir: Path, *names: str) -> None:
     """Raise a UserError naming the first missing file and the stage that makes it."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run {run_dir} is a file, not a run directory: pass a directory")
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist: run pipelines/train_ann.py --run {run_dir} first")
     for name in names:
@@ -58,15 +83,20 @@ def require(run_dir: Path, *names: str) -> None:
             raise UserError(f"{run_dir} has no {name}: run {maker} --run {run_dir} first")
 
 
-def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool, resumable: bool = True) -> None:
+def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool, resumable: bool = True,
+                stage: str | None = None) -> None:
     """Make sure a stage may write ``outputs`` into ``run_dir``.
 
     A stage never silently replaces earlier results: if any output exists and
     neither ``resume`` nor ``overwrite`` is set, it stops with a UserError.
-    With ``overwrite`` the old outputs (and checkpoints) are removed first.
+    With ``overwrite`` the old outputs, and those of later stages that were
+    made from them (``DOWNSTREAM[stage]``), are moved aside. Inside
+    :func:`replacing` they come back if the stage fails; once it succeeds the
+    old outputs are deleted and the later stages' go to ``stale/<time>/``.
+    Outside it, that happens at once.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make(run_dir)
     present = [name for name in outputs if (run_dir / name).exists()]
     if not present or resume:
         return
@@ -76,6 +106,139 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
             f"{run_dir} already holds {', '.join(present)}: pass {resume_hint}"
             "--overwrite to replace it, or choose another --run directory"
         )
-    for name in present:
-        path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    downstream = [name for name in DOWNSTREAM.get(stage, []) if (run_dir / name).exists()
+                  and not any(name == p or name.startswith(p + "/") for p in present)]
+    transaction = _transactions.get(str(run_dir.resolve())) or _Replacement(run_dir)
+    transaction.set_aside(present, downstream)
+    if str(run_dir.resolve()) not in _transactions:
+        transaction.commit()
+
+
+class _Replacement:
+    """Outputs moved aside by ``--overwrite`` until the stage that replaces them has finished."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.aside = run_dir / f"{STALE}/.replacing-{os.getpid()}"
+        self.replaced, self.downstream = [], []
+
+    def set_aside(self, replaced: list, downstream: list) -> None:
+        for name in replaced + downstream:
+            target = self.aside / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.run_dir / name, target)
+        self.replaced += replaced
+        self.downstream += downstream
+
+    def commit(self) -> None:
+        """Delete the replaced outputs; keep the later stages' under ``stale/<time>/`` and say so."""
+        if self.downstream:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            stale = self.run_dir / STALE / stamp
+            for name in self.downstream:
+                (stale / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.aside / name, stale / name)
+            print(f"moved the outputs made from the replaced ones to {stale}: {', '.join(self.downstream)}",
+                  flush=True)
+        if self.aside.exists():
+            shutil.rmtree(self.aside)
+
+    def restore(self) -> None:
+        """Put everything back as it was (the new, incomplete outputs are removed)."""
+        for name in self.replaced + self.downstream:
+            path = self.run_dir / name
+            if path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.aside / name, path)
+        if self.aside.exists():
+            shutil.rmtree(self.aside)
+
+
+_transactions: dict = {}  # resolved run directory -> the _Replacement of the stage running in it
+
+
+@contextlib.contextmanager
+def replacing(run_dir: Path) -> Iterator[None]:
+    """Run a stage so that ``--overwrite`` loses nothing: outputs it sets aside come back if the stage fails
+    (a bad flag found late, a full disk, Ctrl-C) and are dropped only once it has finished."""
+    key = str(Path(run_dir).resolve())
+    if key in _transactions:  # nested (run_all's stages): the outer one decides
+        yield
+        return
+    transaction = _Replacement(Path(run_dir))
+    _transactions[key] = transaction
+    try:
+        yield
+    except BaseException:
+        transaction.restore()
+        raise
+    else:
+        transaction.commit()
+    finally:
+        del _transactions[key]
+
+
+def make(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents), turning the usual failures into one-line UserErrors."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run {run_dir} is a file, not a run directory: pass a directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise UserError(f"cannot create the run directory {run_dir} (permission denied): choose a --run "
+                        "directory you can write to") from None
+    if not os.access(run_dir, os.W_OK):
+        raise UserError(f"the run directory {run_dir} is read-only: make it writable or choose another --run")
+
+
+LOCK = ".lock"
+_held: dict = {}  # resolved run directory -> [open lock file, depth]
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
+    """Hold an advisory lock on ``run_dir`` while a stage writes into it.
+
+    A second process that asks for it fails at once with a UserError naming
+    the PID that holds it; the same process may nest (run_all holds it across
+    its stages). The kernel releases the lock when the process dies, so a
+    killed run never leaves a stale lock. Without ``create``, a missing
+    ``run_dir`` is left for the stage to report (nothing to lock).
+    """
+    if not create and not Path(run_dir).is_dir():
+        yield
+        return
+    make(run_dir)
+    key = str(Path(run_dir).resolve())
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    handle = open(Path(run_dir) / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(f"{run_dir} is in use by process {holder} (another stage or run writing into it): wait "
+                        "for it to finish, or choose another --run directory") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _held[key] = [handle, 1]
+    try:
+        yield
+    finally:
+        _held[key][1] -= 1
+        if _held[key][1] == 0:
+            del _held[key]
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()

@@ -437,8 +437,25 @@ def _log_firing_rates(model, images, writer, step: int) -> float:
     return float(np.mean(list(rates.values())))
 
 
+def _divergence(epoch: int, loss: float, val_loss: float, checkpointer, config: TrainConfig) -> int:
+    """Stop on a non-finite loss: with a finite best epoch committed, say so and keep it; else a UserError."""
+    kept = checkpointer.committed().get("best_weights") if checkpointer.exists() else None
+    if kept is None:
+        raise UserError(f"training diverged in epoch {epoch} (loss {loss}, val_loss {val_loss}) before any epoch "
+                        f"could be kept: lower --learning-rate (now {config.learning_rate:g}) and run again with "
+                        "--overwrite")
+    print(f"training diverged in epoch {epoch} (loss {loss}, val_loss {val_loss}): stopped; the best finite epoch's "
+          f"weights are kept (lower --learning-rate, now {config.learning_rate:g}, to train further)", flush=True)
+    return epoch
+
+
 def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
     """The training loop shared by :func:`train_ann` and :func:`train_spiking_transformer`."""
+    with rundir.locked(Path(config.run_dir), create=not resume), rundir.replacing(Path(config.run_dir)):
+        return _train_model(config, resume, overwrite, verbose)
+
+
+def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
     import tensorflow as tf
 
     check_keras()
@@ -456,7 +473,7 @@ def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
                             f"{'train_spiking_transformer.py' if saved.spiking else 'train_ann.py'}")
         config = saved
     config.validate()
-    rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite)
+    rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
     tf.keras.utils.set_random_seed(config.seed)
 
     source = data.open_source(config.dataset, config.data_dir)
@@ -495,6 +512,7 @@ def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     probe = next(iter(val_batches))[0] if config.spiking else None  # fixed batch for firing rates
     all_indices = np.concatenate([run.indices(s) for s in data.SPLITS])
     stop = bool(state and state.get("stopped"))
+    diverged = None
     warmup = config.qcfs_from_epoch > 0
     if warmup and start == 0:
         for layer in qcfs_layers(model):
@@ -517,6 +535,9 @@ def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
             callbacks = [BatchProgress(f"epoch {epoch + 1}/{config.epochs}", steps)] if verbose else []
             fit = model.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
             val_loss, val_accuracy = model.evaluate(val_batches, verbose=0)
+            if not (math.isfinite(fit["loss"][0]) and math.isfinite(val_loss)):
+                diverged = _divergence(epoch + 1, fit["loss"][0], val_loss, checkpointer, config)
+                break
             seconds = time.perf_counter() - began
             wall += seconds
             entry = {"epoch": epoch + 1, "loss": fit["loss"][0], "accuracy": fit["accuracy"][0],
@@ -547,7 +568,7 @@ def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
         if config.spiking:
             metrics |= _test_activity(model, run, config.batch_size)
     metrics |= {"best_epoch": schedule.state["best_epoch"], "epochs_run": len(history),
-                "wall_time_s": wall, "history": history}
+                "wall_time_s": wall, "history": history, "diverged_at_epoch": diverged}
     atomic_write_json(run_dir / rundir.METRICS, metrics)
     if verbose:
         print(f"test accuracy {metrics['test']['accuracy']:.4f} (best epoch {metrics['best_epoch']}, "

@@ -79,3 +79,99 @@ def test_keras_check_accepts_tf_keras_after_keras_spiking_import():
 
     check_keras()
     assert tf.keras.layers.Dense.__module__.startswith("tf_keras")
+
+
+def test_json_is_strict_and_names_non_finite_values(tmp_path):
+    """NaN and infinity are not JSON: they are written as null and listed under "non_finite"."""
+    path = tmp_path / "m.json"
+    checkpoints.atomic_write_json(path, {"loss": float("nan"), "history": [{"val": 1.0}, {"val": float("inf")}], "ok": 2})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    loaded = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert loaded["loss"] is None and loaded["history"][1]["val"] is None and loaded["ok"] == 2
+    assert loaded["non_finite"] == ["loss", "history[1].val"]
+    checkpoints.atomic_write_json(path, {"fine": 1.5})
+    assert "non_finite" not in json.loads(path.read_text())
+
+
+def test_a_second_process_is_refused_a_locked_run_directory(tmp_path):
+    """The lock is held by this process; another process fails at once, naming our PID; nesting is allowed."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys; from snn4vision import rundir; from snn4vision.errors import UserError\n"
+             "try:\n    with rundir.locked(sys.argv[1]): print('acquired')\n"
+             "except UserError as e: print(e)\n")
+    with rundir.locked(tmp_path):
+        with rundir.locked(tmp_path):  # run_all holds it across its stages
+            pass
+        other = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+                               timeout=60)
+        assert other.stdout.strip() == (f"{tmp_path} is in use by process {os.getpid()} (another stage or run "
+                                        "writing into it): wait for it to finish, or choose another --run directory")
+    released = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+                              timeout=60)
+    assert released.stdout.strip() == "acquired"
+
+
+def test_run_directory_that_is_a_file_or_read_only(tmp_path):
+    import os
+
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match=r"is a file, not a run directory: pass a directory"):
+        rundir.require(a_file, rundir.CONFIG)
+    with pytest.raises(UserError, match=r"is a file, not a run directory"):
+        rundir.prepare_new(a_file, [rundir.CONFIG], False, False)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if os.access(read_only, os.W_OK):
+            pytest.skip("running as a user that may write anywhere")
+        with pytest.raises(UserError, match="is read-only"):
+            rundir.prepare_new(read_only, [rundir.CONFIG], False, False)
+    finally:
+        read_only.chmod(0o700)
+
+
+def _tree(root):
+    """Every file under ``root`` (the lock file aside) with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != rundir.LOCK}
+
+
+def _finished_stages(run_dir):
+    for name in ("config.json", "ann.weights.h5", "snn.json", "conversion.json", "energy.json", "summary.md"):
+        (run_dir / name).write_text(f"old {name}")
+    (run_dir / "checkpoints" / "fine_tune").mkdir(parents=True)
+    (run_dir / "checkpoints" / "fine_tune" / "state.json").write_text("old state")
+
+
+def test_overwrite_that_fails_restores_everything(tmp_path):
+    _finished_stages(tmp_path)
+    before = _tree(tmp_path)
+    with pytest.raises(UserError, match="typo"):
+        with rundir.replacing(tmp_path):
+            rundir.prepare_new(tmp_path, [rundir.SNN_CONFIG, rundir.CONVERSION], False, True, stage="convert")
+            assert not (tmp_path / "conversion.json").exists() and not (tmp_path / "energy.json").exists()
+            (tmp_path / "snn.json").write_text("new, incomplete")
+            raise UserError("data folder /typo does not exist")
+    assert _tree(tmp_path) == before
+
+
+def test_overwrite_that_succeeds_moves_later_stages_to_stale(tmp_path, capsys):
+    _finished_stages(tmp_path)
+    with rundir.replacing(tmp_path):
+        rundir.prepare_new(tmp_path, [rundir.SNN_CONFIG, rundir.CONVERSION], False, True, stage="convert")
+        (tmp_path / "snn.json").write_text("new")
+    after = _tree(tmp_path)
+    stale = [name for name in after if name.startswith("stale/")]
+    stamp = stale[0].split("/")[1]
+    # the conversion's own old outputs are gone; what was made from them (fine-tuning, energy, summary) is kept
+    assert sorted(stale) == sorted(f"stale/{stamp}/{n}" for n in ("checkpoints/fine_tune/state.json", "energy.json",
+                                                                   "summary.md"))
+    assert after["snn.json"] == b"new" and "conversion.json" not in after
+    assert after["config.json"] == b"old config.json" and after["ann.weights.h5"] == b"old ann.weights.h5"
+    assert f"moved the outputs made from the replaced ones to {tmp_path / 'stale' / stamp}" in capsys.readouterr().out

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import tensorflow as tf
 import pytest
 
 from snn4vision import cli
@@ -88,3 +89,47 @@ def test_bad_input_is_one_clear_line(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path / "r2"), "--resume"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "nothing to resume" in result.stderr
+
+
+def test_divergence_in_the_first_epoch_is_one_line_and_saves_nothing(tmp_path, small_subset):
+    """SGD at a learning rate of 1e9 gives a NaN loss in epoch 1: no weights or metrics are saved."""
+    run_dir = tmp_path / "r"
+    result = subprocess.run([sys.executable, str(SCRIPT), *_argv(run_dir, small_subset), "--optimizer", "sgd",
+                             "--learning-rate", "1e9", "--lr-schedule", "plateau", "--epochs", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: training diverged in epoch 1 (loss nan")
+    assert "lower --learning-rate (now 1e+09)" in lines[0]
+    assert not (run_dir / "ann.weights.h5").exists() and not (run_dir / "metrics.json").exists()
+
+
+def test_divergence_after_a_kept_epoch_stops_and_keeps_it(tmp_path):
+    """With a best epoch committed, a later non-finite loss stops training and keeps that epoch."""
+    from snn4vision.checkpoints import EpochCheckpointer
+    from snn4vision.training import TrainConfig, _divergence
+
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    checkpointer = EpochCheckpointer(tmp_path / "ckpt", model=model)
+    config = TrainConfig(run_dir=str(tmp_path), learning_rate=0.5)
+    with pytest.raises(UserError, match="before any epoch could be kept"):
+        _divergence(1, float("nan"), float("nan"), checkpointer, config)
+    checkpointer.save(0, {"history": []}, best_weights_of=model)
+    assert _divergence(2, float("inf"), float("nan"), checkpointer, config) == 2
+
+
+def test_overwrite_with_a_bad_dataset_keeps_the_finished_run(reference_run, tmp_path):
+    """The bad --dataset is found after --overwrite set the old run aside: every file comes back unchanged."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_run[0], run_dir)
+    before = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+              if p.is_file() and p.name != ".lock"}
+    result = subprocess.run([sys.executable, str(SCRIPT), "--run", str(run_dir), "--dataset", str(tmp_path / "typo"),
+                             "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: image folder {tmp_path / 'typo'} does not exist: "
+                                                  "pass the folder that holds one sub-folder per class"]
+    after = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+             if p.is_file() and p.name != ".lock"}
+    assert after == before
