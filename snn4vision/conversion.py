@@ -133,9 +133,9 @@ def fold_ann(model) -> FoldedNetwork:
 
 def qcfs(x, threshold, levels):
     """The QCFS activation (forward only), as :class:`snn4vision.layers.QCFS` computes it."""
-    import tensorflow as tf
+    from .layers import qcfs_formula
 
-    return tf.clip_by_value(tf.floor(x / threshold * levels + 0.5) / levels, 0.0, 1.0) * threshold
+    return qcfs_formula(x, threshold, levels)
 
 
 def scaled_weights(kernels, biases, logits_kernel, gains):

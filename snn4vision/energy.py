@@ -359,6 +359,8 @@ def plot_energy(report: dict, path: Path) -> None:
                     fontsize=8, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(x, names)
     ax.set_yscale("log")
+    top = max(max(s["ann_J"], s["snn_J"]) for s in report["summary"].values())
+    ax.set_ylim(top=top * 3)  # room for the ratio labels
     ax.set_ylabel("joules per inference")
     ax.set_title("SNN / ANN energy per device", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)

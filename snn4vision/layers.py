@@ -20,10 +20,15 @@ def floor_straight_through(x):
     return tf.floor(x), lambda grad: grad
 
 
+def qcfs_formula(x, threshold, levels, floor=tf.floor):
+    """``threshold * clip(floor(x / threshold * levels + 1/2) / levels, 0, 1)``: QCFS in one place, in the
+    operation order that the integrate-and-fire conversion reproduces exactly."""
+    return tf.clip_by_value(floor(x / threshold * levels + 0.5) / levels, 0.0, 1.0) * threshold
+
+
 def qcfs_reference(x, threshold, levels: int):
     """QCFS by its definition, with a straight-through floor (the layer's fused version must equal it)."""
-    levels = tf.cast(levels, x.dtype)
-    return tf.clip_by_value(floor_straight_through(x / threshold * levels + 0.5) / levels, 0.0, 1.0) * threshold
+    return qcfs_formula(x, threshold, tf.cast(levels, x.dtype), floor_straight_through)
 
 
 _FUSED_QCFS = {}
@@ -54,7 +59,7 @@ def qcfs_fused(levels: int):
 
     @tf.function(jit_compile=True)
     def forward(x, threshold):
-        return tf.clip_by_value(tf.floor(x / threshold * levels + 0.5) / levels, 0.0, 1.0) * threshold
+        return qcfs_formula(x, threshold, levels)
 
     @tf.function(jit_compile=True)
     def backward(dy, x, threshold):
@@ -97,7 +102,7 @@ class QCFS(tf.keras.layers.Layer):
     def build(self, input_shape):
         self.threshold = self.add_weight(name="threshold", shape=(),
                                          initializer=tf.keras.initializers.Constant(self.initial_threshold))
-        # 1: QCFS; 0: plain ReLU, for a ReLU warm-up before quantisation (training.TrainConfig.qcfs_from_epoch).
+        # 1: QCFS; 0: plain ReLU, for a ReLU warm-up before quantisation (training.TrainConfig.qcfs_warmup).
         # A variable rather than a Python flag, so that the switch needs no retracing and is checkpointed.
         self.quantising = self.add_weight(name="quantising", shape=(), trainable=False,
                                           initializer=tf.keras.initializers.Constant(1.0))

@@ -106,7 +106,8 @@ def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: boo
 
     def train() -> None:
         partial = resume and (run_dir / rundir.CHECKPOINTS / "ann" / "state.json").exists()
-        train_ann(config.train, resume=partial, overwrite=overwrite and not resume, verbose=verbose)
+        # resumed before the first epoch was committed: nothing to keep, start the training again
+        train_ann(config.train, resume=partial, overwrite=overwrite or (resume and not partial), verbose=verbose)
 
     readout = 1.0
     convert = ConvertConfig(str(run_dir), max_timesteps=config.max_timesteps, sweep=config.sweep,

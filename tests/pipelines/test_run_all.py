@@ -100,3 +100,18 @@ def test_run_all_refuses_a_used_run_directory_and_mismatched_flags(pipeline_run,
     args = cli.run_all_parser().parse_args(_argv(tmp_path / "new", small_subset, "--activation", "relu"))
     with pytest.raises(UserError, match="the qcfs path trains a QCFS ANN"):
         run_all(cli.run_all_config(args))
+
+
+def test_resume_before_the_first_epoch_starts_training_again(pipeline_run, small_subset, tmp_path):
+    """Killed during epoch 1: config and split exist, no checkpoint; --resume trains from the start."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("config.json", "classes.json", "split.json"):
+        shutil.copy(pipeline_run[0] / name, run_dir / name)
+    result = subprocess.run([sys.executable, str(SCRIPT), *_argv(run_dir, small_subset, "--resume")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/10" in result.stdout and (run_dir / "summary.json").is_file()
+    assert json.loads((run_dir / "split.json").read_text()) == json.loads((pipeline_run[0] / "split.json").read_text())
