@@ -74,6 +74,9 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['variant']} | {r['what']} | {r['seed']} | {100 * r['test_accuracy']:.1f} % | "
                      f"{100 * r['val_accuracy']:.1f} % | {r['best_epoch']} | {r['training_s']:.0f} |")
+    lines += ["", "Training seconds are inflated where two runs shared the 2 cores (the 40-epoch variants) or where a run "
+                  "predates the input-pipeline fix of tf.data autotuning (qcfs-quick seed 0, 907 s; see the README), and "
+                  "relu-quick seed 0 (821 s) shared the cores with the test suite for 9 minutes."]
     (RESULTS / "ann_recipe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

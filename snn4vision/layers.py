@@ -7,8 +7,6 @@ small T.
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -26,53 +24,9 @@ def qcfs_formula(x, threshold, levels, floor=tf.floor):
     return tf.clip_by_value(floor(x / threshold * levels + 0.5) / levels, 0.0, 1.0) * threshold
 
 
-def qcfs_reference(x, threshold, levels: int):
-    """QCFS by its definition, with a straight-through floor (the layer's fused version must equal it)."""
+def qcfs_trainable(x, threshold, levels: int):
+    """QCFS by its definition, with a straight-through floor (so that lambda learns, as in the reference code)."""
     return qcfs_formula(x, threshold, tf.cast(levels, x.dtype), floor_straight_through)
-
-
-_FUSED_QCFS = {}
-
-
-def _start_xla_quietly() -> None:
-    """Start XLA once with native stderr muted: it logs its start-up through absl, which TF_CPP_MIN_LOG_LEVEL
-    does not silence, and four lines of it opened every log. Errors still raise as Python exceptions."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        tf.function(lambda x: x + 1.0, jit_compile=True)(tf.zeros([1]))
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def qcfs_fused(levels: int):
-    """``f(x, threshold)``: :func:`qcfs_reference` with the same forward values and gradients, each direction
-    one XLA-fused loop. The unfused chain of 7 element-wise ops forward and about 10 backward doubled the
-    training time of a QCFS VGG on CPU, where these ops are memory-bound."""
-    if levels in _FUSED_QCFS:
-        return _FUSED_QCFS[levels]
-    if not _FUSED_QCFS:
-        _start_xla_quietly()
-
-    @tf.function(jit_compile=True)
-    def forward(x, threshold):
-        return qcfs_formula(x, threshold, levels)
-
-    @tf.function(jit_compile=True)
-    def backward(dy, x, threshold):
-        u = tf.floor(x / threshold * levels + 0.5) / levels
-        inside = tf.cast((u >= 0.0) & (u <= 1.0), x.dtype)  # where clip_by_value passes the gradient
-        return dy * inside, tf.reduce_sum(dy * (tf.clip_by_value(u, 0.0, 1.0) - inside * x / threshold))
-
-    @tf.custom_gradient
-    def qcfs(x, threshold):
-        return forward(x, threshold), lambda dy: backward(dy, x, threshold)
-
-    _FUSED_QCFS[levels] = qcfs
-    return qcfs
 
 
 @tf.keras.utils.register_keras_serializable(package="snn4vision")
@@ -112,7 +66,7 @@ class QCFS(tf.keras.layers.Layer):
         lam = tf.convert_to_tensor(self.threshold)
 
         def quantised():
-            return qcfs_fused(self.levels)(inputs, lam)
+            return qcfs_trainable(inputs, lam, self.levels)
 
         def relu():  # 0 * lambda: a zero gradient for the threshold rather than None (no optimizer warnings)
             return tf.nn.relu(inputs) + 0.0 * lam
