@@ -145,19 +145,19 @@ def summarise(run_dir: str | Path, seconds: dict | None = None, fine_tuned: bool
     energy = read_json(run_dir / ENERGY_JSON)
     neurons = float(sum(load_snn(run_dir).neurons_per_layer()))
     chosen = conversion["variants"][0]
-    rows = [{"timesteps": r["timesteps"], "accuracy": r["accuracy"],
-             "spikes_per_neuron": r["spikes_per_image"] / neurons} for r in chosen["by_timesteps"]]
+
+    def rows(results: list) -> list:
+        return [{"timesteps": r["timesteps"], "accuracy": r["accuracy"],
+                 "spikes_per_neuron": r["spikes_per_image"] / neurons} for r in results]
+
     if fine_tuned:
         rundir.require(run_dir, rundir.FINE_TUNE)
-        fine_tuned = [{"timesteps": r["timesteps"], "accuracy": r["accuracy"],
-                       "spikes_per_neuron": r["spikes_per_image"] / neurons}
-                      for r in read_json(run_dir / rundir.FINE_TUNE)["results"]]
     return {
         "run": str(run_dir),
         "ann_test_accuracy": metrics["test"]["accuracy"],
         "snn": chosen["name"],
-        "converted": rows,
-        "fine_tuned": fine_tuned or None,
+        "converted": rows(chosen["by_timesteps"]),
+        "fine_tuned": rows(read_json(run_dir / rundir.FINE_TUNE)["results"]) if fine_tuned else None,
         "energy": {"model": energy["model"], "timesteps": energy["timesteps"],
                    "snn_test_accuracy": energy["snn_test_accuracy"],
                    "spikes_per_neuron": energy["spikes_per_image"] / neurons,

@@ -23,9 +23,8 @@ class Progress:
 
     def update(self, done: int, detail: str = "") -> None:
         now = time.perf_counter()
-        if now - self.last < self.interval and not (self.tty and self.shown):
-            return
-        if self.tty and now - self.last < 0.5:
+        # a terminal line, once shown, is rewritten often; a log gets a line per interval
+        if now - self.last < (0.5 if self.tty and self.shown else self.interval):
             return
         self.last, self.shown = now, True
         of = f"/{self.total}" if self.total else ""
