@@ -268,11 +268,11 @@ def energy_parser() -> argparse.ArgumentParser:
                                 description="Estimate energy per inference of the run's ANN and SNN on hardware "
                                             "profiles, from spikes measured on the test split.")
     p.add_argument("--run", dest="run_dir", required=True, metavar="RUN_DIR")
-    p.add_argument("--devices", nargs="+", help="profile names (default: every file in energy/)")
+    p.add_argument("--devices", nargs="+", help="profile names (default: every shipped profile)")
     p.add_argument("--timesteps", type=positive_int, help="SNN timesteps (default: the saved SNN's)")
     p.add_argument("--model", choices=("auto", "converted", "fine-tuned"), default="auto",
                    help="which SNN (auto: fine-tuned if present)")
-    p.add_argument("--profiles", help="folder of device profiles (*.toml); default: the project's energy/")
+    p.add_argument("--profiles", help="folder of device profiles (*.toml); default: the shipped snn4vision/profiles/")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier estimate")

@@ -1,7 +1,7 @@
 """Energy per inference of the ANN and the SNN on hardware profiles.
 
-Profiles are TOML files in ``energy/`` (one per device; see
-``energy/README.md`` for the method and sources). Counting:
+Profiles are TOML files in ``snn4vision/profiles/`` (one per device; see
+``snn4vision/profiles/README.md`` for the method and sources), shipped as package data. Counting:
 
 - ANN: every synapse is one multiply-accumulate (MAC) per inference (conv:
   ``H_out * W_out * k_h * k_w * C_in * C_out``; dense: ``in * out``); pooling
@@ -27,8 +27,8 @@ from . import rundir
 from .errors import UserError
 from .rundir import ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT
 
-#: The profiles shipped with the project.
-ENERGY_DIR = Path(__file__).resolve().parents[1] / "energy"
+#: The profiles shipped with the package (package data, so a non-editable install finds them too).
+ENERGY_DIR = Path(__file__).resolve().parent / "profiles"
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Device:
 
 
 def load_devices(directory: str | Path | None = None) -> dict:
-    """All ``*.toml`` device profiles of ``directory`` (default: the project's ``energy/``)."""
+    """All ``*.toml`` device profiles of ``directory`` (default: the shipped ``profiles/``)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python < 3.11
@@ -247,7 +247,7 @@ def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_s
     unknown = [n for n in names if n not in available]
     if unknown:
         raise UserError(f"unknown device(s) {', '.join(unknown)}: choose from {', '.join(available)} "
-                        "or add a profile file to energy/")
+                        "or pass --profiles with a folder that also holds a profile of your own")
     if timesteps is not None and timesteps < 1:
         raise UserError(f"--timesteps must be at least 1, got {timesteps}")
     if model not in ("auto", "converted", "fine-tuned"):
@@ -325,7 +325,7 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
                    method="ANN: one MAC per synapse, adds for pooling, one update per ReLU. SNN on spiking devices: "
                           "first layer MACs once (constant analog input), one SOP per measured presynaptic spike "
                           "and synapse, neuron (and synaptic filter) updates every timestep. SNN on non-spiking "
-                          "devices: every synapse every timestep. See energy/README.md.")
+                          "devices: every synapse every timestep. See snn4vision/profiles/README.md.")
 
 
 def format_summary(report: dict) -> str:

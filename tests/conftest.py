@@ -49,3 +49,13 @@ def trained_run(tmp_path_factory, small_subset):
     args = cli.train_ann_parser().parse_args(["--run", str(run_dir), "--dataset", str(small_subset),
                                               *TINY_TRAIN_ARGS])
     return run_dir, train_ann(cli.train_config(args), verbose=False)
+
+
+def assert_is_a_drawn_png(path: Path, min_colours: int = 8) -> None:
+    """``path`` is a PNG that decodes, has a figure's size and is not blank (a plot draws many colours)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width >= 300 and image.height >= 200
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) >= min_colours

@@ -30,6 +30,44 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
+def _full_disk(*args):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("write", [
+    lambda path: checkpoints.atomic_write_json(path, {"x": 2}),
+    lambda path: checkpoints.atomic_save_weights(_model(seed=5), path),
+])
+def test_a_write_that_fails_before_the_rename_leaves_the_old_file_whole(tmp_path, monkeypatch, write):
+    """A full disk (or a kill) before the final rename: the old file is untouched and no temporary is left."""
+    path = tmp_path / "out.weights.h5"
+    path.write_bytes(b"old contents")
+    monkeypatch.setattr(checkpoints.os, "fsync", _full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write(path)
+    assert path.read_bytes() == b"old contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.weights.h5"]
+
+
+def test_a_failed_commit_keeps_the_previous_checkpoint_restorable(tmp_path, monkeypatch):
+    """The old step's files go only after state.json names the new step."""
+    model = _model()
+    model.optimizer.build(model.trainable_variables)
+    saver = checkpoints.EpochCheckpointer(tmp_path, model=model, optimizer=model.optimizer)
+    saver.save(1, {"epoch": 1})
+    saved = [w.numpy().copy() for w in model.weights]
+    for w in model.weights:
+        w.assign(w + 1.0)
+    monkeypatch.setattr(checkpoints, "atomic_write_json", lambda *a: _full_disk())
+    with pytest.raises(OSError):
+        saver.save(2, {"epoch": 2})
+    monkeypatch.undo()
+    state = checkpoints.EpochCheckpointer(tmp_path, model=model, optimizer=model.optimizer).restore()
+    assert state["epoch"] == 1
+    for a, b in zip(saved, model.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
 def test_epoch_checkpointer_restores_model_and_optimizer(tmp_path):
     x = np.ones((8, 3), np.float32)
     y = np.zeros((8, 2), np.float32)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,13 +76,31 @@ def _reference_simulation(kernels, biases, logits_kernel, pool_after, images, ti
     return x.mean(axis=(2, 3)) @ logits_kernel
 
 
+def _independently_normalised_weights(net, images, max_rate):
+    """Data-based normalisation written out from the ANN's own activations, without the code's scaling.
+
+    Layer l's ReLU output is divided by its 99.9th percentile p_l and multiplied by max_rate, so
+    its kernel becomes W_l * (max_rate / p_l) / (max_rate / p_{l-1}) and its bias b_l * max_rate / p_l.
+    """
+    x, previous = images, 1.0
+    kernels, biases = [], []
+    for kernel, bias, pool in zip(net.kernels, net.biases, net.pool_after):
+        act = np.maximum(tf.nn.conv2d(x, kernel, 1, "SAME").numpy() + bias, 0)
+        gain = max_rate / np.percentile(act, 99.9)
+        kernels.append(kernel * gain / previous)
+        biases.append(bias * gain)
+        previous = gain
+        x = act.reshape(act.shape[0], act.shape[1] // 2, 2, act.shape[2] // 2, 2, -1).mean(axis=(2, 4)) if pool else act
+    return kernels, biases, net.logits_kernel / previous
+
+
 @pytest.mark.parametrize("tau", [0.005, None])
 def test_simulator_matches_numpy_reference_and_keras_spiking(ann, images, tau):
     net = conversion.fold_ann(ann)
     net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
     snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=12, tau=tau, seed=3)
     ours = snn.simulate(images, 12)["logits"].numpy()
-    reference = _reference_simulation(*conversion.scaled_weights(net.kernels, net.biases, net.logits_kernel, net.gains),
+    reference = _reference_simulation(*_independently_normalised_weights(conversion.fold_ann(ann), images, 1000.0),
                                       net.pool_after, images, 12, 0.001, tau, 3)
     np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-3 * np.abs(reference).max())
     naive = simulation.keras_spiking_model(snn)(np.repeat(images[:, None], 12, axis=1), training=False).numpy()
@@ -98,14 +118,21 @@ def test_spike_at_step_t_only_affects_later_steps(ann, images):
 
 
 def test_straight_through_gradient_is_relu_gradient(ann, images):
+    """Backward, each spiking layer is ReLU: a channel whose pre-activation is negative everywhere gets
+    exactly zero gradient (an identity straight-through estimator would give it one), and one that is
+    positive everywhere gets the gradient of its unclipped input."""
     net = conversion.fold_ann(ann)
+    biases = [b.copy() for b in net.biases]
+    biases[0][0], biases[0][1] = -1e3, 1e3  # channel 0 always off, channel 1 always on
+    net = dataclasses.replace(net, biases=biases)
     snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=3, tau=None, seed=0)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(snn(images[:2], training=True))
-    grads = tape.gradient(loss, snn.trainable_variables)
-    assert all(g is not None for g in grads)
-    assert np.isfinite(np.concatenate([g.numpy().ravel() for g in grads])).all()
-    assert np.abs(grads[0].numpy()).sum() > 0
+    grads = dict(zip([v.name.split(":")[0].split("/")[-1] for v in snn.trainable_variables],
+                     tape.gradient(loss, snn.trainable_variables)))
+    assert np.isfinite(np.concatenate([g.numpy().ravel() for g in grads.values()])).all()
+    assert grads["bias_0"].numpy()[0] == 0.0 and not np.any(grads["kernel_0"].numpy()[..., 0])
+    assert grads["bias_0"].numpy()[1] != 0.0 and np.all(grads["kernel_0"].numpy()[..., 1] != 0)
 
 
 def test_simulator_save_load_round_trip(tmp_path, ann, images):

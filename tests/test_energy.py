@@ -36,7 +36,7 @@ def test_vgg16_macs_at_224_match_the_analytic_total():
 
 def test_snn_operations_by_hand():
     costs = [energy.LayerCost("a", connections=100, inputs=10, neurons=5),
-             energy.LayerCost("b", connections=60, inputs=5, neurons=3)]
+             energy.LayerCost("b", connections=60, inputs=5, neurons=3, adds=8)]
     ops = energy.snn_operations(costs, spikes_per_layer=[7.0, 2.0], timesteps=4, synapse=True)
     assert ops[0] == {"macs": 100.0, "sops": 0.0, "updates": 40.0, "dense_synops": 100.0}
     assert ops[1] == {"macs": 0.0, "sops": 7.0 * 12, "updates": 24.0, "dense_synops": 240.0}
@@ -44,7 +44,10 @@ def test_snn_operations_by_hand():
     gpu = energy.Device("g", False, energy_per_synop=2.0, energy_per_neuron=1.0)
     assert energy.snn_energy(ops, loihi) == [300 + 40, 2 * 84 + 24]
     assert energy.snn_energy(ops, gpu) == [200 + 40, 480 + 24]
-    assert energy.ann_energy(costs, gpu) == [200 + 5, 120 + 3]
+    # The ANN's MACs cost energy_per_mac (3), its pooling additions energy_per_synop (2): a device
+    # whose two energies differ tells them apart.
+    assert energy.ann_energy(costs, loihi) == [100 * 3 + 5, 60 * 3 + 8 * 2 + 3]
+    assert energy.ann_energy(costs, gpu) == [200 + 5, 120 + 16 + 3]
 
 
 def test_synops_agree_with_keras_spiking_model_energy():
@@ -76,3 +79,21 @@ def test_synops_agree_with_keras_spiking_model_energy():
         assert ours[i]["sops"] == pytest.approx(factor * theirs, rel=1e-4)
     synop_energy, _ = stats.layer_energy(naive.get_layer("logits"), "loihi", timesteps_per_inference=timesteps, dt=dt)
     assert ours[-1]["sops"] == pytest.approx(2 * 2 * synop_energy / loihi.energy_per_synop, rel=1e-4)
+
+
+def test_profiles_are_found_by_a_non_editable_install(tmp_path):
+    """The profiles ship as package data: an installed copy (not this checkout) finds all seven."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(root)], check=True, capture_output=True)
+    probe = ("import snn4vision, snn4vision.energy as e; print(snn4vision.__file__); "
+             "print(' '.join(sorted(e.load_devices())))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
+                         check=True, capture_output=True, text=True).stdout.splitlines()
+    assert out[0].startswith(str(target))
+    assert out[1] == "45nm arm cpu gpu loihi spinnaker spinnaker2"

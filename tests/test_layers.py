@@ -88,11 +88,17 @@ def test_qcfs_network_converts_to_if_neurons_and_verify_reports(qcfs_ann):
     np.testing.assert_allclose(conversion.rate_forward(net, images).numpy(), qcfs_ann(images).numpy(),
                                rtol=1e-4, atol=1e-5)
     snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=None, neuron="if")
-    report = verify(qcfs_ann, snn, images, np.zeros(4, int), timesteps=4)
+    ann_logits = qcfs_ann(images).numpy()
+    labels = ann_logits.argmax(1)
+    labels[2:] = (labels[2:] + 1) % ann_logits.shape[1]  # the ANN is right on exactly half the images
+    report = verify(qcfs_ann, snn, images, labels, timesteps=4)
     assert [r["layer"] for r in report["layers"]][0] == "block1_qcfs1"
     assert report["layers"][0]["mean_abs_error"] < 1e-5  # first layer: constant input, exact
     assert report["unconverted"] == []
-    assert 0 <= report["snn_accuracy"] <= 1
+    assert report["ann_accuracy"] == 0.5
+    snn_predictions = snn.simulate(images, 4)["logits"].numpy().mean(axis=1).argmax(1)
+    assert report["snn_accuracy"] == np.mean(snn_predictions == labels)
+    assert report["accuracy_gap"] == 0.5 - report["snn_accuracy"]
 
 
 def _signed_if_reference(currents, lam, burst=1):
@@ -107,6 +113,16 @@ def _signed_if_reference(currents, lam, burst=1):
             elif v < 0 and count > 0:
                 v, count = v + lam, count - 1
     return count, v
+
+
+def test_if_neuron_fires_when_the_membrane_reaches_the_threshold_exactly():
+    # 0.25 + 0.25 + 0.5 = 1.0 exactly: no spike, no spike, spike; reset by subtraction leaves 0
+    voltage = tf.zeros([3])
+    counts = []
+    for current in (0.25, 0.25, 0.5):
+        voltage, count, out = simulation.if_step(voltage, tf.fill([3], current), 1.0)
+        counts.append(count.numpy()[0])
+    assert counts == [0.0, 0.0, 1.0] and voltage.numpy()[0] == 0.0 and out.numpy()[0] == 1.0
 
 
 def test_signed_if_undoes_overshoot_by_hand():

@@ -123,6 +123,13 @@ def test_lif_hand_computed():
                                   [0, 0, 1])
 
 
+def test_lif_fires_when_the_membrane_reaches_the_threshold_exactly():
+    # tau 2, input 2: H = 0 + (2 - 0) / 2 = 1.0 = threshold at every step after a hard reset (exact in float32)
+    np.testing.assert_array_equal(LIF()(np.full((1, 3, 1), 2.0, np.float32)).numpy().ravel(), [1, 1, 1])
+    # just below it never fires on the first step
+    assert LIF()(np.full((1, 1, 1), 1.9990234, np.float32)).numpy().item() == 0
+
+
 @pytest.mark.parametrize("reset", ["hard", "soft"])
 def test_lif_surrogate_gradient_matches_hand_bptt(reset):
     rng = np.random.default_rng(1)
