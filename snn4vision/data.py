@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,6 +22,9 @@ import numpy as np
 from .errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+#: Images with a side shorter than this many pixels are named in a warning (they are upsampled a lot).
+MIN_IMAGE_SIDE = 32
 #: Dataset names understood by ``--dataset`` and their TensorFlow Datasets names.
 TFDS_NAMES = {"eurosat": "eurosat/rgb", "uc_merced": "uc_merced"}
 #: Host each TFDS dataset downloads from (checked before a download starts).
@@ -90,12 +94,12 @@ def scan_folder(root: str | Path) -> ImageSource:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise UserError(f"image folder {root} has no class sub-folders: lay it out as {root}/<class>/<image>")
-    classes, items, labels = [], [], []
+    classes, items, labels, dangling = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(
-            f for f in class_dir.iterdir()
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
-        )
+        candidates = [f for f in sorted(class_dir.iterdir())
+                      if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")]
+        dangling += [f for f in candidates if f.is_symlink() and not f.exists()]
+        files = [f for f in candidates if f.is_file()]
         if not files:
             raise UserError(
                 f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}): add images or remove it"
@@ -103,7 +107,85 @@ def scan_folder(root: str | Path) -> ImageSource:
         classes.append(class_dir.name)
         items.extend(str(f.relative_to(root)) for f in files)
         labels.extend([label] * len(files))
+    if dangling:
+        warn(f"{len(dangling)} image link(s) in {root} point nowhere and are left out ({_first(dangling)}): "
+             "restore their targets or remove the links")
+    check_images([root / item for item in items])
     return ImageSource("folder", str(root), classes, items, np.asarray(labels, np.int64), root=root)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (the data are used; the user should know)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _first(paths: list, count: int = 3) -> str:
+    shown = ", ".join(str(p) for p in paths[:count])
+    return shown + (f" and {len(paths) - count} more" if len(paths) > count else "")
+
+
+def tiff_layout(path: str | Path) -> tuple[int, bool, tuple]:
+    """``(bands, alpha, shape)`` of a TIFF's first image, from its tags (nothing is decoded).
+
+    ``bands`` counts every sample per pixel; ``alpha`` says whether the last
+    extra sample is an alpha channel; ``shape`` is ``(height, width)``.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages[0]
+        extra = tuple(int(e) for e in np.atleast_1d(page.extrasamples)) if page.extrasamples is not None else ()
+        return int(page.samplesperpixel), bool(extra) and extra[-1] in (1, 2), (int(page.imagelength),
+                                                                               int(page.imagewidth))
+
+
+def _tiff_problem(path: Path) -> str | None:
+    """Why a TIFF cannot be read as an RGB image, or None when it can (RGB, or RGB plus alpha)."""
+    try:
+        bands, alpha, _ = tiff_layout(path)
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ... on damaged files
+        return f"is not a readable TIFF ({type(exc).__name__})"
+    if bands == 3 or (bands == 4 and alpha):
+        return None
+    return f"has {bands} band{'s' if bands != 1 else ''}"
+
+
+def image_side(path: Path) -> int | None:
+    """The shorter side of an image in pixels, read from its header; None if the header cannot be read."""
+    from PIL import Image
+
+    try:
+        if path.suffix.lower() in TIFF_EXTENSIONS:
+            return min(tiff_layout(path)[2])
+        with Image.open(path) as image:  # reads the header only
+            return min(image.size)
+    except Exception:  # a damaged file is named later, by the decoder, with its own message
+        return None
+
+
+def check_images(paths: list) -> None:
+    """Refuse TIFFs that are not RGB (or RGB plus alpha); warn once about images smaller than MIN_IMAGE_SIDE.
+
+    A multispectral TIFF (for example RGB + near-infrared) would otherwise be
+    decoded as RGBA of its first band or first three bands: bands would be
+    dropped or duplicated without a word.
+    """
+    problems = []
+    for path in paths:
+        why = _tiff_problem(path) if path.suffix.lower() in TIFF_EXTENSIONS else None
+        if why:
+            problems.append((path, why))
+    if problems:
+        path, why = problems[0]
+        raise UserError(
+            f"{len(problems)} TIFF(s) are not RGB: {path} {why} (snn4vision reads RGB images, or RGB plus an "
+            "alpha channel): write an RGB copy of the bands you want (e.g. gdal_translate -b 1 -b 2 -b 3 in.tif "
+            "out.tif) and point --dataset at those copies")
+    sides = [(path, image_side(path)) for path in paths]
+    small = [(path, side) for path, side in sides if side is not None and side < MIN_IMAGE_SIDE]
+    if small:
+        warn(f"{len(small)} image(s) have a side shorter than {MIN_IMAGE_SIDE} pixels and will be upsampled "
+             f"({_first([f'{p} ({s} px)' for p, s in small])}): check that they belong in the dataset")
 
 
 def _can_reach(host: str, timeout: float = 3.0) -> bool:
@@ -196,7 +278,9 @@ def decode_image(data):
     """Decode JPEG/PNG/BMP/GIF or TIFF bytes into ``uint8 (h, w, 3)``.
 
     TIFFs are recognised by their magic bytes and decoded with
-    tensorflow-io (which returns RGBA; alpha is dropped).
+    tensorflow-io, which returns RGBA with the colours multiplied by alpha
+    (transparent pixels become black); alpha is then dropped. Only RGB and
+    RGB-plus-alpha TIFFs get here (:func:`check_images` refuses others).
     """
     import tensorflow as tf
 
@@ -233,6 +317,7 @@ def load_image_file(path: str | Path, image_size: int | None = None) -> np.ndarr
 
     if not Path(path).is_file():
         raise UserError(f"image file {path} does not exist")
+    check_images([Path(path)])
     try:
         image = decode_image(tf.io.read_file(str(path)))
         if image_size:

@@ -175,3 +175,57 @@ def test_tfds_dataset_not_on_disk_fails_fast_offline(tmp_path):
 def test_tfds_name_with_local_copy_uses_the_folder(small_subset):
     source = data.open_source("uc_merced", str(small_subset))
     assert source.kind == "folder" and source.classes == ["beach", "chaparral", "forest", "runway"]
+
+
+# ---------------------------------------------------------------- multi-band and odd files
+def _four_band_tiff(path, rgb):
+    """RGB plus a near-infrared band, 8 bits, as remote-sensing tools write it (4 samples, no alpha)."""
+    import tifffile
+
+    nir = (255 - rgb[..., :1]).astype(np.uint8)
+    tifffile.imwrite(path, np.concatenate([rgb, nir], axis=-1), photometric="minisblack", planarconfig="contig")
+
+
+def test_a_multiband_tiff_is_refused_naming_the_file_and_its_bands(tmp_path):
+    """tensorflow-io would decode it as band 1 copied into R, G and B (measured): refused instead."""
+    (tmp_path / "fields").mkdir()
+    tif = sorted(UCMERCED_TIFF.glob("*/*.tif"))[0]
+    (tmp_path / "fields" / "rgb.tif").symlink_to(tif)
+    _four_band_tiff(tmp_path / "fields" / "rgbn.tif", np.asarray(Image.open(tif).convert("RGB")))
+    with pytest.raises(UserError, match=r"1 TIFF\(s\) are not RGB: .*rgbn\.tif has 4 bands .*gdal_translate"):
+        data.scan_folder(tmp_path)
+    with pytest.raises(UserError, match=r"rgbn\.tif has 4 bands"):
+        data.load_image_file(tmp_path / "fields" / "rgbn.tif")
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "fields" / "rgbn.tif", np.zeros((8, 8), np.uint8), photometric="minisblack")
+    with pytest.raises(UserError, match=r"rgbn\.tif has 1 band "):
+        data.scan_folder(tmp_path)
+
+
+def test_an_rgb_tiff_with_alpha_keeps_its_colours_where_opaque(tmp_path):
+    import tifffile
+
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    alpha = np.full((16, 16, 1), 255, np.uint8)
+    alpha[0, 0] = 0
+    tifffile.imwrite(tmp_path / "a.tif", np.concatenate([rgb, alpha], -1), photometric="rgb",
+                     extrasamples=["unassalpha"])
+    image = data.load_image_file(tmp_path / "a.tif")
+    np.testing.assert_array_equal(image[1:], rgb[1:])
+    np.testing.assert_array_equal(image[0, 0], [0, 0, 0])  # transparent: black
+
+
+def test_tiny_images_and_dangling_links_are_named_once(tmp_path, ucmerced, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "good.jpg").symlink_to(ucmerced / "beach" / "beach00.jpg")
+    Image.new("RGB", (1, 1), (10, 20, 30)).save(tmp_path / "a" / "dot.png")
+    Image.new("RGB", (40, 12)).save(tmp_path / "a" / "strip.png")
+    (tmp_path / "a" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    source = data.scan_folder(tmp_path)
+    assert source.items == ["a/dot.png", "a/good.jpg", "a/strip.png"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("warning: 1 image link(s)") and "gone.jpg" in lines[0]
+    assert lines[1].startswith("warning: 2 image(s) have a side shorter than 32 pixels")
+    assert "dot.png (1 px)" in lines[1] and "strip.png (12 px)" in lines[1]
