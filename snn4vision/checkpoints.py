@@ -105,8 +105,8 @@ def save_variables(variables, path: Path) -> None:
     _atomic_write(path, write)
 
 
-def load_variables(variables, path: Path, what: str = "weights") -> None:
-    """Load variables saved by :func:`save_variables`, matching them by name and shape."""
+def _read_h5(path: Path, what: str, read: Callable) -> Any:
+    """``read(h5py file)``, turning a missing, truncated or damaged file into a UserError that says so."""
     import h5py
 
     path = Path(path)
@@ -114,9 +114,16 @@ def load_variables(variables, path: Path, what: str = "weights") -> None:
         raise UserError(f"{what} file {path} does not exist")
     try:
         with h5py.File(path, "r") as handle:
-            stored = {name: handle[name][()] for name in handle}
-    except OSError as exc:
-        raise UserError(f"{what} file {path} cannot be read ({exc}): re-run the stage that wrote it") from None
+            return read(handle)
+    except (OSError, KeyError, RuntimeError) as exc:
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what} file {path} is damaged or incomplete ({detail}): re-run the stage that wrote it "
+                        "with --overwrite") from None
+
+
+def load_variables(variables, path: Path, what: str = "weights") -> None:
+    """Load variables saved by :func:`save_variables`, matching them by name and shape."""
+    stored = _read_h5(path, what, lambda handle: {name: handle[name][()] for name in handle})
     for variable in variables:
         name = _variable_name(variable)
         value = stored.get(name)
@@ -141,8 +148,7 @@ def read_json(path: Path) -> Any:
 def load_weights(model, path: Path, what: str = "weights") -> None:
     """Load ``.h5`` weights, naming the file when they do not fit the model."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} file {path} does not exist")
+    _read_h5(path, what, lambda handle: [handle[name] for name in handle])  # readable at all?
     try:
         model.load_weights(str(path))
     except (ValueError, OSError, KeyError) as exc:
@@ -191,15 +197,19 @@ class EpochCheckpointer:
         prefix = self.directory / name / "ckpt"
         if (self.directory / name).exists():
             shutil.rmtree(self.directory / name)
-        self._checkpoint.write(str(prefix))
+        previous = self.committed() if self.exists() else {}
         state = dict(state, step=step, checkpoint=f"{name}/ckpt")
-        if best_weights_of is not None:
-            best = f"{name}.best.weights.h5"
-            atomic_save_weights(best_weights_of, self.directory / best)
-            state["best_weights"] = best
-        else:
-            state["best_weights"] = self.committed().get("best_weights") if self.exists() else None
-        atomic_write_json(self.state_path, state)
+        try:
+            self._checkpoint.write(str(prefix))
+            if best_weights_of is not None:
+                state["best_weights"] = f"{name}.best.weights.h5"
+                atomic_save_weights(best_weights_of, self.directory / state["best_weights"])
+            else:
+                state["best_weights"] = previous.get("best_weights")
+            atomic_write_json(self.state_path, state)
+        except BaseException:  # (a full disk): drop this step's files; the committed state stays as it was
+            self._clean(keep={previous.get("checkpoint", "").split("/")[0], previous.get("best_weights")})
+            raise
         self._clean(keep={name, state["best_weights"]})
 
     def committed(self) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from typing import Callable, Sequence
@@ -20,10 +21,35 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except (OSError, MemoryError, tf.errors.OpError) as exc:
+        message = machine_limit(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: run the same command with --resume to continue (an interrupted --overwrite has put "
               "the earlier results back instead)", file=sys.stderr)
         sys.exit(130)
+
+
+def machine_limit(exc: BaseException) -> str | None:
+    """One line for a full disk or exhausted memory met while a stage ran (None for other errors).
+
+    The stage has already put back what ``--overwrite`` set aside and removed its incomplete outputs.
+    """
+    import tensorflow as tf
+
+    text = str(exc)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text:
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        return (f"the disk is full ({exc.strerror if getattr(exc, 'strerror', None) else 'no space left'}{where}): "
+                "free some space or choose a --run directory on another disk, then run the same command again "
+                "(with --resume where the stage has it); earlier results were kept")
+    if isinstance(exc, tf.errors.ResourceExhaustedError) or isinstance(exc, MemoryError):
+        return ("out of memory while the stage ran: lower --batch-size (or --timesteps, --image-size); earlier "
+                "results were kept")
+    return None
 
 
 def positive_int(text: str) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, rundir
+from . import data, resources, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, read_json, save_variables
 from .errors import UserError, check_keras
 from .progress import Progress
@@ -48,8 +48,8 @@ class ConvertConfig:
     data_dir: str | None = None
 
     def validate(self) -> None:
+        resources.check_timesteps(self.max_timesteps)
         checks = [
-            (self.max_timesteps >= 1, f"--timesteps must be at least 1, got {self.max_timesteps}"),
             (self.dt > 0, f"--dt must be positive, got {self.dt}"),
             (self.tau is None or self.tau > 0, f"--tau must be positive (or use --synapse none), got {self.tau}"),
             (0 < self.percentile <= 100, f"--percentile must be in (0, 100], got {self.percentile}"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -130,8 +131,11 @@ def tiff_layout(path: str | Path) -> tuple[int, bool, tuple]:
     ``bands`` counts every sample per pixel; ``alpha`` says whether the last
     extra sample is an alpha channel; ``shape`` is ``(height, width)``.
     """
+    import logging
+
     import tifffile
 
+    logging.getLogger("tifffile").setLevel(logging.ERROR)  # a damaged file is reported by the decoder, in one line
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages[0]
         extra = tuple(int(e) for e in np.atleast_1d(page.extrasamples)) if page.extrasamples is not None else ()
@@ -143,8 +147,8 @@ def _tiff_problem(path: Path) -> str | None:
     """Why a TIFF cannot be read as an RGB image, or None when it can (RGB, or RGB plus alpha)."""
     try:
         bands, alpha, _ = tiff_layout(path)
-    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ... on damaged files
-        return f"is not a readable TIFF ({type(exc).__name__})"
+    except Exception:  # damaged (TiffFileError, IndexError, struct.error, ...): the decoder names it
+        return None
     if bands == 3 or (bands == 4 and alpha):
         return None
     return f"has {bands} band{'s' if bands != 1 else ''}"
@@ -319,13 +323,36 @@ def load_image_file(path: str | Path, image_size: int | None = None) -> np.ndarr
         raise UserError(f"image file {path} does not exist")
     check_images([Path(path)])
     try:
-        image = decode_image(tf.io.read_file(str(path)))
-        if image_size:
-            image = resize_uint8(image, image_size)
-        return image.numpy()
+        with _c_libraries_quiet():
+            image = decode_image(tf.io.read_file(str(path)))
+            if image_size:
+                image = resize_uint8(image, image_size)
+            return image.numpy()
     except (tf.errors.OpError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read image {path} ({detail[:160]}): replace or remove the file") from None
+        raise UserError(f"cannot read image {path} ({tf_error_text(exc)}): replace or remove the file") from None
+
+
+@contextlib.contextmanager
+def _c_libraries_quiet() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: libjpeg and libtiff print their own lines before TensorFlow raises,
+    and the error raised is the one line the user should see."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def tf_error_text(exc: Exception, limit: int = 160) -> str:
+    """The first line of a TensorFlow error without its ``{{function_node ...}}`` and ``[Op:...]`` decorations."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0] if text else "")
+    text = re.sub(r"\s*\[\[\{\{node [^]]*\]\]|\s*\[Op:[^\]]*\]?|\s*name:.*$", "", text).strip()
+    return (text or type(exc).__name__)[:limit]
 
 
 def decoded_dataset(source: ImageSource, indices: np.ndarray, image_size: int):
@@ -361,7 +388,8 @@ def explain_bad_images(source: ImageSource, indices: np.ndarray) -> Iterator[Non
         if source.kind == "folder":
             for i in indices:
                 load_image_file(source.root / source.items[i])
-        raise UserError(f"an image of {source.name} could not be decoded: {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(f"an image of {source.name} could not be decoded ({tf_error_text(exc)}): find it by "
+                        "opening the images one by one, then replace or remove it") from None
 
 
 # --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ Profiles are TOML files in ``snn4vision/profiles/`` (one per device; see
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from dataclasses import asdict, dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rundir
+from . import resources, rundir
 from .errors import UserError
 from .rundir import ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT
 
@@ -248,8 +249,8 @@ def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_s
     if unknown:
         raise UserError(f"unknown device(s) {', '.join(unknown)}: choose from {', '.join(available)} "
                         "or pass --profiles with a folder that also holds a profile of your own")
-    if timesteps is not None and timesteps < 1:
-        raise UserError(f"--timesteps must be at least 1, got {timesteps}")
+    if timesteps is not None:
+        resources.check_timesteps(timesteps)
     if model not in ("auto", "converted", "fine-tuned"):
         raise UserError(f"unknown model {model!r}: use auto, converted or fine-tuned")
     rundir.prepare_new(run_dir, [ENERGY_JSON, ENERGY_CSV, ENERGY_PLOT], False, overwrite, resumable=False,
@@ -278,6 +279,8 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
     from . import data
     from .transformers import load_trained, measure, total_spikes
 
+    dataclasses.replace(run.config, timesteps=timesteps or run.config.timesteps).check_transformer_memory(
+        batch_size, training=False)
     model = load_trained(run_dir, run.config, len(run.classes), timesteps)
     config = run.config
     labels = run.labels("test")

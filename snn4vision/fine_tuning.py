@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, rundir
+from . import data, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_write_json, save_variables
 from .convert import SNN_CONFIG, SNN_WEIGHTS, load_snn, readout_steps
 from .errors import UserError, check_keras
@@ -44,8 +44,7 @@ class FineTuneConfig:
     data_dir: str | None = None
 
     def validate(self) -> None:
-        if self.timesteps < 1:
-            raise UserError(f"--timesteps must be at least 1, got {self.timesteps}")
+        resources.check_timesteps(self.timesteps)
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise UserError("--epochs and --batch-size must be at least 1 and --learning-rate positive")
         if not 0 <= self.rate_band[0] < self.rate_band[1]:
@@ -86,6 +85,13 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     snn = load_snn(run_dir, train_tau=config.train_tau, train_dt=config.train_dt)
     snn.rate_band, snn.rate_weight = tuple(config.rate_band), config.rate_weight
     stages = schedule(config)
+    # every stage has the same timesteps x batch size, so the last one stands for all
+    resources.check_memory(
+        resources.spiking_vgg_training_bytes(sum(snn.neurons_per_layer()), stages[-1]["batch_size"],
+                                             stages[-1]["timesteps"]),
+        f"fine-tuning at T = {stages[-1]['timesteps']} with batches of {stages[-1]['batch_size']}",
+        "lower --batch-size or --timesteps")
+    resources.check_disk(run_dir, resources.stage_disk_bytes(snn.count_params(), 5), "fine-tuning")
     optimizer = tf.keras.optimizers.Adam(config.learning_rate)
     optimizer.build(snn.trainable_variables)
     checkpointer = EpochCheckpointer(ckpt_dir, model=snn, optimizer=optimizer)

@@ -1,11 +1,12 @@
 """Predict the class of image files with a run's ANN or SNN (``pipelines/predict.py``)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from . import data, rundir
+from . import data, resources, rundir
 from .checkpoints import read_json
 from .errors import UserError
 
@@ -24,8 +25,8 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
 
     run_dir = Path(run_dir)
     rundir.require(run_dir, rundir.CONFIG, rundir.CLASSES)
-    if timesteps is not None and timesteps < 1:
-        raise UserError(f"--timesteps must be at least 1, got {timesteps}")
+    if timesteps is not None:
+        resources.check_timesteps(timesteps)
     config = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG))
     classes = read_json(run_dir / rundir.CLASSES)
     if not images:
@@ -35,6 +36,8 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
     if config.spiking:  # a directly trained spiking transformer: it is the only model of the run
         from .transformers import load_trained, total_spikes
 
+        dataclasses.replace(config, timesteps=timesteps or config.timesteps).check_transformer_memory(
+            len(batch), training=False)
         logits, entries = load_trained(run_dir, config, len(classes), timesteps).activity(batch)
         spikes = total_spikes(entries)
     elif model == "ann":

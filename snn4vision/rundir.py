@@ -98,6 +98,9 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
     run_dir = Path(run_dir)
     make(run_dir)
     present = [name for name in outputs if (run_dir / name).exists()]
+    transaction = _transactions.get(str(run_dir.resolve()))
+    if transaction is not None and not resumable:  # a failed stage that cannot resume leaves no half of its outputs
+        transaction.new_outputs += [name for name in outputs if name not in present]
     if not present or resume:
         return
     if not overwrite:
@@ -108,9 +111,11 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
         )
     downstream = [name for name in DOWNSTREAM.get(stage, []) if (run_dir / name).exists()
                   and not any(name == p or name.startswith(p + "/") for p in present)]
-    transaction = _transactions.get(str(run_dir.resolve())) or _Replacement(run_dir)
-    transaction.set_aside(present, downstream)
-    if str(run_dir.resolve()) not in _transactions:
+    if transaction is not None:
+        transaction.set_aside(present, downstream)
+    else:
+        transaction = _Replacement(run_dir)
+        transaction.set_aside(present, downstream)
         transaction.commit()
 
 
@@ -121,6 +126,7 @@ class _Replacement:
         self.run_dir = run_dir
         self.aside = run_dir / f"{STALE}/.replacing-{os.getpid()}"
         self.replaced, self.downstream = [], []
+        self.new_outputs = []  # outputs the stage writes that are removed if it fails
 
     def set_aside(self, replaced: list, downstream: list) -> None:
         for name in replaced + downstream:
@@ -145,6 +151,10 @@ class _Replacement:
 
     def restore(self) -> None:
         """Put everything back as it was (the new, incomplete outputs are removed)."""
+        for name in self.new_outputs:
+            path = self.run_dir / name
+            if path.exists() and name not in self.replaced + self.downstream:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         for name in self.replaced + self.downstream:
             path = self.run_dir / name
             if path.exists():
@@ -210,6 +220,7 @@ def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
     if not create and not Path(run_dir).is_dir():
         yield
         return
+    created = not Path(run_dir).exists()
     make(run_dir)
     key = str(Path(run_dir).resolve())
     if key in _held:
@@ -240,5 +251,8 @@ def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
         if _held[key][1] == 0:
             del _held[key]
             handle.truncate(0)
+            if created and [p.name for p in Path(run_dir).iterdir()] == [LOCK]:  # refused before writing anything
+                os.unlink(Path(run_dir) / LOCK)
+                os.rmdir(run_dir)
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()

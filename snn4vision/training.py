@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, rundir
+from . import data, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
 from .errors import UserError, check_keras
 from .evaluation import classification_metrics
@@ -85,7 +85,6 @@ class TrainConfig:
              f"unknown architecture {self.architecture!r}: use one of {', '.join(ARCHITECTURES)}"),
             (self.lr_schedule in LR_SCHEDULES,
              f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
-            (self.timesteps >= 1, f"--timesteps must be at least 1, got {self.timesteps}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.qcfs_warmup < 1, f"--qcfs-warmup must be in [0, 1) so that the network ends quantised, "
                                         f"got {self.qcfs_warmup}"),
@@ -97,6 +96,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.spiking:
+            resources.check_timesteps(self.timesteps)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self) | {"split": list(self.split)}
@@ -122,6 +123,14 @@ class TrainConfig:
     def spiking(self) -> bool:
         """True for a directly trained spiking transformer."""
         return self.architecture != "vgg16"
+
+    def check_transformer_memory(self, batch_size: int, training: bool) -> None:
+        """Refuse a spiking transformer's batch (all T steps unrolled at once) that would not fit in memory."""
+        needed = resources.transformer_bytes(self.image_size, self.dim, self.depth, self.heads, self.mlp_ratio,
+                                             self.pooling, batch_size, self.timesteps, training)
+        resources.check_memory(needed, f"{'training' if training else 'running'} the {self.architecture} at "
+                                       f"T = {self.timesteps} on batches of {batch_size}",
+                               "lower --timesteps or --batch-size")
 
     def learning_rate_at(self, epoch: int) -> float | None:
         """The cosine schedule's rate for ``epoch`` (0-based); None under the plateau schedule."""
@@ -460,30 +469,28 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
 
     check_keras()
     run_dir = Path(config.run_dir)
+    saved = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG)) if (run_dir / rundir.CONFIG).is_file() else None
+    if saved is not None and saved.spiking != config.spiking and not overwrite:
+        # Never point at --overwrite here: it would delete the other kind of network.
+        script = "train_spiking_transformer.py" if saved.spiking else "train_ann.py"
+        action = f"resume it with pipelines/{script} --resume" if resume else "choose another --run directory"
+        raise UserError(f"{run_dir} holds a {saved.architecture} run of pipelines/{script}: {action}")
     if resume:
-        if not (run_dir / rundir.CONFIG).exists():
+        if saved is None:
             raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}): run without --resume")
         if (run_dir / rundir.METRICS).exists():
             raise UserError(f"the run in {run_dir} has already finished ({rundir.METRICS} exists): "
                             "pass --overwrite to train it again")
-        saved = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG))
         saved.run_dir = config.run_dir
-        if saved.spiking != config.spiking:
-            raise UserError(f"the run in {run_dir} trains a {saved.architecture}: resume it with "
-                            f"{'train_spiking_transformer.py' if saved.spiking else 'train_ann.py'}")
         config = saved
     config.validate()
+    if config.spiking:
+        config.check_transformer_memory(config.batch_size, training=True)
     rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
     tf.keras.utils.set_random_seed(config.seed)
 
     source = data.open_source(config.dataset, config.data_dir)
-    if resume:
-        manifest = read_json(run_dir / rundir.SPLIT)
-    else:
-        manifest = data.split_manifest(source, config.split, config.seed)
-        atomic_write_json(run_dir / rundir.SPLIT, manifest)
-        atomic_write_json(run_dir / rundir.CLASSES, source.classes)
-        atomic_write_json(run_dir / rundir.CONFIG, config.to_json())
+    manifest = read_json(run_dir / rundir.SPLIT) if resume else data.split_manifest(source, config.split, config.seed)
     run = RunData(config, source, source.classes, manifest)
     if not manifest["train"] or not manifest["val"]:
         raise UserError("the train or val split is empty: use more images per class or other --split fractions")
@@ -494,6 +501,12 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
         model.compile(optimizer, classification_loss(len(source.classes), config.label_smoothing), ["accuracy"])
         optimizer.build(model.trainable_variables)
+    # weights, two optimizer slots, the checkpoint's copy of all three and the best weights
+    resources.check_disk(run_dir, resources.stage_disk_bytes(model.count_params(), 7), "training")
+    if not resume:  # only now that everything has been checked
+        atomic_write_json(run_dir / rundir.SPLIT, manifest)
+        atomic_write_json(run_dir / rundir.CLASSES, source.classes)
+        atomic_write_json(run_dir / rundir.CONFIG, config.to_json())
     checkpointer = EpochCheckpointer(run_dir / rundir.CHECKPOINTS / stage_name(config), model=model,
                                      optimizer=optimizer)
     state = checkpointer.restore() if resume else None

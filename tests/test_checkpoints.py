@@ -60,8 +60,9 @@ def test_a_failed_commit_keeps_the_previous_checkpoint_restorable(tmp_path, monk
         w.assign(w + 1.0)
     monkeypatch.setattr(checkpoints, "atomic_write_json", lambda *a: _full_disk())
     with pytest.raises(OSError):
-        saver.save(2, {"epoch": 2})
+        saver.save(2, {"epoch": 2}, best_weights_of=model)
     monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "step-000001"]  # step 2's files are gone
     state = checkpoints.EpochCheckpointer(tmp_path, model=model, optimizer=model.optimizer).restore()
     assert state["epoch"] == 1
     for a, b in zip(saved, model.weights):
@@ -213,3 +214,15 @@ def test_overwrite_that_succeeds_moves_later_stages_to_stale(tmp_path, capsys):
     assert after["snn.json"] == b"new" and "conversion.json" not in after
     assert after["config.json"] == b"old config.json" and after["ann.weights.h5"] == b"old ann.weights.h5"
     assert f"moved the outputs made from the replaced ones to {tmp_path / 'stale' / stamp}" in capsys.readouterr().out
+
+
+def test_a_truncated_weights_file_is_called_damaged_not_another_model(tmp_path):
+    model = _model()
+    path = tmp_path / "ann.weights.h5"
+    checkpoints.atomic_save_weights(model, path)
+    with pytest.raises(UserError, match="do not fit the model"):
+        checkpoints.load_weights(_model(units=5), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for load in (checkpoints.load_weights, checkpoints.load_variables):
+        with pytest.raises(UserError, match=r"ann.weights.h5 is damaged or incomplete \(.*truncated.*--overwrite$"):
+            load(model, path) if load is checkpoints.load_weights else load(model.weights, path)

@@ -1,4 +1,5 @@
 """End-to-end: convert_snn.py, fine_tune.py and predict.py on a tiny ANN trained on real images."""
+import errno
 import json
 import os
 import shutil
@@ -196,3 +197,42 @@ def test_qcfs_run_converts_to_signed_if_neurons(qcfs_converted):
     assert energy["spikes_per_image"] == pytest.approx(default[4]["spikes_per_image"], rel=1e-6)
     with pytest.raises(UserError, match="needs signed neurons"):
         convert_snn(ConvertConfig(str(run_dir), signed=False, max_spikes=2), overwrite=True)
+
+
+def _fsync_fails_for(suffix):
+    real = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+    return fsync
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_full_disk_during_conversion_is_one_line_and_leaves_no_half_output(converted, tmp_path, monkeypatch,
+                                                                             capsys, overwrite):
+    """The disk fills while snn.weights.h5 is written (after snn.json): one line, exit 2, and the run is as
+    it was: no snn.json without weights, no temporary files, and an --overwrite's old results put back."""
+    from snn4vision import checkpoints, cli
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(converted[0], run_dir)
+    if not overwrite:
+        for name in ("snn.json", "snn.weights.h5", "conversion.json", "conversion.png"):
+            (run_dir / name).unlink()
+    def files():
+        return {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    monkeypatch.setattr(checkpoints.os, "fsync", _fsync_fails_for("snn.weights.h5"))
+
+    def main(argv):
+        convert_snn(ConvertConfig(str(run_dir), max_timesteps=2, sweep=False), overwrite=overwrite, verbose=False)
+
+    with pytest.raises(SystemExit) as exit_status:
+        cli.run(main)
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the disk is full (No space left on device")
+    assert files() == before

@@ -101,6 +101,20 @@ def test_predict_and_convert_on_a_transformer_run(spikformer_run):
         convert_snn(ConvertConfig(str(run_dir)))
 
 
+def test_train_ann_on_a_transformer_run_points_to_its_script_not_to_overwrite(spikformer_run, small_subset):
+    from snn4vision import cli
+    from snn4vision.training import train_ann
+
+    run_dir, _ = spikformer_run
+    for flags, hint in ([["--resume"], "resume it with pipelines/train_spiking_transformer.py --resume"],
+                        [[], "choose another --run directory"]):
+        args = cli.train_ann_parser().parse_args(["--run", str(run_dir), "--dataset", str(small_subset), *flags])
+        with pytest.raises(UserError) as caught:
+            train_ann(cli.train_config(args), resume=args.resume, verbose=False)
+        assert str(caught.value) == f"{run_dir} holds a spikformer run of pipelines/train_spiking_transformer.py: {hint}"
+    assert (run_dir / "transformer.weights.h5").is_file()
+
+
 def test_cli_errors_are_one_line(tmp_path, small_subset):
     result = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path / "r"), "--dataset",
                              str(small_subset), "--dim", "36", "--heads", "8"], capture_output=True, text=True)
