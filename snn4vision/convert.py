@@ -260,6 +260,8 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
     save_variables(snn.weights, run_dir / SNN_WEIGHTS)
     atomic_write_json(run_dir / CONVERSION, report)
     plot_accuracy(report, run_dir / CONVERSION_PLOT)
+    rundir.record_outputs(run_dir, "convert", [SNN_CONFIG, SNN_WEIGHTS, CONVERSION],
+                          [rundir.CONFIG, rundir.SPLIT, rundir.ANN_WEIGHTS])
     return report
 
 
@@ -353,6 +355,7 @@ def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN
 
     run_dir = Path(run_dir)
     rundir.require(run_dir, config_name, weights_name)
+    rundir.check_inputs(run_dir, [config_name, weights_name])
     config = read_json(run_dir / config_name) | overrides
     if timesteps is not None:
         config["timesteps"] = timesteps

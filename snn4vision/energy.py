@@ -264,6 +264,10 @@ def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_s
     atomic_write_json(run_dir / ENERGY_JSON, report)
     atomic_write_text(run_dir / ENERGY_CSV, rows_to_csv(report["layers"]))
     plot_energy(report, run_dir / ENERGY_PLOT)
+    models = {"converted": [rundir.ANN_WEIGHTS, rundir.SNN_CONFIG, rundir.SNN_WEIGHTS],
+              "fine-tuned": [rundir.ANN_WEIGHTS, rundir.FINE_TUNED_CONFIG, rundir.FINE_TUNED_WEIGHTS]}
+    rundir.record_outputs(run_dir, "energy", [ENERGY_JSON, ENERGY_CSV],
+                          [rundir.SPLIT] + models.get(report["model"], [rundir.TRANSFORMER_WEIGHTS]))
     if verbose:
         print(format_summary(report))
     return report

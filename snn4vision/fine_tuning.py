@@ -91,7 +91,8 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
                                              stages[-1]["timesteps"]),
         f"fine-tuning at T = {stages[-1]['timesteps']} with batches of {stages[-1]['batch_size']}",
         "lower --batch-size or --timesteps")
-    resources.check_disk(run_dir, resources.stage_disk_bytes(snn.count_params(), 5), "fine-tuning")
+    parameters = sum(int(np.prod(w.shape)) for w in snn.weights)
+    resources.check_disk(run_dir, resources.stage_disk_bytes(parameters, 5), "fine-tuning")
     optimizer = tf.keras.optimizers.Adam(config.learning_rate)
     optimizer.build(snn.trainable_variables)
     checkpointer = EpochCheckpointer(ckpt_dir, model=snn, optimizer=optimizer)
@@ -149,6 +150,8 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     report = {"config": dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}, "stages": stages,
               "results": results, "wall_time_s": time.perf_counter() - began}
     atomic_write_json(run_dir / FINE_TUNE, report)
+    rundir.record_outputs(run_dir, "fine_tune", [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE],
+                          [SNN_CONFIG, SNN_WEIGHTS, rundir.CONFIG, rundir.SPLIT])
     return report
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Iterator
 
+from .checkpoints import atomic_write_json, read_json
 from .errors import UserError
 
 CONFIG = "config.json"
@@ -81,6 +83,55 @@ def require(run_dir: Path, *names: str) -> None:
                                 "or fine-tune; cost it with pipelines/energy_estimation.py")
             maker = MADE_BY.get(name, "the stage that makes it")
             raise UserError(f"{run_dir} has no {name}: run {maker} --run {run_dir} first")
+
+
+PROVENANCE = "provenance.json"
+#: The script behind each stage name, for messages.
+STAGE_SCRIPTS = {"train": "pipelines/train_ann.py", "train_transformer": "pipelines/train_spiking_transformer.py",
+                 "convert": "pipelines/convert_snn.py", "fine_tune": "pipelines/fine_tune.py",
+                 "energy": "pipelines/energy_estimation.py"}
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_outputs(run_dir: Path, stage: str, outputs: list[str], inputs: list[str]) -> None:
+    """Note in ``provenance.json`` the hash of each output of ``stage`` and of the inputs it was made from."""
+    run_dir = Path(run_dir)
+    path = run_dir / PROVENANCE
+    entries = read_json(path) if path.is_file() else {}
+    made_from = {name: file_hash(run_dir / name) for name in inputs if (run_dir / name).is_file()}
+    for name in outputs:
+        entries[name] = {"stage": stage, "sha256": file_hash(run_dir / name), "inputs": made_from}
+    atomic_write_json(path, entries)
+
+
+def check_inputs(run_dir: Path, names: list[str]) -> None:
+    """Refuse to read outputs of an earlier stage that were changed, or whose own inputs changed, since they were
+    made (a re-trained ANN under an old SNN, a weights file copied in from another run). Files without a
+    record (runs from before provenance.json) are taken as they are."""
+    run_dir = Path(run_dir)
+    path = run_dir / PROVENANCE
+    entries = read_json(path) if path.is_file() else {}
+    for name in names:
+        entry = entries.get(name)
+        if entry is None or not (run_dir / name).is_file():
+            continue
+        script = STAGE_SCRIPTS.get(entry["stage"], entry["stage"])
+        fix = f"re-run {script} --run {run_dir} --overwrite"
+        if file_hash(run_dir / name) != entry["sha256"]:
+            raise UserError(f"{name} in {run_dir} has changed since {script} wrote it (edited, or copied in from "
+                            f"another run?): {fix}")
+        for source, digest in entry["inputs"].items():
+            if not (run_dir / source).is_file() or file_hash(run_dir / source) != digest:
+                raise UserError(f"{name} in {run_dir} was made from {source}, which has changed since (re-trained "
+                                f"or replaced): {fix}")
 
 
 def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool, resumable: bool = True,

@@ -253,6 +253,7 @@ def open_run(run_dir: str | Path, data_dir: str | None = None) -> RunData:
     """
     run_dir = Path(run_dir)
     rundir.require(run_dir, rundir.CONFIG, rundir.CLASSES, rundir.SPLIT)
+    rundir.check_inputs(run_dir, [rundir.CONFIG, rundir.CLASSES, rundir.SPLIT])
     config = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG))
     classes = read_json(run_dir / rundir.CLASSES)
     manifest = read_json(run_dir / rundir.SPLIT)
@@ -337,6 +338,7 @@ def load_trained_model(run_dir: str | Path, config: TrainConfig, num_classes: in
     run_dir = Path(run_dir)
     name = weights_file(config)
     rundir.require(run_dir, name)
+    rundir.check_inputs(run_dir, [name])
     model = build_model(config, num_classes, weights="none")
     load_weights(model, run_dir / name, what="transformer weights" if config.spiking else "ANN weights")
     return model
@@ -583,6 +585,8 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
     metrics |= {"best_epoch": schedule.state["best_epoch"], "epochs_run": len(history),
                 "wall_time_s": wall, "history": history, "diverged_at_epoch": diverged}
     atomic_write_json(run_dir / rundir.METRICS, metrics)
+    rundir.record_outputs(run_dir, "train_transformer" if config.spiking else "train",
+                          [weights_file(config), rundir.CONFIG, rundir.CLASSES, rundir.SPLIT, rundir.METRICS], [])
     if verbose:
         print(f"test accuracy {metrics['test']['accuracy']:.4f} (best epoch {metrics['best_epoch']}, "
               f"{wall:.0f} s training); wrote {run_dir}")

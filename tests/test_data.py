@@ -1,4 +1,6 @@
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,3 +231,67 @@ def test_tiny_images_and_dangling_links_are_named_once(tmp_path, ucmerced, capsy
     assert lines[0].startswith("warning: 1 image link(s)") and "gone.jpg" in lines[0]
     assert lines[1].startswith("warning: 2 image(s) have a side shorter than 32 pixels")
     assert "dot.png (1 px)" in lines[1] and "strip.png (12 px)" in lines[1]
+
+
+def test_image_errors_are_one_plain_line(tmp_path, capfd):
+    """No TensorFlow {{function_node ...}} / [Op:...] decorations, and libjpeg's own stderr line is not shown."""
+    (tmp_path / "notes.jpg").write_text("hello")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(UserError) as caught:
+        data.load_image_file(tmp_path / "notes.jpg")
+    assert str(caught.value) == (f"cannot read image {tmp_path / 'notes.jpg'} (Unknown image file format. One of "
+                                 "JPEG, PNG, GIF, BMP required.): replace or remove the file")
+    with pytest.raises(UserError, match=r"bad\.jpg \(jpeg::Uncompress failed\. Invalid JPEG data or crop window\.\)"):
+        data.load_image_file(tmp_path / "bad.jpg")
+    assert capfd.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- TFDS, prepared offline
+@pytest.fixture(scope="module")
+def prepared_uc_merced(tmp_path_factory, ucmerced):
+    """A TFDS ``uc_merced`` data folder prepared offline with 10 real images of 2 classes: (data_dir, images)."""
+    import tensorflow_datasets as tfds
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    builder = tfds.builder("uc_merced", data_dir=str(data_dir), try_gcs=False)
+    features = builder.info.features
+    version_dir = Path(builder.data_dir)
+    version_dir.mkdir(parents=True)
+    images = []
+    with tf.io.TFRecordWriter(str(version_dir / "uc_merced-train.tfrecord-00000-of-00001")) as writer:
+        for name in ("beach", "forest"):
+            for path in sorted((ucmerced / name).iterdir())[:10]:
+                pixels = np.asarray(Image.open(path).convert("RGB"))
+                images.append((pixels, features["label"].names.index(name)))
+                writer.write(features.serialize_example({"image": pixels, "label": images[-1][1],
+                                                         "filename": path.name}))
+    tfds.folder_dataset.write_metadata(data_dir=str(version_dir), features=features,
+                                       filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
+    return data_dir, images
+
+
+def test_a_prepared_tfds_dataset_is_read_without_network(prepared_uc_merced):
+    data_dir, images = prepared_uc_merced
+    source = data.open_source("uc_merced", str(data_dir))
+    assert source.kind == "tfds" and len(source.classes) == 21
+    np.testing.assert_array_equal(source.labels, [label for _, label in images])
+    decoded = [x for x, _ in data.decoded_dataset(source, np.array([0, 13]), 32).as_numpy_iterator()]
+    for got, (pixels, _) in zip(decoded, [images[0], images[13]]):
+        np.testing.assert_array_equal(got, data.resize_uint8(pixels, 32).numpy())
+
+
+def test_train_and_convert_on_a_prepared_tfds_dataset(prepared_uc_merced, tmp_path):
+    from snn4vision import cli
+    from snn4vision.convert import ConvertConfig, convert_snn
+    from snn4vision.training import train_ann
+
+    data_dir, images = prepared_uc_merced
+    args = cli.train_ann_parser().parse_args(["--run", str(tmp_path / "run"), "--dataset", "uc_merced", "--data-dir",
+                                              str(data_dir), "--image-size", "32", "--width", "0.125", "--epochs",
+                                              "1", "--batch-size", "8"])
+    metrics = train_ann(cli.train_config(args), verbose=False)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["source"]["kind"] == "tfds" and len(split["train"]) == 16 and len(split["test"]) == 2
+    assert metrics["test"]["accuracy"] in (0.0, 0.5, 1.0)  # two test images
+    report = convert_snn(ConvertConfig(str(tmp_path / "run"), max_timesteps=2, sweep=False), verbose=False)
+    assert report["test_images"] == 2

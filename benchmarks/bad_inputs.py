@@ -1,0 +1,409 @@
+"""The bad-input table of issue 13: every pipeline script against the mistakes a careful user makes.
+
+Not a speed benchmark: each case runs one pipeline command in a fresh copy of a small finished run and
+is judged by its exit status, its stderr and what happened to the files that were there before:
+
+- clean: exit 2 with one ``error:`` line (argparse's usage line plus its error counts as clean too);
+- warned: exit 0 with a ``warning:`` line, where the input is usable but odd (a 1x1 image);
+- traceback: a Python traceback, or an exit status other than 0, 2 and 130;
+- silent: exit 0 where the input should have been refused or named;
+- lost: a file that was there before is gone or changed after a refused command;
+- left: a refused command left new files behind (half outputs).
+
+Usage: ``.venv/bin/python benchmarks/bad_inputs.py [--workers 2] [--only TEXT]``; writes
+``benchmarks/results/bad_inputs.md``. Needs ../shared/data; takes about 10 minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+UCMERCED = ROOT.parent / "shared" / "data" / "ucmerced"
+UCMERCED_TIFF = ROOT.parent / "shared" / "data" / "ucmerced_tiff"
+PYTHON = sys.executable
+CLASSES = ["beach", "chaparral", "forest", "runway"]
+
+
+@dataclass
+class Case:
+    stage: str  # the pipeline script, without .py
+    name: str
+    argv: list  # "{run}", "{data}", "{work}" are filled in
+    base: str | None = None  # "ann" (trained, converted, fine-tuned, costed) or "sdt" (spiking transformer)
+    prepare: Callable | None = None  # prepare(run_dir, work_dir) before the command
+    expect: str = "error"  # "error", "warning" or "ok"
+    env: dict = field(default_factory=dict)
+
+
+def _script(stage: str) -> str:
+    return str(ROOT / "pipelines" / f"{stage}.py")
+
+
+def _run(stage: str, argv: list, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, _script(stage), *argv], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {})))
+
+
+def _snapshot(directory: Path) -> dict:
+    if not directory.is_dir():
+        return {}
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in directory.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+# ------------------------------------------------------------------ the runs every case starts from
+def build_bases(work: Path) -> dict:
+    data = work / "ucm4"
+    for name in CLASSES:
+        (data / name).mkdir(parents=True)
+        for image in sorted((UCMERCED / name).iterdir())[:20]:
+            (data / name / image.name).symlink_to(image)
+    ann = work / "base-ann"
+    steps = [("train_ann", ["--run", ann, "--dataset", data, "--image-size", "32", "--width", "0.125", "--epochs",
+                            "2", "--batch-size", "16"]),
+             ("convert_snn", ["--run", ann, "--timesteps", "4", "--no-sweep"]),
+             ("fine_tune", ["--run", ann, "--timesteps", "2", "--epochs", "1", "--max-train-images", "32"]),
+             ("energy_estimation", ["--run", ann, "--devices", "gpu", "loihi"]),
+             ("train_spiking_transformer", ["--run", work / "base-sdt", "--dataset", data, "--image-size", "32",
+                                            "--depth", "1", "--dim", "32", "--heads", "2", "--timesteps", "2",
+                                            "--epochs", "1", "--batch-size", "16"])]
+    for stage, argv in steps:
+        result = _run(stage, [str(a) for a in argv])
+        if result.returncode != 0:
+            raise SystemExit(f"building the base runs failed at {stage}:\n{result.stderr[-2000:]}")
+    return {"ann": ann, "sdt": work / "base-sdt", "data": data}
+
+
+# ------------------------------------------------------------------ ways to damage a run or a dataset
+def _write(relative: str, content: bytes) -> Callable:
+    def prepare(run, work):
+        (run / relative).write_bytes(content)
+    return prepare
+
+
+def _truncate(relative: str) -> Callable:
+    def prepare(run, work):
+        path = run / relative
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return prepare
+
+
+def _remove(*relatives: str) -> Callable:
+    def prepare(run, work):
+        for relative in relatives:
+            path = run / relative
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return prepare
+
+
+def _perturb(relative: str) -> Callable:
+    """Change one weight, as a re-trained or swapped-in file would (still a valid file)."""
+    def prepare(run, work):
+        import h5py
+
+        with h5py.File(run / relative, "r+") as handle:
+            names = []
+            handle.visititems(lambda n, item: names.append(n) if isinstance(item, h5py.Dataset) else None)
+            handle[names[0]][...] = handle[names[0]][()] + 1
+    return prepare
+
+
+def _dataset(kind: str) -> Callable:
+    """A dataset folder ``{work}/bad`` with one odd entry beside real images."""
+    def prepare(run, work):
+        bad = work / "bad"
+        for name in CLASSES[:2]:
+            (bad / name).mkdir(parents=True, exist_ok=True)
+            for image in sorted((UCMERCED / name).iterdir())[:10]:
+                (bad / name / image.name).symlink_to(image)
+        target = bad / CLASSES[0]
+        if kind == "4-band tiff":
+            import numpy as np
+            import tifffile
+            from PIL import Image
+
+            rgb = np.asarray(Image.open(sorted(UCMERCED_TIFF.glob("*/*.tif"))[0]).convert("RGB"))
+            tifffile.imwrite(target / "nir.tif", np.concatenate([rgb, rgb[..., :1]], -1), photometric="minisblack")
+        elif kind == "1x1 image":
+            from PIL import Image
+
+            Image.new("RGB", (1, 1)).save(target / "dot.png")
+        elif kind == "dangling link":
+            (target / "gone.jpg").symlink_to(work / "nowhere.jpg")
+        elif kind == "corrupt jpeg":
+            (target / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+        elif kind == "text as jpeg":
+            (target / "notes.jpg").write_text("hello")
+        elif kind == "empty class":
+            (bad / "empty").mkdir()
+        elif kind == "no classes":
+            shutil.rmtree(bad)
+            bad.mkdir()
+        elif kind == "one image per class":
+            for name in CLASSES[:2]:
+                for image in sorted((bad / name).iterdir())[1:]:
+                    image.unlink()
+    return prepare
+
+
+def _hold_lock(run, work):
+    """Another process holding the run directory (as a stage in progress does)."""
+    code = ("import sys, time; sys.path.insert(0, %r); from snn4vision import rundir; "
+            "ctx = rundir.locked(%r); ctx.__enter__(); print('held', flush=True); time.sleep(120)") % (str(ROOT), str(run))
+    holder = subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder.stdout.readline()
+    return holder
+
+
+# ------------------------------------------------------------------ the cases
+def cases() -> list:
+    c = []
+    add = c.append
+    tiny = ["--image-size", "32", "--width", "0.125", "--epochs", "1", "--batch-size", "16"]
+    # train_ann: flags
+    for flags, name in [(["--image-size", "0"], "image size 0"), (["--image-size", "8"], "image size 8"),
+                        (["--width", "0"], "width 0"), (["--width", "-1"], "width -1"),
+                        (["--batch-size", "0"], "batch size 0"), (["--epochs", "0"], "epochs 0"),
+                        (["--learning-rate", "0"], "learning rate 0"), (["--learning-rate", "-1"], "learning rate -1"),
+                        (["--learning-rate", "nan"], "learning rate nan"),
+                        (["--split", "0.5", "0.5", "0.5"], "split sums to 1.5"), (["--split", "1", "0", "0"], "empty val"),
+                        (["--augment", "bogus"], "unknown augmentation"), (["--optimizer", "bogus"], "unknown optimizer"),
+                        (["--seed", "abc"], "seed not a number"), (["--preset", "bogus"], "unknown preset"),
+                        (["--weights", "/no/such.h5"], "missing --weights file"),
+                        (["--weights", "imagenet"], "imagenet weights offline"),
+                        (["--label-smoothing", "1"], "label smoothing 1"), (["--qcfs-warmup", "1"], "qcfs warm-up 1"),
+                        (["--levels", "0"], "qcfs levels 0")]:
+        add(Case("train_ann", name, ["--run", "{work}/new", "--dataset", "{data}", *tiny, *flags]))
+    add(Case("train_ann", "dataset path typo", ["--run", "{work}/new", "--dataset", "/typo", *tiny]))
+    add(Case("train_ann", "unknown dataset name", ["--run", "{work}/new", "--dataset", "imagenette", *tiny]))
+    add(Case("train_ann", "eurosat not on disk, offline", ["--run", "{work}/new", "--dataset", "eurosat", "--data-dir",
+                                                           "{work}/tfds", *tiny]))
+    add(Case("train_ann", "--overwrite with a dataset typo", ["--run", "{run}", "--dataset", "/typo", "--overwrite", *tiny],
+             base="ann"))
+    add(Case("train_ann", "finished run, no flag", ["--run", "{run}", "--dataset", "{data}", *tiny], base="ann"))
+    add(Case("train_ann", "--resume a finished run", ["--run", "{run}", "--resume"], base="ann"))
+    add(Case("train_ann", "--resume with nothing there", ["--run", "{work}/new", "--resume"]))
+    add(Case("train_ann", "--resume a transformer run", ["--run", "{run}", "--resume", "--dataset", "{data}"], base="sdt"))
+    add(Case("train_ann", "a transformer run, no flag", ["--run", "{run}", "--dataset", "{data}", *tiny], base="sdt"))
+    add(Case("train_ann", "--run is a file", ["--run", "{work}/file", "--dataset", "{data}", *tiny],
+             prepare=lambda run, work: (work / "file").write_text("x")))
+    add(Case("train_ann", "run directory in use", ["--run", "{run}", "--dataset", "{data}", "--overwrite", *tiny],
+             base="ann", prepare=_hold_lock))
+    add(Case("train_ann", "diverging (sgd, lr 1e3)", ["--run", "{work}/new", "--dataset", "{data}", *tiny,
+                                                      "--optimizer", "sgd", "--learning-rate", "1e3"]))
+    add(Case("train_ann", "damaged config.json, --resume", ["--run", "{run}", "--resume"], base="ann",
+             prepare=lambda run, work: (_write("config.json", b"{not json")(run, work), _remove("metrics.json")(run, work))))
+    for kind in ["4-band tiff", "corrupt jpeg", "text as jpeg", "empty class", "no classes", "one image per class"]:
+        add(Case("train_ann", f"dataset with {kind}", ["--run", "{work}/new", "--dataset", "{work}/bad", *tiny],
+                 prepare=_dataset(kind)))
+    for kind in ["1x1 image", "dangling link"]:
+        add(Case("train_ann", f"dataset with {kind}", ["--run", "{work}/new", "--dataset", "{work}/bad", *tiny],
+                 prepare=_dataset(kind), expect="warning"))
+    # train_spiking_transformer
+    small = ["--image-size", "32", "--depth", "1", "--dim", "32", "--heads", "2", "--epochs", "1"]
+    for flags, name in [(["--dim", "36", "--heads", "8"], "dim not a multiple of 8"),
+                        (["--pooling", "01"], "pooling of 2 flags"), (["--timesteps", "0"], "T 0"),
+                        (["--timesteps", "100000"], "T 100000"), (["--timesteps", "4000", "--batch-size", "64"],
+                                                                  "T 4000: too much memory"),
+                        (["--depth", "0"], "depth 0"), (["--heads", "0"], "heads 0"), (["--model", "vit"], "unknown model")]:
+        add(Case("train_spiking_transformer", name, ["--run", "{work}/new", "--dataset", "{data}", *small, *flags]))
+    add(Case("train_spiking_transformer", "--resume an ANN run", ["--run", "{run}", "--resume"], base="ann"))
+    add(Case("train_spiking_transformer", "--overwrite with a dataset typo",
+             ["--run", "{run}", "--dataset", "/typo", "--overwrite", *small], base="sdt"))
+    # convert_snn
+    for flags, name in [(["--timesteps", "0"], "T 0"), (["--timesteps", "1000000"], "T 1000000"), (["--dt", "0"], "dt 0"),
+                        (["--tau", "-1"], "tau -1"), (["--percentile", "0"], "percentile 0"),
+                        (["--percentile", "101"], "percentile 101"), (["--max-spikes-per-step", "0"], "bursts 0"),
+                        (["--no-signed", "--max-spikes-per-step", "3"], "bursts without signed neurons"),
+                        (["--batch-size", "0"], "batch size 0"), (["--readout-fraction", "2"], "read-out fraction 2"),
+                        (["--synapse", "bogus"], "unknown synapse")]:
+        add(Case("convert_snn", name, ["--run", "{run}", "--overwrite", *flags], base="ann"))
+    add(Case("convert_snn", "converted run, no flag", ["--run", "{run}"], base="ann"))
+    add(Case("convert_snn", "--overwrite with --data-dir typo", ["--run", "{run}", "--overwrite", "--data-dir", "/typo"],
+             base="ann"))
+    add(Case("convert_snn", "no run directory", ["--run", "{work}/none"]))
+    add(Case("convert_snn", "--run is a file", ["--run", "{work}/file"], prepare=lambda r, w: (w / "file").write_text("x")))
+    add(Case("convert_snn", "no ann.weights.h5", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_remove("ann.weights.h5")))
+    add(Case("convert_snn", "truncated ann.weights.h5", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_truncate("ann.weights.h5")))
+    add(Case("convert_snn", "ann.weights.h5 not HDF5", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_write("ann.weights.h5", b"hello")))
+    add(Case("convert_snn", "ann.weights.h5 changed since training", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_perturb("ann.weights.h5")))
+    add(Case("convert_snn", "damaged split.json", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_write("split.json", b"[1, 2")))
+    add(Case("convert_snn", "split.json missing", ["--run", "{run}", "--overwrite"], base="ann", prepare=_remove("split.json")))
+    add(Case("convert_snn", "a transformer run", ["--run", "{run}"], base="sdt"))
+    add(Case("convert_snn", "run directory in use", ["--run", "{run}", "--overwrite"], base="ann", prepare=_hold_lock))
+    # fine_tune
+    for flags, name in [(["--timesteps", "0"], "T 0"), (["--timesteps", "1000000"], "T 1000000"),
+                        (["--timesteps", "4096", "--batch-size", "100000"], "too much memory"),
+                        (["--batch-size", "0"], "batch size 0"), (["--epochs", "0"], "epochs 0"),
+                        (["--learning-rate", "0"], "learning rate 0"), (["--rate-band", "5", "1"], "rate band 5 1"),
+                        (["--learning-rate", "1e9"], "diverging (lr 1e9)")]:
+        add(Case("fine_tune", name, ["--run", "{run}", "--overwrite", "--max-train-images", "16", *flags], base="ann"))
+    add(Case("fine_tune", "fine-tuned run, no flag", ["--run", "{run}"], base="ann"))
+    add(Case("fine_tune", "--resume with no checkpoint", ["--run", "{run}", "--resume"], base="ann",
+             prepare=_remove("checkpoints/fine_tune")))
+    add(Case("fine_tune", "--overwrite with --data-dir typo", ["--run", "{run}", "--overwrite", "--data-dir", "/typo"],
+             base="ann"))
+    add(Case("fine_tune", "no snn.json", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_remove("snn.json", "snn.weights.h5")))
+    add(Case("fine_tune", "truncated snn.weights.h5", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_truncate("snn.weights.h5")))
+    add(Case("fine_tune", "damaged snn.json", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_write("snn.json", b"{\"channels\": ")))
+    add(Case("fine_tune", "SNN made from an ANN changed since", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_perturb("ann.weights.h5")))
+    add(Case("fine_tune", "a transformer run", ["--run", "{run}"], base="sdt"))
+    # energy_estimation
+    for flags, name in [(["--devices", "tpu"], "unknown device"), (["--timesteps", "0"], "T 0"),
+                        (["--timesteps", "1000000"], "T 1000000"), (["--model", "bogus"], "unknown model"),
+                        (["--profiles", "/no/such"], "missing profiles folder"), (["--batch-size", "0"], "batch size 0")]:
+        add(Case("energy_estimation", name, ["--run", "{run}", "--overwrite", *flags], base="ann"))
+    add(Case("energy_estimation", "profile file invalid", ["--run", "{run}", "--overwrite", "--profiles", "{work}/profiles"],
+             base="ann", prepare=lambda r, w: ((w / "profiles").mkdir(), (w / "profiles" / "x.toml").write_text("name = 1"))))
+    add(Case("energy_estimation", "costed run, no flag", ["--run", "{run}"], base="ann"))
+    add(Case("energy_estimation", "--overwrite with --data-dir typo", ["--run", "{run}", "--overwrite", "--data-dir",
+                                                                       "/typo"], base="ann"))
+    add(Case("energy_estimation", "--model fine-tuned, none there", ["--run", "{run}", "--overwrite", "--model",
+                                                                     "fine-tuned"], base="ann",
+             prepare=_remove("fine_tuned.json", "fine_tuned.weights.h5")))
+    add(Case("energy_estimation", "no SNN", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_remove("snn.json", "snn.weights.h5", "fine_tuned.json", "fine_tuned.weights.h5")))
+    add(Case("energy_estimation", "fine-tuned SNN file swapped", ["--run", "{run}", "--overwrite"], base="ann",
+             prepare=_perturb("fine_tuned.weights.h5")))
+    add(Case("energy_estimation", "transformer at T 100000", ["--run", "{run}", "--overwrite", "--timesteps", "100000"],
+             base="sdt"))
+    add(Case("energy_estimation", "transformer at T 4000: memory", ["--run", "{run}", "--timesteps", "4000",
+                                                                    "--batch-size", "64"], base="sdt"))
+    add(Case("energy_estimation", "no run directory", ["--run", "{work}/none"]))
+    # predict
+    image = str(UCMERCED / "beach" / "beach00.jpg")
+    add(Case("predict", "missing image", ["--run", "{run}", "/no/such.jpg"], base="ann"))
+    add(Case("predict", "text file as image", ["--run", "{run}", "/etc/hostname"], base="ann"))
+    add(Case("predict", "corrupt jpeg", ["--run", "{run}", "{work}/bad.jpg"], base="ann",
+             prepare=lambda r, w: (w / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 nope")))
+    add(Case("predict", "4-band tiff", ["--run", "{run}", "{work}/bad/beach/nir.tif"], base="ann",
+             prepare=_dataset("4-band tiff")))
+    add(Case("predict", "no images", ["--run", "{run}"], base="ann"))
+    add(Case("predict", "unknown model", ["--run", "{run}", "--model", "bogus", image], base="ann"))
+    add(Case("predict", "T 0", ["--run", "{run}", "--model", "snn", "--timesteps", "0", image], base="ann"))
+    add(Case("predict", "T 1000000", ["--run", "{run}", "--model", "snn", "--timesteps", "1000000", image], base="ann"))
+    add(Case("predict", "fine-tuned, none there", ["--run", "{run}", "--model", "fine-tuned", image], base="ann",
+             prepare=_remove("fine_tuned.json", "fine_tuned.weights.h5")))
+    add(Case("predict", "no classes.json", ["--run", "{run}", image], base="ann", prepare=_remove("classes.json")))
+    add(Case("predict", "ANN weights swapped", ["--run", "{run}", image], base="ann", prepare=_perturb("ann.weights.h5")))
+    add(Case("predict", "transformer at T 100000", ["--run", "{run}", "--timesteps", "100000", image], base="sdt"))
+    add(Case("predict", "1x1 image", ["--run", "{run}", "{work}/dot.png"], base="ann", expect="warning",
+             prepare=lambda r, w: __import__("PIL.Image").Image.new("RGB", (1, 1)).save(w / "dot.png")))
+    add(Case("predict", "no run directory", ["--run", "{work}/none", image]))
+    # run_all
+    add(Case("run_all", "dataset typo", ["--run", "{work}/new", "--dataset", "/typo", *tiny]))
+    add(Case("run_all", "unknown path", ["--run", "{work}/new", "--dataset", "{data}", "--path", "bogus", *tiny]))
+    add(Case("run_all", "used run directory", ["--run", "{run}", "--dataset", "{data}", *tiny], base="ann"))
+    add(Case("run_all", "--resume with nothing there", ["--run", "{work}/new", "--resume"]))
+    add(Case("run_all", "T 1000000", ["--run", "{work}/new", "--dataset", "{data}", "--timesteps", "1000000", *tiny]))
+    return c
+
+
+# ------------------------------------------------------------------ judging
+def judge(case: Case, result, before: dict, after: dict) -> tuple:
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in err if line.startswith("error:") or ": error: " in line]
+    warnings = [line for line in err if line.startswith("warning:")]
+    if "Traceback" in result.stderr or result.returncode not in (0, 2, 130):
+        return "traceback", (err[-1] if err else f"exit {result.returncode}")
+    if case.expect != "error":
+        if result.returncode != 0:
+            return "refused", errors[0] if errors else err[-1]
+        if case.expect == "warning" and not warnings:
+            return "silent", "(no warning)"
+        return ("warned" if warnings else "ok"), (warnings[0] if warnings else result.stdout.strip().splitlines()[-1])
+    if result.returncode == 0:
+        return "silent", (result.stdout.strip().splitlines() or ["(no output)"])[-1]
+    lost = [k for k, v in before.items() if after.get(k) != v]
+    if lost:
+        return "lost", f"{errors[0] if errors else err[-1]} [changed or gone: {', '.join(sorted(lost)[:4])}]"
+    left = sorted(set(after) - set(before))
+    if left:
+        return "left", f"{errors[0] if errors else err[-1]} [left: {', '.join(left[:4])}]"
+    noise = [line for line in err if line not in errors and not line.startswith(("usage:", " ", "warning:"))]
+    if len(errors) != 1 or noise:
+        return "noisy", " / ".join(err[:3])
+    return "clean", errors[0]
+
+
+def run_case(case: Case, bases: dict, work_root: Path) -> dict:
+    work = Path(tempfile.mkdtemp(dir=work_root))
+    run = work / "run"
+    if case.base:
+        shutil.copytree(bases[case.base], run, symlinks=True)
+    holder = None
+    if case.prepare:
+        holder = case.prepare(run, work)
+    before = _snapshot(run)
+    argv = [a.format(run=run, data=bases["data"], work=work) for a in case.argv]
+    began = time.perf_counter()
+    try:
+        result = _run(case.stage, argv, case.env)
+    finally:
+        if isinstance(holder, subprocess.Popen):
+            holder.kill()
+    seconds = time.perf_counter() - began
+    verdict, message = judge(case, result, before, _snapshot(run))
+    shutil.rmtree(work, ignore_errors=True)
+    message = message.replace(str(work), "W").replace(str(bases["data"]), "DATA").replace(str(ROOT), ".")
+    return {"stage": case.stage, "input": case.name, "exit": result.returncode, "verdict": verdict,
+            "message": message[:220], "seconds": round(seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", help="run only cases whose stage or name contains this text")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bad_inputs.md"))
+    args = parser.parse_args()
+    selected = [c for c in cases() if not args.only or args.only in c.stage or args.only in c.name]
+    work_root = Path(tempfile.mkdtemp(prefix="snn4vision-bad-inputs-"))
+    began = time.perf_counter()
+    try:
+        bases = build_bases(work_root)
+        with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+            rows = list(pool.map(lambda case: run_case(case, bases, work_root), selected))
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+    counts = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    lines = ["# Bad inputs against every pipeline script (issue 13)", "",
+             f"`{Path(PYTHON).name} benchmarks/bad_inputs.py` on {time.strftime('%Y-%m-%d')}: {len(rows)} commands in "
+             f"{time.perf_counter() - began:.0f} s. Verdicts: "
+             + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".", "",
+             "Paths: `W` is the case's scratch folder (its run is `W/run`), `DATA` a 4-class subset of UC Merced.", "",
+             "| stage | input | exit | verdict | message |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['stage']} | {row['input']} | {row['exit']} | {row['verdict']} | "
+                     f"{row['message'].replace('|', '/')} |")
+    Path(args.output).write_text("\n".join(lines) + "\n")
+    print(json.dumps(counts))
+    bad = [r for r in rows if r["verdict"] in ("traceback", "silent", "lost", "left", "noisy", "refused")]
+    for row in bad:
+        print(f"{row['verdict']:>9}  {row['stage']}: {row['input']}: {row['message']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The plateau schedule and early stopping against Keras' own ReduceLROnPlateau and EarlyStopping."""
+import numpy as np
+import tensorflow as tf
+
+from snn4vision.training import TrainConfig, _Schedule
+
+
+def test_plateau_and_early_stopping_match_keras_callbacks():
+    # a loss that improves, stalls (with changes below min_delta), improves again and stalls for good
+    val_loss = [2.0, 1.5, 1.4, 1.40005, 1.41, 1.39995, 1.45, 1.2, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3]
+    val_accuracy = [0.2, 0.3, 0.35, 0.35, 0.34, 0.36, 0.36, 0.4, 0.4, 0.39, 0.4, 0.38, 0.4, 0.37, 0.4, 0.4, 0.4, 0.4]
+    config = TrainConfig("r", lr_schedule="plateau", learning_rate=1e-2, lr_patience=2, lr_factor=0.5,
+                         min_learning_rate=2e-3, stop_patience=5)
+    ours_optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+    schedule = _Schedule(config)
+    ours_lr, ours_stop, ours_best = [], None, []
+    for epoch, (loss, acc) in enumerate(zip(val_loss, val_accuracy)):
+        improved, stop = schedule.update(epoch, loss, acc, ours_optimizer)
+        ours_lr.append(float(ours_optimizer.learning_rate.numpy()))
+        ours_best.append(schedule.state["best_epoch"])
+        if stop:
+            ours_stop = epoch
+            break
+
+    model = tf.keras.Sequential([tf.keras.Input((1,)), tf.keras.layers.Dense(1)])
+    model.compile(tf.keras.optimizers.Adam(config.learning_rate), "mse")
+    plateau = tf.keras.callbacks.ReduceLROnPlateau("val_loss", factor=config.lr_factor, patience=config.lr_patience,
+                                                   min_lr=config.min_learning_rate, min_delta=1e-4)
+    stopping = tf.keras.callbacks.EarlyStopping("val_accuracy", patience=config.stop_patience, mode="max")
+    for callback in (plateau, stopping):
+        callback.set_model(model)
+        callback.on_train_begin()
+    keras_lr, keras_stop = [], None
+    for epoch, (loss, acc) in enumerate(zip(val_loss, val_accuracy)):
+        logs = {"val_loss": loss, "val_accuracy": acc}
+        plateau.on_epoch_end(epoch, logs)
+        stopping.on_epoch_end(epoch, logs)
+        keras_lr.append(float(model.optimizer.learning_rate.numpy()))
+        if model.stop_training:
+            keras_stop = epoch
+            break
+
+    np.testing.assert_allclose(ours_lr, keras_lr, rtol=1e-6)
+    assert ours_stop == keras_stop == 12
+    assert min(ours_lr) == np.float32(config.min_learning_rate)  # the floor was reached and held
+    assert ours_best[-1] == 7  # the first epoch with the best accuracy (0.4) is the one kept
+
+
+def test_cosine_schedule_never_stops_early():
+    config = TrainConfig("r", lr_schedule="cosine", stop_patience=1)
+    schedule = _Schedule(config)
+    optimizer = tf.keras.optimizers.Adam(1e-3)
+    stops = [schedule.update(e, 1.0, 0.5, optimizer)[1] for e in range(10)]
+    assert not any(stops) and float(optimizer.learning_rate.numpy()) == np.float32(1e-3)
