@@ -154,21 +154,28 @@ def _tiff_problem(path: Path) -> str | None:
     return f"has {bands} band{'s' if bands != 1 else ''}"
 
 
-def image_side(path: Path) -> int | None:
-    """The shorter side of an image in pixels, read from its header; None if the header cannot be read."""
-    from PIL import Image
+def image_side(path: Path) -> int:
+    """The shorter side of an image in pixels, read from its header (nothing is decoded).
+
+    Raises a UserError naming the file when no decoder would recognise it.
+    """
+    from PIL import Image, UnidentifiedImageError
 
     try:
         if path.suffix.lower() in TIFF_EXTENSIONS:
             return min(tiff_layout(path)[2])
-        with Image.open(path) as image:  # reads the header only
+        with Image.open(path) as image:
             return min(image.size)
-    except Exception:  # a damaged file is named later, by the decoder, with its own message
-        return None
+    except (UnidentifiedImageError, OSError, ValueError, IndexError) as exc:  # tifffile: TiffFileError (a ValueError)
+        detail = str(exc).replace(str(path), "").strip(" :'\"") or type(exc).__name__
+        if path.suffix.lower() in TIFF_EXTENSIONS:
+            detail = f"not a readable TIFF: {detail}"
+        raise UserError(f"cannot read image {path} ({detail[:120]}): replace or remove the file") from None
 
 
 def check_images(paths: list) -> None:
-    """Refuse TIFFs that are not RGB (or RGB plus alpha); warn once about images smaller than MIN_IMAGE_SIDE.
+    """Refuse TIFFs that are not RGB (or RGB plus alpha) and files no decoder recognises; warn once about
+    images smaller than MIN_IMAGE_SIDE.
 
     A multispectral TIFF (for example RGB + near-infrared) would otherwise be
     decoded as RGBA of its first band or first three bands: bands would be
@@ -186,7 +193,7 @@ def check_images(paths: list) -> None:
             "alpha channel): write an RGB copy of the bands you want (e.g. gdal_translate -b 1 -b 2 -b 3 in.tif "
             "out.tif) and point --dataset at those copies")
     sides = [(path, image_side(path)) for path in paths]
-    small = [(path, side) for path, side in sides if side is not None and side < MIN_IMAGE_SIDE]
+    small = [(path, side) for path, side in sides if side < MIN_IMAGE_SIDE]
     if small:
         warn(f"{len(small)} image(s) have a side shorter than {MIN_IMAGE_SIDE} pixels and will be upsampled "
              f"({_first([f'{p} ({s} px)' for p, s in small])}): check that they belong in the dataset")
@@ -207,9 +214,16 @@ def open_tfds(name: str, data_dir: str | None = None) -> ImageSource:
     UserError that says what to pass instead.
     """
     import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
 
-    builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir, try_gcs=False)
-    if not builder.is_prepared():
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # "Variant folder ... has no dataset_info.json": said below
+    try:
+        builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir, try_gcs=False)
+        prepared = builder.is_prepared()
+    finally:
+        absl_logging.set_verbosity(verbosity)
+    if not prepared:
         host = _DOWNLOAD_HOSTS[name]
         if not _can_reach(host):
             raise UserError(

@@ -1,6 +1,7 @@
 """Classification metrics shared by every stage."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -24,3 +25,10 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int], cl
         "per_class_accuracy": {name: float(a) for name, a in zip(classes, per_class)},
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def diverging(num_classes: int, *losses: float) -> bool:
+    """A non-finite loss, or one above 100 x the cross-entropy of guessing (ln C): no learning network gets there,
+    and an exploding one gets there (8.7e13 after one epoch of SGD at 1e3) before it overflows."""
+    bound = 100 * math.log(max(num_classes, 2))
+    return any(not math.isfinite(loss) or loss > bound for loss in losses)

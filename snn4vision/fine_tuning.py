@@ -20,6 +20,7 @@ from . import data, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_write_json, save_variables
 from .convert import SNN_CONFIG, SNN_WEIGHTS, load_snn, readout_steps
 from .errors import UserError, check_keras
+from .evaluation import diverging
 from .progress import BatchProgress
 
 from .rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS
@@ -78,8 +79,8 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     outputs = [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE]
     if resume and not ckpt_dir.exists():
         raise UserError(f"nothing to resume in {run_dir}: no fine-tuning checkpoint; run without --resume")
-    rundir.prepare_new(run_dir, outputs + [f"{rundir.CHECKPOINTS}/fine_tune"] if not resume else outputs, resume,
-                       overwrite, stage="fine_tune")
+    logs = [f"{rundir.CHECKPOINTS}/fine_tune", f"{rundir.TENSORBOARD}/fine_tune"]  # kept for --resume
+    rundir.prepare_new(run_dir, outputs + logs if not resume else outputs, resume, overwrite, stage="fine_tune")
     tf.keras.utils.set_random_seed(config.seed)
     run = open_run(run_dir, config.data_dir)
     snn = load_snn(run_dir, train_tau=config.train_tau, train_dt=config.train_dt)
@@ -125,7 +126,7 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
             label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
             callbacks = [BatchProgress(label, math.ceil(len(train_indices) / stage["batch_size"]))] if verbose else []
             history = snn.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
-            if not math.isfinite(history["loss"][0]):  # not committed: the last checkpoint stays the last finite one
+            if diverging(len(run.classes), history["loss"][0]):  # not committed: the last checkpoint stays
                 raise UserError(f"fine-tuning diverged at T={stage['timesteps']}, epoch {epoch + 1} (loss "
                                 f"{history['loss'][0]}): run again with --overwrite and a lower --learning-rate "
                                 f"(now {config.learning_rate:g})")

@@ -12,7 +12,7 @@ import numpy as np
 from . import data, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
 from .errors import UserError, check_keras
-from .evaluation import classification_metrics
+from .evaluation import classification_metrics, diverging
 from .progress import BatchProgress
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
@@ -550,7 +550,7 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
             callbacks = [BatchProgress(f"epoch {epoch + 1}/{config.epochs}", steps)] if verbose else []
             fit = model.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
             val_loss, val_accuracy = model.evaluate(val_batches, verbose=0)
-            if not (math.isfinite(fit["loss"][0]) and math.isfinite(val_loss)):
+            if diverging(len(source.classes), fit["loss"][0], val_loss):
                 diverged = _divergence(epoch + 1, fit["loss"][0], val_loss, checkpointer, config)
                 break
             seconds = time.perf_counter() - began

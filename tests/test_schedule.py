@@ -52,3 +52,13 @@ def test_cosine_schedule_never_stops_early():
     optimizer = tf.keras.optimizers.Adam(1e-3)
     stops = [schedule.update(e, 1.0, 0.5, optimizer)[1] for e in range(10)]
     assert not any(stops) and float(optimizer.learning_rate.numpy()) == np.float32(1e-3)
+
+
+def test_divergence_is_a_non_finite_or_exploded_loss():
+    from snn4vision.evaluation import diverging
+
+    bound = 100 * np.log(4)  # 138.6: 100 x the loss of guessing among 4 classes
+    assert not diverging(4, 1.5, 2.0) and not diverging(4, 138.0)
+    assert diverging(4, 139.0) and diverging(4, 1.0, 8.7e13)  # SGD at lr 1e3 after one epoch: finite, exploded
+    assert diverging(4, float("nan")) and diverging(4, 1.0, float("inf"))
+    assert bound < 139.0
