@@ -24,7 +24,7 @@ import snn4vision  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from snn4vision import data, energy  # noqa: E402
+from snn4vision import costs, data  # noqa: E402
 from snn4vision.convert import (layer_spikes, load_ann, load_snn, readout_accuracy, readout_steps,  # noqa: E402
                                 timestep_grid)
 from snn4vision.fine_tuning import FINE_TUNED_CONFIG, load_fine_tuned  # noqa: E402
@@ -40,7 +40,7 @@ def ann_accuracy(run_dir, run, batches, labels):
 
 
 def snn_rows(snn, batches, labels, grid, fraction):
-    costs = energy.vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
+    costs = costs.vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
     rows = []
     for t in grid:
         simulate = tf.function(lambda x, t=t: snn.simulate(x, t))
@@ -50,7 +50,7 @@ def snn_rows(snn, batches, labels, grid, fraction):
         seconds = time.perf_counter() - began
         logits = np.concatenate([o["logits"].numpy() for o in outputs])
         spikes = layer_spikes(np.concatenate([o["spikes"].numpy() for o in outputs]))
-        ops = energy.snn_operations(costs, spikes, t, synapse=snn.tau is not None)
+        ops = costs.snn_operations(costs, spikes, t, synapse=snn.tau is not None)
         rows.append({"timesteps": t, "accuracy": readout_accuracy(logits, labels, readout_steps(t, fraction)),
                      "ms_per_image": 1000 * seconds / len(labels), "sops_per_image": sum(o["sops"] for o in ops),
                      "first_layer_macs": ops[0]["macs"], "spikes_per_image": float(spikes.sum())})

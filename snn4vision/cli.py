@@ -120,6 +120,9 @@ def train_ann_parser() -> argparse.ArgumentParser:
                    help="qcfs: quantisation-clip-floor-shift activation (converts almost losslessly at T = levels)")
     p.add_argument("--levels", type=positive_int, help="QCFS quantisation levels L (4 or 8 typical)")
     p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (0: off)")
+    p.add_argument("--sparsity", type=float,
+                   help="weight of the converted SNN's expected synaptic operations per ANN MAC in the loss "
+                        "(0: off; fewer spikes where they cost most)")
     p.add_argument("--lr-schedule", choices=("cosine", "plateau"),
                    help="cosine: warm-up, then cosine decay over all epochs (no early stopping); plateau: "
                         "reduce on plateau and early stopping")
@@ -138,7 +141,7 @@ def train_config(args: argparse.Namespace):
 
     return preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
                                          "learning_rate", "optimizer", "augment", "qcfs_threshold",
-                                         "label_smoothing", "lr_schedule", "qcfs_warmup", "levels"),
+                                         "label_smoothing", "lr_schedule", "qcfs_warmup", "levels", "sparsity"),
                          activation=args.activation)
 
 

@@ -52,6 +52,9 @@ class QCFS(tf.keras.layers.Layer):
             raise ValueError(f"levels must be at least 1, got {levels}")
         self.levels = int(levels)
         self.initial_threshold = float(initial_threshold)
+        # Weight of this layer's expected spikes per neuron in the training loss (training.add_sparsity_penalty).
+        # A training setting, not part of the layer's config.
+        self.sparsity = 0.0
 
     def build(self, input_shape):
         self.threshold = self.add_weight(name="threshold", shape=(),
@@ -71,7 +74,10 @@ class QCFS(tf.keras.layers.Layer):
         def relu():  # 0 * lambda: a zero gradient for the threshold rather than None (no optimizer warnings)
             return tf.nn.relu(inputs) + 0.0 * lam
 
-        return tf.cond(self.quantising > 0.5, quantised, relu)
+        outputs = tf.cond(self.quantising > 0.5, quantised, relu)
+        if self.sparsity:  # spikes per neuron at T = L: y * L / lambda; none asked during the ReLU warm-up
+            self.add_loss(self.sparsity * self.quantising * tf.reduce_mean(outputs) * self.levels / lam)
+        return outputs
 
     def start_quantising(self, threshold: float) -> None:
         """End the ReLU warm-up: quantise from now on, with ``threshold`` as lambda."""

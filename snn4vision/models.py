@@ -99,6 +99,16 @@ def vgg16(
     return model
 
 
+def vgg16_layout(width: float) -> tuple[list, list]:
+    """``(channels, pool_after)`` of the VGG-16's 13 conv layers at ``width``: a 2x2 pooling follows the last
+    conv of blocks 1 to 4."""
+    channels, pool_after = [], []
+    for b, block in enumerate(VGG16_BLOCKS, start=1):
+        channels += [scaled_channels(c, width) for c in block]
+        pool_after += [i == len(block) and b < len(VGG16_BLOCKS) for i in range(1, len(block) + 1)]
+    return channels, pool_after
+
+
 def conv_layers(model) -> list:
     """The Conv2D layers of a model, in order."""
     import tensorflow as tf

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, resources, rundir
+from . import data, models, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
+from .costs import sop_weights, vgg_layer_costs
 from .errors import UserError, check_keras
 from .evaluation import classification_metrics, diverging
 from .progress import BatchProgress
@@ -69,6 +70,8 @@ class TrainConfig:
     # QCFS ANNs: train this fraction of the epochs as ReLU, then quantise, each lambda where QCFS reproduces the
     # layer's activations best (0: QCFS from the start)
     qcfs_warmup: float = 0.75
+    # weight of the SNN's expected synaptic operations per ANN MAC in the loss (0: off); see add_sparsity_penalty
+    sparsity: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -86,6 +89,9 @@ class TrainConfig:
             (self.lr_schedule in LR_SCHEDULES,
              f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.sparsity >= 0 and math.isfinite(self.sparsity),
+             f"--sparsity must be 0 (off) or positive, got {self.sparsity}"),
+            (not self.sparsity or not self.spiking, "--sparsity applies to the VGG-16 (train_ann.py) only"),
             (0 <= self.qcfs_warmup < 1, f"--qcfs-warmup must be in [0, 1) so that the network ends quantised, "
                                         f"got {self.qcfs_warmup}"),
             (not self.spiking or (self.dim % 8 == 0 and self.dim % self.heads == 0),
@@ -109,7 +115,7 @@ class TrainConfig:
         if unknown:
             raise UserError(f"config.json has unknown keys {sorted(unknown)}: was it written by another version?")
         # runs written before these keys existed trained without them
-        obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0} | obj
+        obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0, "sparsity": 0.0} | obj
         return cls(**{k: tuple(v) if k == "split" else v for k, v in obj.items()})
 
     @property
@@ -204,8 +210,6 @@ def distribution_strategy():
 
 def build_model(config: TrainConfig, num_classes: int, weights: str | None = None):
     """The model a config describes (``weights`` overrides ``config.weights`` of a VGG-16)."""
-    from . import models
-
     if config.spiking:
         build = models.spikformer if config.architecture == "spikformer" else models.spike_driven_transformer
         return build(num_classes, config.depth, config.dim, config.heads, config.timesteps, config.image_size,
@@ -389,6 +393,29 @@ def classification_loss(num_classes: int, label_smoothing: float = 0.0):
     return loss
 
 
+def add_sparsity_penalty(model, strength: float, image_size: int, num_classes: int, width: float) -> None:
+    """Add ``strength`` x the converted SNN's expected synaptic operations per ANN MAC to the model's loss.
+
+    Each neuron layer's expected spikes per neuron is weighted by the synaptic operations one spike causes
+    (:func:`costs.sop_weights`), so the penalty targets SOPs, not spikes. QCFS layers count ``y * L /
+    lambda``, their spikes at ``T = L`` (not during the ReLU warm-up); ReLU layers count ``y`` over the
+    batch's largest activation, their rate per step after normalisation.
+    """
+    import tensorflow as tf
+
+    from .layers import QCFS
+
+    channels, pool_after = models.vgg16_layout(width)
+    weights = sop_weights(vgg_layer_costs(channels, pool_after, image_size, num_classes))
+    activations = [layer for layer in model.layers if isinstance(layer, (QCFS, tf.keras.layers.ReLU))]
+    for layer, weight in zip(activations, weights, strict=True):
+        if isinstance(layer, QCFS):
+            layer.sparsity = strength * weight
+        else:
+            y = layer.output
+            model.add_loss(strength * weight * tf.reduce_mean(y) / tf.stop_gradient(tf.reduce_max(y) + 1e-6))
+
+
 def qcfs_layers(model) -> list:
     """The QCFS layers of a model, in order."""
     from .layers import QCFS
@@ -501,6 +528,8 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
     with strategy.scope():
         model = build_model(config, len(source.classes))
         optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
+        if config.sparsity:
+            add_sparsity_penalty(model, config.sparsity, config.image_size, len(source.classes), config.width)
         model.compile(optimizer, classification_loss(len(source.classes), config.label_smoothing), ["accuracy"])
         optimizer.build(model.trainable_variables)
     # weights, two optimizer slots, the checkpoint's copy of all three and the best weights

@@ -6,8 +6,8 @@ failing test; NONE means the suite would not notice that bug.
 import pathlib, subprocess, sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 M = [
- ("MAC at synop energy", "snn4vision/energy.py", "c.connections * device.mac + c.adds", "c.connections * device.energy_per_synop + c.adds", ["tests/test_energy.py"]),
- ("pooling adds dropped", "snn4vision/energy.py", " + c.adds * device.energy_per_synop + c.neurons", " + c.neurons", ["tests/test_energy.py"]),
+ ("MAC at synop energy", "snn4vision/costs.py", "c.connections * device.mac + c.adds", "c.connections * device.energy_per_synop + c.adds", ["tests/test_energy.py"]),
+ ("pooling adds dropped", "snn4vision/costs.py", " + c.adds * device.energy_per_synop + c.neurons", " + c.neurons", ["tests/test_energy.py"]),
  ("non-atomic write", "snn4vision/checkpoints.py", "        write(tmp)\n", "        write(path)\n        return\n", ["tests/test_checkpoints.py"]),
  ("clean before commit", "snn4vision/checkpoints.py", "        atomic_write_json(self.state_path, state)\n        self._clean(keep={name, state[\"best_weights\"]})", "        self._clean(keep={name, state[\"best_weights\"]})\n        atomic_write_json(self.state_path, state)", ["tests/test_checkpoints.py"]),
  ("LIF > not >=", "snn4vision/layers.py", "tf.cast(v >= 0.0, v.dtype)", "tf.cast(v > 0.0, v.dtype)", ["tests/test_spiking_transformers.py"]),

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from snn4vision import conversion, energy, models, simulation
+from snn4vision import conversion, costs, models, simulation
 from snn4vision.errors import UserError
 
 
 def test_shipped_profiles():
-    devices = energy.load_devices()
+    devices = costs.load_devices()
     assert {"cpu", "gpu", "arm", "loihi", "spinnaker", "spinnaker2", "45nm"} <= set(devices)
     assert devices["45nm"].mac == pytest.approx(4.6e-12) and devices["45nm"].energy_per_synop == pytest.approx(0.9e-12)
     assert devices["loihi"].spiking and not devices["gpu"].spiking
@@ -16,38 +16,41 @@ def test_shipped_profiles():
 def test_bad_profile_is_named(tmp_path):
     (tmp_path / "x.toml").write_text('name = "x"\nspiking = true\n')
     with pytest.raises(UserError, match="x.toml is invalid"):
-        energy.load_devices(tmp_path)
+        costs.load_devices(tmp_path)
     with pytest.raises(UserError, match="no device profiles"):
-        energy.load_devices(tmp_path / "empty")
+        costs.load_devices(tmp_path / "empty")
 
 
 def test_vgg16_macs_at_224_match_the_analytic_total():
     channels = [c for block in models.VGG16_BLOCKS for c in block]
     pool_after = [i in (1, 3, 6, 9) for i in range(13)]
-    costs = energy.vgg_layer_costs(channels, pool_after, 224, 1000)
+    layers = costs.vgg_layer_costs(channels, pool_after, 224, 1000)
     # Independent: the five blocks run at 224, 112, 56, 28 and 14 pixels.
     sizes = [224] * 2 + [112] * 2 + [56] * 3 + [28] * 3 + [14] * 3
     c_in = [3] + channels[:-1]
     expected = sum(s * s * 9 * a * b for s, a, b in zip(sizes, c_in, channels))
-    assert sum(c.connections for c in costs[:-1]) == expected == 15_346_630_656
-    assert costs[-1].connections == 512 * 1000
-    assert sum(c.neurons for c in costs) == sum(s * s * c for s, c in zip(sizes, channels))
+    assert sum(c.connections for c in layers[:-1]) == expected == 15_346_630_656
+    assert layers[-1].connections == 512 * 1000
+    assert sum(c.neurons for c in layers) == sum(s * s * c for s, c in zip(sizes, channels))
 
 
 def test_snn_operations_by_hand():
-    costs = [energy.LayerCost("a", connections=100, inputs=10, neurons=5),
-             energy.LayerCost("b", connections=60, inputs=5, neurons=3, adds=8)]
-    ops = energy.snn_operations(costs, spikes_per_layer=[7.0, 2.0], timesteps=4, synapse=True)
+    layers = [costs.LayerCost("a", connections=100, inputs=10, neurons=5),
+              costs.LayerCost("b", connections=60, inputs=5, neurons=3, adds=8)]
+    ops = costs.snn_operations(layers, spikes_per_layer=[7.0, 2.0], timesteps=4, synapse=True)
     assert ops[0] == {"macs": 100.0, "sops": 0.0, "updates": 40.0, "dense_synops": 100.0}
     assert ops[1] == {"macs": 0.0, "sops": 7.0 * 12, "updates": 24.0, "dense_synops": 240.0}
-    loihi = energy.Device("l", True, energy_per_synop=2.0, energy_per_neuron=1.0, energy_per_mac=3.0)
-    gpu = energy.Device("g", False, energy_per_synop=2.0, energy_per_neuron=1.0)
-    assert energy.snn_energy(ops, loihi) == [300 + 40, 2 * 84 + 24]
-    assert energy.snn_energy(ops, gpu) == [200 + 40, 480 + 24]
+    loihi = costs.Device("l", True, energy_per_synop=2.0, energy_per_neuron=1.0, energy_per_mac=3.0)
+    gpu = costs.Device("g", False, energy_per_synop=2.0, energy_per_neuron=1.0)
+    assert costs.snn_energy(ops, loihi) == [300 + 40, 2 * 84 + 24]
+    assert costs.snn_energy(ops, gpu) == [200 + 40, 480 + 24]
     # The ANN's MACs cost energy_per_mac (3), its pooling additions energy_per_synop (2): a device
     # whose two energies differ tells them apart.
-    assert energy.ann_energy(costs, loihi) == [100 * 3 + 5, 60 * 3 + 8 * 2 + 3]
-    assert energy.ann_energy(costs, gpu) == [200 + 5, 120 + 16 + 3]
+    assert costs.ann_energy(layers, loihi) == [100 * 3 + 5, 60 * 3 + 8 * 2 + 3]
+    assert costs.ann_energy(layers, gpu) == [200 + 5, 120 + 16 + 3]
+    rows = costs.energy_table(layers, ops, [None, None], {"g": gpu})
+    assert [r["sop_per_mac"] for r in rows] == [1.0, 84 / 60, (100 + 84) / 160]  # the first layer's MACs count
+    assert costs.sop_weights(layers) == [5 * (60 / 5) / 160]  # 5 neurons, each spike reaching 12 synapses
 
 
 def test_synops_agree_with_keras_spiking_model_energy():
@@ -67,10 +70,10 @@ def test_synops_agree_with_keras_spiking_model_energy():
     timesteps, dt = 6, 0.001
     snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=timesteps, tau=None, seed=1)
     spikes = snn.simulate(images, timesteps)["spikes"].numpy().sum(axis=1).mean(axis=0)
-    ours = energy.snn_operations(energy.vgg_layer_costs(snn.channels, snn.pool_after, 32, 4), spikes, timesteps, False)
+    ours = costs.snn_operations(costs.vgg_layer_costs(snn.channels, snn.pool_after, 32, 4), spikes, timesteps, False)
     naive = simulation.keras_spiking_model(snn, timesteps)
     stats = keras_spiking.ModelEnergy(naive, example_data=np.repeat(images[:, None], timesteps, axis=1))
-    loihi = energy.load_devices()["loihi"]
+    loihi = costs.load_devices()["loihi"]
     convs = [layer for layer in naive.layers if layer.name.startswith("conv_")]
     for i, layer in enumerate(convs[1:], start=1):
         synop_energy, _ = stats.layer_energy(layer, "loihi", timesteps_per_inference=timesteps, dt=dt)
@@ -91,9 +94,38 @@ def test_profiles_are_found_by_a_non_editable_install(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(root)], check=True, capture_output=True)
-    probe = ("import snn4vision, snn4vision.energy as e; print(snn4vision.__file__); "
+    probe = ("import snn4vision, snn4vision.costs as e; print(snn4vision.__file__); "
              "print(' '.join(sorted(e.load_devices())))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          check=True, capture_output=True, text=True).stdout.splitlines()
     assert out[0].startswith(str(target))
     assert out[1] == "45nm arm cpu gpu loihi spinnaker spinnaker2"
+
+
+def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand():
+    """QCFS layers: strength x sum over layers of (spikes per neuron at T = L) x neurons x fan-out of the next
+    layer / the ANN's MACs, counted here from the architecture by hand; nothing during the ReLU warm-up."""
+    import tensorflow as tf
+
+    from snn4vision.training import add_sparsity_penalty, qcfs_layers
+
+    model = models.vgg16(4, image_size=32, width=0.125, batch_norm=True, kernel_l2=0, bias_l1=0, seed=0,
+                         activation="qcfs", levels=4)
+    add_sparsity_penalty(model, 2.0, 32, 4, 0.125)
+    channels = [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
+    sizes = [32] * 2 + [16] * 2 + [8] * 3 + [4] * 3 + [2] * 3
+    c_in = [3] + channels[:-1]
+    macs = sum(s * s * 9 * a * b for s, a, b in zip(sizes, c_in, channels)) + 64 * 4
+    fan_out = [9 * c for c in channels[1:]] + [4]  # a spike reaches 3x3 x C_next synapses; the last, 4 logits
+    images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
+    layers = qcfs_layers(model)
+    probe = tf.keras.Model(model.inputs, [layer.output for layer in layers])
+    outputs = probe(images, training=True)
+    expected = 2.0 * sum(float(tf.reduce_mean(y)) * 4 / float(layer.threshold) * s * s * c * f / macs
+                         for y, layer, s, c, f in zip(outputs, layers, sizes, channels, fan_out))
+    model(images, training=True)
+    assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-5)
+    for layer in layers:
+        layer.quantising.assign(0.0)
+    model(images, training=True)
+    assert float(tf.add_n(model.losses)) == 0.0

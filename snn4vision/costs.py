@@ -1,0 +1,237 @@
+"""Operation counts and joules per device: the one costing path of ANNs and SNNs.
+
+Device profiles are TOML files in ``snn4vision/profiles/`` (one per device; see
+``snn4vision/profiles/README.md`` for the method and sources), shipped as package data. Counting:
+
+- ANN: every synapse is one multiply-accumulate (MAC) per inference (conv:
+  ``H_out * W_out * k_h * k_w * C_in * C_out``; dense: ``in * out``); pooling
+  and global average pooling are additions; every ReLU is a neuron update.
+- SNN on a spiking (event-driven) device: the first layer sees the analog
+  image, which is constant in time, so its MACs are paid once; every later
+  layer pays one synaptic operation (SOP) per presynaptic spike and synapse
+  (measured spikes x fan-out); neurons (and synaptic filters, when present)
+  are updated every timestep.
+- SNN on a non-spiking device: every synapse is computed every timestep.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+#: The profiles shipped with the package (package data, so a non-editable install finds them too).
+ENERGY_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+@dataclass(frozen=True)
+class Device:
+    """Energy figures of one device (joules)."""
+
+    name: str
+    spiking: bool
+    energy_per_synop: float  # per synaptic operation: an accumulate on spiking devices, a MAC otherwise
+    energy_per_neuron: float  # per neuron (or synaptic filter) update
+    energy_per_mac: float | None = None  # per MAC with an analog operand; None: energy_per_synop
+    source: str = ""
+
+    @property
+    def mac(self) -> float:
+        return self.energy_per_synop if self.energy_per_mac is None else self.energy_per_mac
+
+
+def load_devices(directory: str | Path | None = None) -> dict:
+    """All ``*.toml`` device profiles of ``directory`` (default: the shipped ``profiles/``)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+
+    directory = Path(directory) if directory else ENERGY_DIR
+    files = sorted(directory.glob("*.toml")) if directory.is_dir() else []
+    if not files:
+        raise UserError(f"no device profiles (*.toml) in {directory}: pass --profiles with the folder that holds them")
+    devices = {}
+    for path in files:
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+            device = Device(**values)
+        except (tomllib.TOMLDecodeError, TypeError) as exc:
+            raise UserError(f"device profile {path} is invalid ({exc}): it needs name, spiking, energy_per_synop, "
+                            "energy_per_neuron and optionally energy_per_mac and source") from None
+        devices[device.name] = device
+    return devices
+
+
+@dataclass
+class LayerCost:
+    """Per-inference counts of one layer of a network.
+
+    ``connections``: synapses (= MACs of one dense evaluation); ``inputs``:
+    the size of the layer's input, so ``connections / inputs`` is the mean
+    fan-out of one input value; ``neurons``: spiking/ReLU units it feeds;
+    ``adds``: additions (pooling).
+    """
+
+    name: str
+    connections: int
+    inputs: int
+    neurons: int
+    adds: int = 0
+
+    @property
+    def fan_out(self) -> float:
+        return self.connections / self.inputs if self.inputs else 0.0
+
+
+def vgg_layer_costs(channels, pool_after, image_size: int, num_classes: int, kernel_size: int = 3) -> list:
+    """Counts of the SNN4Space VGG-16 (convs with 'same' padding, 2x2 average pools, GAP, dense).
+
+    Pooling is charged to the conv that reads the pooled map (its ``adds``);
+    the GAP's additions are charged to the logits layer.
+    """
+    costs, size, c_in, pending_adds = [], image_size, 3, 0
+    for i, (c_out, pool) in enumerate(zip(channels, pool_after)):
+        inputs = size * size * c_in
+        costs.append(LayerCost(f"conv{i + 1}", size * size * kernel_size ** 2 * c_in * c_out, inputs,
+                               size * size * c_out, pending_adds))
+        pending_adds = size * size * c_out if pool else 0
+        size = size // 2 if pool else size
+        c_in = c_out
+    costs.append(LayerCost("logits", c_in * num_classes, c_in, 0, size * size * c_in))
+    return costs
+
+
+def transformer_costs(layers: list, timesteps: int, dt: float = 0.001) -> tuple:
+    """Counts of a spiking transformer from its measured activity (:func:`snn4vision.transformers.measure`).
+
+    Returns ``(costs, operations, rates_hz)``, one row per recorded entry:
+    synapses (convs and dense layers: one SOP per input spike, or per unit
+    of a spike count, and synapse; the analog stem and an averaged head as
+    MACs, once per evaluation), attention products (the measured
+    accumulates; the same product with dense operands on non-spiking
+    hardware) and neuron layers (one update per neuron per step; firing
+    rate in Hz at ``dt`` seconds per step). ``connections`` of the
+    attention rows and of the neurons is what one dense (ANN-like) pass of
+    the same network computes.
+    """
+    costs, operations, rates = [], [], []
+    for e in layers:
+        if e["kind"] == "neurons":
+            costs.append(LayerCost(e["name"], 0, 0, e["neurons"]))
+            operations.append({"macs": 0.0, "sops": 0.0, "updates": float(e["neurons"] * timesteps),
+                               "dense_synops": 0.0})
+            rates.append(e["rate"] / dt)
+            continue
+        if e["kind"] == "attention":
+            costs.append(LayerCost(e["name"], e["dense_macs"], 0, 0))
+            operations.append({"macs": 0.0, "sops": float(e["accumulates"]), "updates": 0.0,
+                               "dense_synops": float(e["dense_macs"] * timesteps)})
+        elif e["events"] is None:  # analog input: multiply-accumulates
+            macs = float(e["connections"] * e["evaluations"])
+            costs.append(LayerCost(e["name"], e["connections"], e["inputs"], 0))
+            operations.append({"macs": macs, "sops": 0.0, "updates": 0.0, "dense_synops": macs})
+        else:
+            cost = LayerCost(e["name"], e["connections"], e["inputs"], 0)
+            costs.append(cost)
+            operations.append({"macs": 0.0, "sops": float(e["events"]) * cost.fan_out, "updates": 0.0,
+                               "dense_synops": float(e["connections"] * timesteps)})
+        rates.append(None)
+    return costs, operations, rates
+
+
+def sop_weights(costs: list) -> list:
+    """For each neuron layer ``l`` (all rows but the last), the SOP/MAC that one spike per neuron of that layer
+    adds: ``neurons_l * fan_out_{l+1} / (MACs of the ANN)``. A layer before a pooling weighs about 4x (its
+    spikes reach the next layer unpooled); the sum over layers of weight x spikes per neuron is the SNN's SOP/MAC
+    without its first layer's MACs."""
+    macs = sum(cost.connections for cost in costs)
+    return [cost.neurons * following.fan_out / macs for cost, following in zip(costs[:-1], costs[1:])]
+
+
+def ann_energy(costs: list, device: Device) -> list:
+    """Joules per inference of each layer of the ANN on ``device``."""
+    return [c.connections * device.mac + c.adds * device.energy_per_synop + c.neurons * device.energy_per_neuron
+            for c in costs]
+
+
+def snn_operations(costs: list, spikes_per_layer, timesteps: int, synapse: bool) -> list:
+    """Per layer: ``{"macs", "sops", "updates"}`` of the SNN per inference.
+
+    ``spikes_per_layer[l]``: spikes of neuron layer ``l`` per image over the
+    ``timesteps`` steps (measured). Layer ``l + 1`` receives them.
+    """
+    rows = []
+    for i, cost in enumerate(costs):
+        first = i == 0
+        sops = 0.0 if first else float(spikes_per_layer[i - 1]) * cost.fan_out
+        updates = cost.neurons * timesteps * (2 if synapse else 1)
+        rows.append({"macs": float(cost.connections) if first else 0.0, "sops": sops, "updates": float(updates),
+                     "dense_synops": float(cost.connections) * (1 if first else timesteps)})
+    return rows
+
+
+def snn_energy(operations: list, device: Device) -> list:
+    """Joules per inference of each SNN layer on ``device``.
+
+    Spiking devices pay for spikes (SOPs); non-spiking devices compute every
+    synapse every timestep (``dense_synops``).
+    """
+    if device.spiking:
+        return [o["macs"] * device.mac + o["sops"] * device.energy_per_synop + o["updates"] * device.energy_per_neuron
+                for o in operations]
+    return [o["dense_synops"] * device.mac + o["updates"] * device.energy_per_neuron for o in operations]
+
+
+def energy_table(costs: list, operations: list, rates_hz: list, devices: dict) -> list:
+    """One row per layer with counts, firing rate and joules per device, plus a total row."""
+    rows = []
+    ann = {name: ann_energy(costs, d) for name, d in devices.items()}
+    snn = {name: snn_energy(operations, d) for name, d in devices.items()}
+    for i, (cost, ops) in enumerate(zip(costs, operations)):
+        row = {"layer": cost.name, "ann_macs": cost.connections, "ann_adds": cost.adds, "neurons": cost.neurons,
+               "snn_macs": ops["macs"], "snn_sops": ops["sops"], "snn_updates": ops["updates"],
+               "sop_per_mac": sop_per_mac([ops], [cost]),
+               "firing_rate_hz": rates_hz[i] if i < len(rates_hz) else None}
+        for name in devices:
+            row[f"ann_J_{name}"] = ann[name][i]
+            row[f"snn_J_{name}"] = snn[name][i]
+        rows.append(row)
+    total = {"layer": "total", "firing_rate_hz": None, "sop_per_mac": sop_per_mac(operations, costs)}
+    for key in rows[0]:
+        if key not in total:
+            total[key] = float(sum(r[key] for r in rows))
+    rows.append(total)
+    return rows
+
+
+def sop_per_mac(operations: list, costs: list) -> float | None:
+    """The SNN's synaptic operations (and the MACs of its analog first layer) per MAC of the ANN.
+
+    Below 1 the SNN does less synaptic work than its ANN, so it costs less on any device where a synaptic
+    event costs no more than a MAC (neuron updates aside). None where the ANN does no MACs.
+    """
+    macs = sum(cost.connections for cost in costs)
+    return (sum(o["macs"] + o["sops"] for o in operations) / macs) if macs else None
+
+
+def rows_to_csv(rows: list) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def summary(total: dict, devices: dict) -> dict:
+    """Totals per device and the SNN/ANN ratio."""
+    return {name: {"ann_J": total[f"ann_J_{name}"], "snn_J": total[f"snn_J_{name}"],
+                   "snn_over_ann": total[f"snn_J_{name}"] / total[f"ann_J_{name}"] if total[f"ann_J_{name}"] else math.nan,
+                   "spiking": d.spiking} for name, d in devices.items()}
+
+
+def device_table(devices: dict) -> list:
+    return [asdict(d) | {"energy_per_mac": d.mac} for d in devices.values()]
