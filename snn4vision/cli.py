@@ -266,6 +266,8 @@ def fine_tune_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-band", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(10.0, 20.0),
                    help="firing-rate band in Hz for the regulariser (on filtered rates)")
     p.add_argument("--rate-weight", type=float, default=0.0, help="weight of the firing-rate regulariser (0: off)")
+    p.add_argument("--sparsity", type=float, default=0.0,
+                   help="weight of the measured synaptic operations per ANN MAC in the loss (0: off)")
     p.add_argument("--readout-fraction", type=positive_float, default=0.5)
     p.add_argument("--max-train-images", type=positive_int, help="fine-tune on N training images drawn at random (seeded)")
     p.add_argument("--seed", type=int, default=0)
@@ -279,6 +281,7 @@ def fine_tune_config(args: argparse.Namespace):
     return FineTuneConfig(run_dir=args.run_dir, timesteps=args.timesteps, epochs=args.epochs,
                           batch_size=args.batch_size, learning_rate=args.learning_rate, train_tau=args.train_tau,
                           train_dt=args.train_dt, rate_band=tuple(args.rate_band), rate_weight=args.rate_weight,
+                          sparsity=args.sparsity,
                           readout_fraction=args.readout_fraction, max_train_images=args.max_train_images,
                           seed=args.seed, data_dir=args.data_dir)
 

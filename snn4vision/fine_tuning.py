@@ -39,6 +39,7 @@ class FineTuneConfig:
     train_dt: bool = False
     rate_band: tuple = (10.0, 20.0)  # Hz, on the filtered rates
     rate_weight: float = 0.0  # 0: no firing-rate regularisation
+    sparsity: float = 0.0  # weight of the measured synaptic operations per ANN MAC in the loss (0: off)
     readout_fraction: float = 0.5
     max_train_images: int | None = None
     seed: int = 0
@@ -50,6 +51,8 @@ class FineTuneConfig:
             raise UserError("--epochs and --batch-size must be at least 1 and --learning-rate positive")
         if not 0 <= self.rate_band[0] < self.rate_band[1]:
             raise UserError(f"--rate-band must be LOW HIGH with 0 <= LOW < HIGH, got {list(self.rate_band)}")
+        if not (self.sparsity >= 0 and math.isfinite(self.sparsity)):
+            raise UserError(f"--sparsity must be 0 (off) or positive, got {self.sparsity}")
 
 
 def schedule(config: FineTuneConfig) -> list:
@@ -84,7 +87,7 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     tf.keras.utils.set_random_seed(config.seed)
     run = open_run(run_dir, config.data_dir)
     snn = load_snn(run_dir, train_tau=config.train_tau, train_dt=config.train_dt)
-    snn.rate_band, snn.rate_weight = tuple(config.rate_band), config.rate_weight
+    snn.rate_band, snn.rate_weight, snn.sparsity = tuple(config.rate_band), config.rate_weight, config.sparsity
     stages = schedule(config)
     # every stage has the same timesteps x batch size, so the last one stands for all
     resources.check_memory(

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from .conversion import FoldedNetwork, scaled_weights
+from .costs import sop_weights, vgg_layer_costs
 
 
 #: Neuron models: keras-spiking's SpikingActivation("relu"), or (signed) integrate-and-fire for QCFS ANNs.
@@ -103,12 +104,14 @@ class SpikingVGG(tf.keras.Model):
     constants / the step length trainable (dt gets its gradient through the
     synaptic filters, as in keras-spiking). ``rate_band``: ``(low, high)`` Hz; in training,
     adds ``rate_weight * sum_l ((max(low - r_l, 0) + max(r_l - high, 0)) / high)^2``
-    where ``r_l`` is layer ``l``'s mean filtered rate.
+    where ``r_l`` is layer ``l``'s mean filtered rate. ``sparsity``: in training, adds
+    ``sparsity`` x the measured synaptic operations per ANN MAC, each layer's spikes per neuron
+    (straight-through) weighted by the synaptic operations one spike causes (:func:`costs.sop_weights`).
     """
 
     def __init__(self, channels, pool_after, num_classes, image_size, timesteps=8, dt=0.001, tau=0.1,
                  seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, train_dt=False,
-                 neuron="keras_spiking", max_spikes=1,
+                 neuron="keras_spiking", max_spikes=1, sparsity=0.0,
                  **kwargs):
         super().__init__(**kwargs)
         if neuron not in NEURONS:
@@ -130,6 +133,7 @@ class SpikingVGG(tf.keras.Model):
         self.readout_steps = None if readout_steps is None else int(readout_steps)
         self.rate_band = None if rate_band is None else tuple(float(r) for r in rate_band)
         self.rate_weight = float(rate_weight)
+        self.sparsity = float(sparsity)
         self.train_tau = bool(train_tau)
         self.train_dt = bool(train_dt)
         self.shapes = []
@@ -182,15 +186,18 @@ class SpikingVGG(tf.keras.Model):
         return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
                 "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
                 "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
-                "rate_weight": self.rate_weight, "train_tau": self.train_tau, "train_dt": self.train_dt,
+                "rate_weight": self.rate_weight, "sparsity": self.sparsity, "train_tau": self.train_tau,
+                "train_dt": self.train_dt,
                 "neuron": self.neuron, "max_spikes": self.max_spikes, "name": self.name}
 
     # ------------------------------------------------------------------
     def simulate(self, images, timesteps=None, training=False, return_outputs=False):
-        """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "rates": (B,T,L)}``.
+        """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "rates": (B,T,L),
+        "activity": (B,T,L)}``.
 
         ``spikes`` counts spikes per image, step and layer; ``rates`` is each
-        layer's mean filtered output (Hz) per step. With ``return_outputs``,
+        layer's mean filtered output (Hz) per step; ``activity`` is each layer's
+        spikes per neuron and step, differentiable in training (straight-through). With ``return_outputs``,
         ``"outputs"`` holds each layer's output averaged over time, in the
         ANN's units (``(B, h, w, c)`` per layer), for comparison with the ANN.
         """
@@ -216,9 +223,10 @@ class SpikingVGG(tf.keras.Model):
         features = tf.TensorArray(tf.float32, size=timesteps)
         counts = tf.TensorArray(tf.float32, size=timesteps)
         rates = tf.TensorArray(tf.float32, size=timesteps)
+        activity = tf.TensorArray(tf.float32, size=timesteps)
 
-        def step(t, voltages, levels, sums, features, counts, rates):
-            new_voltages, new_levels, new_sums, step_counts, step_rates = [], [], [], [], []
+        def step(t, voltages, levels, sums, features, counts, rates, activity):
+            new_voltages, new_levels, new_sums, step_counts, step_rates, step_activity = [], [], [], [], [], []
             x = None
             for i in range(len(self.kernels)):
                 h = first if i == 0 else tf.nn.conv2d(x, kernels[i], 1, "SAME") + biases[i]
@@ -232,9 +240,15 @@ class SpikingVGG(tf.keras.Model):
                     drive = tf.nn.relu(h)
                     v, n, spikes = keras_spiking_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(drive), dt)
                 new_voltages.append(v)
+                fired = tf.abs(n)  # spikes of either sign
                 if training:
                     spikes = _straight_through(drive, spikes)
-                step_counts.append(tf.reduce_sum(tf.abs(n), axis=[1, 2, 3]))  # spikes of either sign
+                    # backward, spikes per step follow the drive in spike units (a spike carries the threshold,
+                    # or 1 / dt): the gradient of the rate, as for the spikes themselves
+                    unit = 1.0 / thresholds[i] if self.neuron in IF_NEURONS else dt
+                    fired = _straight_through(drive * unit, fired)
+                step_counts.append(tf.reduce_sum(fired, axis=[1, 2, 3]))
+                step_activity.append(tf.reduce_mean(fired, axis=[1, 2, 3]))
                 if self.taus:
                     out = (1 - decays[i]) * spikes + decays[i] * levels[i]
                     new_levels.append(out)
@@ -247,14 +261,18 @@ class SpikingVGG(tf.keras.Model):
             features = features.write(t, tf.reduce_mean(x, axis=[1, 2]))
             counts = counts.write(t, tf.stack(step_counts, axis=1))
             rates = rates.write(t, tf.stack(step_rates, axis=1))
-            return t + 1, tuple(new_voltages), tuple(new_levels), tuple(new_sums), features, counts, rates
+            activity = activity.write(t, tf.stack(step_activity, axis=1))
+            return (t + 1, tuple(new_voltages), tuple(new_levels), tuple(new_sums), features, counts, rates,
+                    activity)
 
-        _, _, _, sums, features, counts, rates = tf.while_loop(
-            lambda t, *_: t < timesteps, step, (tf.constant(0), voltages, levels, sums, features, counts, rates))
+        _, _, _, sums, features, counts, rates, activity = tf.while_loop(
+            lambda t, *_: t < timesteps, step,
+            (tf.constant(0), voltages, levels, sums, features, counts, rates, activity))
         per_step = tf.transpose(features.stack(), [1, 0, 2])
         result = {"logits": tf.einsum("btf,fc->btc", per_step, logits_kernel),
                   "spikes": tf.transpose(counts.stack(), [1, 0, 2]),
-                  "rates": tf.transpose(rates.stack(), [1, 0, 2])}
+                  "rates": tf.transpose(rates.stack(), [1, 0, 2]),
+                  "activity": tf.transpose(activity.stack(), [1, 0, 2])}
         if return_outputs:
             gains = tf.unstack(self.gains)
             result["outputs"] = [total / (tf.cast(timesteps, tf.float32) * gains[i]) for i, total in enumerate(sums)]
@@ -267,7 +285,15 @@ class SpikingVGG(tf.keras.Model):
             layer_rates = tf.reduce_mean(result["rates"], axis=[0, 1])
             excess = (tf.nn.relu(low - layer_rates) + tf.nn.relu(layer_rates - high)) / high
             self.add_loss(self.rate_weight * tf.reduce_sum(excess ** 2))
+        if training and self.sparsity:
+            spikes_per_neuron = tf.reduce_mean(tf.reduce_sum(result["activity"], axis=1), axis=0)  # (layers,)
+            self.add_loss(self.sparsity * tf.reduce_sum(spikes_per_neuron * self.sop_weights()))
         return readout(result["logits"], self.readout_steps)
+
+    def sop_weights(self) -> np.ndarray:
+        """Synaptic operations per ANN MAC that one spike per neuron of each layer causes (:func:`costs.sop_weights`)."""
+        layers = vgg_layer_costs(self.channels, self.pool_after, self.image_size, self.num_classes)
+        return np.asarray(sop_weights(layers), np.float32)
 
     def neurons_per_layer(self) -> list:
         return [int(np.prod(shape)) for shape in self.shapes]

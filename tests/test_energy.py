@@ -129,3 +129,28 @@ def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand():
         layer.quantising.assign(0.0)
     model(images, training=True)
     assert float(tf.add_n(model.losses)) == 0.0
+
+
+@pytest.mark.parametrize("neuron", ["signed_if", "keras_spiking"])
+def test_fine_tuning_sparsity_penalty_is_the_measured_sop_per_mac(neuron):
+    """In training, SpikingVGG adds sparsity x (SOPs the measured spikes cause) / (ANN MACs): the same number
+    the energy path gets from the integer spike counts, and it has a gradient."""
+    import tensorflow as tf
+
+    ann = models.vgg16(4, image_size=32, width=0.125, seed=3, activation="qcfs" if neuron == "signed_if" else "relu",
+                       levels=4)
+    images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
+    net = conversion.fold_ann(ann)
+    if neuron == "keras_spiking":
+        net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=500.0)
+    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=None, neuron=neuron, sparsity=3.0, seed=1)
+    with tf.GradientTape() as tape:
+        snn(images, training=True)
+        penalty = tf.add_n(snn.losses)
+    spikes = snn.simulate(images, 4)["spikes"].numpy().sum(axis=1).mean(axis=0)
+    layers = costs.vgg_layer_costs(snn.channels, snn.pool_after, 32, 4)
+    operations = costs.snn_operations(layers, spikes, 4, synapse=False)
+    expected = 3.0 * sum(o["sops"] for o in operations) / sum(c.connections for c in layers)
+    assert expected > 0 and float(penalty) == pytest.approx(expected, rel=1e-4)
+    gradient = tape.gradient(penalty, snn.kernels[1])  # (untrained: deeper layers are silent)
+    assert gradient is not None and np.abs(gradient.numpy()).sum() > 0

@@ -1,0 +1,165 @@
+"""Accuracy against energy per inference of converted SNNs and their ANNs (issue 14).
+
+For every run given (each trained, converted and costed, e.g. by ``run_all.py`` with some ``--sparsity``),
+every converted variant in its ``conversion.json`` (the default neurons and the sweep's others) and every T
+evaluated there, the energy per inference on each device follows from the measured firing rate of each layer
+through :mod:`snn4vision.costs`, the same path as ``energy_estimation.py``. The ANN of each run is one point.
+Writes a table (with the accuracy/energy Pareto front marked) and a plot in the style of SNN4Space's
+``acc_energy.png``.
+
+Usage::
+
+    .venv/bin/python benchmarks/energy_pareto.py --train 0 0.3 1 --out-dir runs/pareto --dataset ../shared/data/ucmerced
+    .venv/bin/python benchmarks/energy_pareto.py --runs runs/pareto/qcfs-s0 runs/pareto/qcfs-s0.3 ...
+
+``--train`` runs ``run_all.py --sparsity S`` for each S (skipping runs that are complete); extra flags after
+``--`` go to ``run_all.py`` (e.g. ``-- --levels 8``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import snn4vision  # noqa: E402,F401  (tf-keras first)
+from snn4vision import costs  # noqa: E402
+
+
+def run_label(config: dict) -> str:
+    kind = f"QCFS L={config['levels']}" if config["activation"] == "qcfs" else "ReLU"
+    return f"{kind}, S={config.get('sparsity', 0.0):g}, seed {config['seed']}"
+
+
+def points(run_dir: Path, devices: dict) -> tuple[dict, list]:
+    """The ANN's point and one point per (variant, T) of a run's conversion.json."""
+    config = json.loads((run_dir / "config.json").read_text())
+    snn = json.loads((run_dir / "snn.json").read_text())
+    conversion = json.loads((run_dir / "conversion.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    layers = costs.vgg_layer_costs(snn["channels"], snn["pool_after"], snn["image_size"], snn["num_classes"])
+    neurons = [cost.neurons for cost in layers[:-1]]
+    label = run_label(config)
+    ann = {"run": label, "path": str(run_dir), "variant": "ANN", "timesteps": None,
+           "accuracy": metrics["test"]["accuracy"], "sop_per_mac": None,
+           **{f"J_{name}": sum(costs.ann_energy(layers, device)) for name, device in devices.items()}}
+    rows = []
+    for variant in conversion["variants"]:
+        for row in variant["by_timesteps"]:
+            t = row["timesteps"]
+            spikes = [rate * n * t * variant["dt"] for rate, n in zip(row["firing_rate_hz"], neurons)]
+            operations = costs.snn_operations(layers, spikes, t, synapse=variant["tau"] is not None)
+            rows.append({"run": label, "path": str(run_dir), "variant": variant["name"], "timesteps": t,
+                         "accuracy": row["accuracy"], "sop_per_mac": costs.sop_per_mac(operations, layers),
+                         **{f"J_{name}": sum(costs.snn_energy(operations, device))
+                            for name, device in devices.items()}})
+    return ann, rows
+
+
+def pareto(rows: list, key: str) -> set:
+    """Indices of the rows no other row beats on both accuracy (higher) and ``key`` (lower)."""
+    front = set()
+    for i, a in enumerate(rows):
+        if not any(b["accuracy"] >= a["accuracy"] and b[key] <= a[key] and (b["accuracy"], b[key]) != (a["accuracy"], a[key])
+                   for b in rows):
+            front.add(i)
+    return front
+
+
+def plot(anns: list, rows: list, devices: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(devices), figsize=(6 * len(devices), 4.5), squeeze=False)
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    colours = {run: plt.cm.viridis(i / max(1, len(runs) - 1)) for i, run in enumerate(runs)}
+    for ax, device in zip(axes[0], devices):
+        key = f"J_{device}"
+        for run in runs:
+            mine = [r for r in rows if r["run"] == run and r["variant"].startswith("converted")]
+            ax.plot([r[key] * 1e3 for r in mine], [100 * r["accuracy"] for r in mine], "o-", color=colours[run],
+                    label=f"SNN ({run})", markersize=4)
+            for r in mine:
+                ax.annotate(f"T={r['timesteps']}", (r[key] * 1e3, 100 * r["accuracy"]), fontsize=6,
+                            xytext=(3, -8), textcoords="offset points")
+        for ann in anns:
+            ax.plot(ann[key] * 1e3, 100 * ann["accuracy"], "*", color=colours.get(ann["run"], "black"),
+                    markersize=12, markeredgecolor="black", label=f"ANN ({ann['run']})")
+            ax.axvline(ann[key] * 1e3, color=colours.get(ann["run"], "black"), linestyle=":", linewidth=0.8)
+            ax.axhline(100 * ann["accuracy"], color=colours.get(ann["run"], "black"), linestyle=":", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"energy per inference on {device} (mJ)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(bottom=max(0, min(100 * r["accuracy"] for r in rows) - 5))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train(values: list, out_dir: Path, dataset: str, extra: list) -> list:
+    runs = []
+    for value in values:
+        run_dir = out_dir / f"qcfs-s{value:g}"
+        if not (run_dir / "summary.json").is_file():
+            flags = ["--resume"] if (run_dir / "config.json").is_file() else ["--dataset", dataset]
+            subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_all.py"), "--run", str(run_dir),
+                            "--sparsity", f"{value:g}", *flags, *extra], check=True)
+        runs.append(run_dir)
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="*", default=[], help="finished run directories")
+    parser.add_argument("--train", nargs="*", type=float, default=[], help="sparsity values to train with run_all.py")
+    parser.add_argument("--out-dir", default="runs/pareto")
+    parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "ucmerced"))
+    parser.add_argument("--devices", nargs="+", default=["loihi", "45nm"])
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "energy_pareto"))
+    args, extra = parser.parse_known_args()
+    extra = [a for a in extra if a != "--"]
+    runs = [Path(r) for r in args.runs] + train(args.train, Path(args.out_dir), args.dataset, extra)
+    available = costs.load_devices()
+    devices = {name: available[name] for name in args.devices}
+    anns, rows = [], []
+    for run_dir in runs:
+        ann, mine = points(run_dir, devices)
+        anns.append(ann)
+        rows += mine
+    first = args.devices[0]
+    front = pareto(rows, f"J_{first}")
+    lines = ["# Accuracy against energy per inference (issue 14)", "",
+             f"`benchmarks/energy_pareto.py`, {len(runs)} run(s) on the seed-0 split's 210 test images "
+             f"(one run per point: one image is 0.48 points). Energy from the measured firing rates through "
+             f"`snn4vision.costs`; SOP/MAC: the SNN's synaptic operations (and first-layer MACs) per ANN MAC; "
+             f"ratio: SNN / its own ANN on that device. * marks the Pareto front on {first}.", "",
+             "| run | neurons | T | accuracy | SOP/MAC | " + " | ".join(
+                 f"{d} mJ | {d} ratio" for d in args.devices) + " | front |",
+             "|---|---|---|---|---|" + "---|---|" * len(args.devices) + "---|"]
+    by_run = {ann["run"]: ann for ann in anns}
+    for ann in anns:
+        lines.append(f"| {ann['run']} | ANN | - | {100 * ann['accuracy']:.1f} | - | "
+                     + " | ".join(f"{ann[f'J_{d}'] * 1e3:.3f} | 1 " for d in args.devices) + " | |")
+    for i, r in enumerate(rows):
+        ann = by_run[r["run"]]
+        lines.append(f"| {r['run']} | {r['variant']} | {r['timesteps']} | {100 * r['accuracy']:.1f} | "
+                     f"{r['sop_per_mac']:.3f} | "
+                     + " | ".join(f"{r[f'J_{d}'] * 1e3:.3f} | {r[f'J_{d}'] / ann[f'J_{d}']:.2f}" for d in args.devices)
+                     + f" | {'*' if i in front else ''} |")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".md").write_text("\n".join(lines) + "\n\n![accuracy against energy](energy_pareto.png)\n")
+    plot(anns, rows, args.devices, output.with_suffix(".png"))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
