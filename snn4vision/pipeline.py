@@ -161,6 +161,7 @@ def summarise(run_dir: str | Path, seconds: dict | None = None, fine_tuned: bool
         "energy": {"model": energy["model"], "timesteps": energy["timesteps"],
                    "snn_test_accuracy": energy["snn_test_accuracy"],
                    "spikes_per_neuron": energy["spikes_per_image"] / neurons,
+                   "sop_per_mac": energy.get("sop_per_mac"),  # None for energy.json from before it was recorded
                    "devices": {name: {k: s[k] for k in ("ann_J", "snn_J", "snn_over_ann")}
                                for name, s in energy["summary"].items()}},
         "neurons": int(neurons),
@@ -182,7 +183,9 @@ def format_summary(summary: dict) -> str:
                          f"{gap:+.1f} | {r['spikes_per_neuron']:.3f} |")
     e = summary["energy"]
     lines += ["", f"Energy per inference ({e['model']} SNN at T = {e['timesteps']}, test accuracy "
-                  f"{100 * e['snn_test_accuracy']:.1f} %, {e['spikes_per_neuron']:.3f} spikes per neuron):", "",
+                  f"{100 * e['snn_test_accuracy']:.1f} %, {e['spikes_per_neuron']:.3f} spikes per neuron"
+                  + (f", {e['sop_per_mac']:.3f} synaptic operations per ANN MAC" if e.get("sop_per_mac") else "")
+                  + "):", "",
               "| device | ANN (mJ) | SNN (mJ) | SNN / ANN |", "|---|---|---|---|"]
     for name, d in e["devices"].items():
         lines.append(f"| {name} | {1e3 * d['ann_J']:.4g} | {1e3 * d['snn_J']:.4g} | {d['snn_over_ann']:.2f} |")

@@ -126,12 +126,30 @@ def check_inputs(run_dir: Path, names: list[str]) -> None:
         script = STAGE_SCRIPTS.get(entry["stage"], entry["stage"])
         fix = f"re-run {script} --run {run_dir} --overwrite"
         if file_hash(run_dir / name) != entry["sha256"]:
+            if not _readable(run_dir / name):
+                raise UserError(f"{name} in {run_dir} is damaged or incomplete (it changed since {script} wrote it "
+                                f"and no longer reads): {fix}")
             raise UserError(f"{name} in {run_dir} has changed since {script} wrote it (edited, or copied in from "
                             f"another run?): {fix}")
         for source, digest in entry["inputs"].items():
             if not (run_dir / source).is_file() or file_hash(run_dir / source) != digest:
                 raise UserError(f"{name} in {run_dir} was made from {source}, which has changed since (re-trained "
                                 f"or replaced): {fix}")
+
+
+def _readable(path: Path) -> bool:
+    """Whether a JSON or HDF5 file still parses (a truncated or overwritten one does not)."""
+    try:
+        if path.suffix == ".json":
+            read_json(path)
+        elif path.suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r"):
+                pass
+        return True
+    except (UserError, OSError):
+        return False
 
 
 def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool, resumable: bool = True,

@@ -56,6 +56,11 @@ def test_summary_agrees_with_the_stages(pipeline_run):
     for name, device in summary["energy"]["devices"].items():
         assert device["snn_over_ann"] == pytest.approx(device["snn_J"] / device["ann_J"])
         assert device["snn_J"] == pytest.approx(energy["summary"][name]["snn_J"])
+    # loihi prices a synaptic event and a MAC alike (27.1 pJ), a neuron update at 81 pJ: the SNN's joules less
+    # its updates are its synaptic operations and first-layer MACs, which SOP/MAC counts per ANN MAC
+    total = energy["layers"][-1]
+    synaptic = (total["snn_J_loihi"] - total["snn_updates"] * 8.1e-11) / 2.71e-11
+    assert summary["energy"]["sop_per_mac"] == pytest.approx(synaptic / total["ann_macs"], rel=1e-6)
     assert set(summary["wall_time_s"]) == {"train", "convert", "energy"}
     assert summary["fine_tuned"] is None
     markdown = (run_dir / "summary.md").read_text()

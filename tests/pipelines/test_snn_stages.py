@@ -267,6 +267,11 @@ def test_outputs_made_from_changed_inputs_are_refused(converted, tmp_path):
     _perturb_h5(run_dir / "snn.weights.h5")
     with pytest.raises(UserError, match=r"^snn.weights.h5 in .* has changed since pipelines/convert_snn.py wrote it"):
         predict(run_dir, [str(UCMERCED / "beach" / "beach99.jpg")], "snn")
+    weights = run_dir / "snn.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"^snn.weights.h5 in .* is damaged or incomplete \(it changed since "
+                                        r"pipelines/convert_snn.py wrote it and no longer reads\)"):
+        predict(run_dir, [str(UCMERCED / "beach" / "beach99.jpg")], "snn")
 
 
 def test_fine_tuning_lowers_the_loss_of_the_converted_snn(converted, tmp_path):
