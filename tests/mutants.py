@@ -1,32 +1,63 @@
-"""The seven deliberate bugs of issue 13 (and one more): apply each, run the tests named for it, restore.
+"""The seven deliberate bugs of issue 13 (and one more): plant each, run the tests named for it, restore.
 
 Run by hand, not by pytest: ``.venv/bin/python tests/mutants.py [name ...]``. Every line should list a
 failing test; NONE means the suite would not notice that bug.
 """
-import pathlib, subprocess, sys
+import pathlib
+import subprocess
+import sys
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-M = [
- ("MAC at synop energy", "snn4vision/costs.py", "c.connections * device.mac + c.adds", "c.connections * device.energy_per_synop + c.adds", ["tests/test_energy.py"]),
- ("pooling adds dropped", "snn4vision/costs.py", " + c.adds * device.energy_per_synop + c.neurons", " + c.neurons", ["tests/test_energy.py"]),
- ("non-atomic write", "snn4vision/checkpoints.py", "        write(tmp)\n", "        write(path)\n        return\n", ["tests/test_checkpoints.py"]),
- ("clean before commit", "snn4vision/checkpoints.py", "        atomic_write_json(self.state_path, state)\n        self._clean(keep={name, state[\"best_weights\"]})", "        self._clean(keep={name, state[\"best_weights\"]})\n        atomic_write_json(self.state_path, state)", ["tests/test_checkpoints.py"]),
- ("LIF > not >=", "snn4vision/layers.py", "tf.cast(v >= 0.0, v.dtype)", "tf.cast(v > 0.0, v.dtype)", ["tests/test_spiking_transformers.py"]),
- ("IF > not >=", "snn4vision/simulation.py", "count = tf.cast(voltage >= threshold, voltage.dtype)", "count = tf.cast(voltage > threshold, voltage.dtype)", ["tests/test_layers.py"]),
- ("STE from h", "snn4vision/simulation.py", "spikes = _straight_through(drive, spikes)", "spikes = _straight_through(h, spikes)", ["tests/test_conversion.py"]),
- ("gain halved", "snn4vision/conversion.py", "gains = [float(max_rate / p) for p in percentiles]", "gains = [float(0.5 * max_rate / p) for p in percentiles]", ["tests/test_conversion.py"]),
+
+#: (bug, file, original text, planted text, tests to run)
+MUTANTS = [
+    ("MAC at synop energy", "snn4vision/costs.py",
+     "c.connections * device.mac + c.adds", "c.connections * device.energy_per_synop + c.adds",
+     ["tests/test_energy.py"]),
+    ("pooling adds dropped", "snn4vision/costs.py",
+     " + c.adds * device.energy_per_synop + c.neurons", " + c.neurons",
+     ["tests/test_energy.py"]),
+    ("non-atomic write", "snn4vision/checkpoints.py",
+     "        write(tmp)\n", "        write(path)\n        return\n",
+     ["tests/test_checkpoints.py"]),
+    ("clean before commit", "snn4vision/checkpoints.py",
+     "            atomic_write_json(self.state_path, state)\n",
+     "            self._clean(keep={name, state[\"best_weights\"]})\n            atomic_write_json(self.state_path, state)\n",
+     ["tests/test_checkpoints.py"]),
+    ("LIF > not >=", "snn4vision/layers.py",
+     "tf.cast(v >= 0.0, v.dtype)", "tf.cast(v > 0.0, v.dtype)",
+     ["tests/test_spiking_transformers.py"]),
+    ("IF > not >=", "snn4vision/simulation.py",
+     "count = tf.cast(voltage >= threshold, voltage.dtype)", "count = tf.cast(voltage > threshold, voltage.dtype)",
+     ["tests/test_layers.py"]),
+    ("STE from h", "snn4vision/simulation.py",
+     "spikes = _straight_through(drive, spikes)", "spikes = _straight_through(h, spikes)",
+     ["tests/test_conversion.py"]),
+    ("gain halved", "snn4vision/conversion.py",
+     "gains = [float(max_rate / p) for p in percentiles]", "gains = [float(0.5 * max_rate / p) for p in percentiles]",
+     ["tests/test_conversion.py"]),
 ]
-only = sys.argv[1:]
-for name, path, old, new, tests in M:
-    if only and not any(o in name for o in only):
-        continue
-    f = ROOT / path
-    text = f.read_text()
-    assert text.count(old) == 1, (name, text.count(old))
-    f.write_text(text.replace(old, new))
-    try:
-        r = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
-                           cwd=ROOT, capture_output=True, text=True)
-        failed = [l.split(" ")[1] for l in r.stdout.splitlines() if l.startswith("FAILED")]
-        print(f"{name:24} rc={r.returncode} failing: {', '.join(x.split('::')[-1] for x in failed) or 'NONE'}", flush=True)
-    finally:
-        f.write_text(text)
+
+
+def main(only: list) -> None:
+    for name, path, old, new, tests in MUTANTS:
+        if only and not any(o in name for o in only):
+            continue
+        source = ROOT / path
+        text = source.read_text()
+        if text.count(old) != 1:
+            print(f"{name:24} cannot be planted: the original text is not in {path} exactly once")
+            continue
+        source.write_text(text.replace(old, new))
+        try:
+            result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                                    cwd=ROOT, capture_output=True, text=True)
+        finally:
+            source.write_text(text)
+        failed = [line.split(" ")[1].split("::")[-1] for line in result.stdout.splitlines()
+                  if line.startswith("FAILED")]
+        print(f"{name:24} failing: {', '.join(failed) or 'NONE'}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
