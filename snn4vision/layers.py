@@ -75,8 +75,11 @@ class QCFS(tf.keras.layers.Layer):
             return tf.nn.relu(inputs) + 0.0 * lam
 
         outputs = tf.cond(self.quantising > 0.5, quantised, relu)
-        if self.sparsity:  # spikes per neuron at T = L: y * L / lambda; none asked during the ReLU warm-up
-            self.add_loss(self.sparsity * self.quantising * tf.reduce_mean(outputs) * self.levels / lam)
+        if self.sparsity:
+            # expected spikes per neuron at T = L: y * L / lambda; during the ReLU warm-up lambda is not chosen yet,
+            # so the batch's largest activation stands in for it (scale-free, as BatchNorm follows)
+            scale = self.quantising / lam + (1.0 - self.quantising) / tf.stop_gradient(tf.reduce_max(outputs) + 1e-6)
+            self.add_loss(self.sparsity * tf.reduce_mean(outputs) * self.levels * scale)
         return outputs
 
     def start_quantising(self, threshold: float) -> None:

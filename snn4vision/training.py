@@ -398,8 +398,9 @@ def add_sparsity_penalty(model, strength: float, image_size: int, num_classes: i
 
     Each neuron layer's expected spikes per neuron is weighted by the synaptic operations one spike causes
     (:func:`costs.sop_weights`), so the penalty targets SOPs, not spikes. QCFS layers count ``y * L /
-    lambda``, their spikes at ``T = L`` (not during the ReLU warm-up); ReLU layers count ``y`` over the
-    batch's largest activation, their rate per step after normalisation.
+    lambda``, their spikes at ``T = L`` (during the ReLU warm-up, with the batch's largest activation for
+    lambda); ReLU layers count ``y`` over the batch's largest activation, their rate per step after
+    normalisation.
     """
     import tensorflow as tf
 
