@@ -147,7 +147,7 @@ def _tiff_problem(path: Path) -> str | None:
     """Why a TIFF cannot be read as an RGB image, or None when it can (RGB, or RGB plus alpha)."""
     try:
         bands, alpha, _ = tiff_layout(path)
-    except Exception:  # damaged (TiffFileError, IndexError, struct.error, ...): the decoder names it
+    except Exception:  # damaged (TiffFileError, IndexError, struct.error, ...): image_side names it
         return None
     if bands == 3 or (bands == 4 and alpha):
         return None
