@@ -62,3 +62,15 @@ def test_divergence_is_a_non_finite_or_exploded_loss():
     assert diverging(4, 139.0) and diverging(4, 1.0, 8.7e13)  # SGD at lr 1e3 after one epoch: finite, exploded
     assert diverging(4, float("nan")) and diverging(4, 1.0, float("inf"))
     assert bound < 139.0
+
+
+def test_the_quick_preset_penalises_spikes_of_qcfs_networks_only():
+    from snn4vision import cli
+
+    def sparsity(*flags):
+        return cli.train_config(cli.train_ann_parser().parse_args(["--run", "r", *flags])).sparsity
+
+    assert sparsity("--activation", "qcfs") == 1.0  # measured: benchmarks/results/energy_pareto.md
+    assert sparsity() == 0.0 and sparsity("--activation", "relu") == 0.0  # not measured for ReLU networks
+    assert sparsity("--sparsity", "0.5") == 0.5 and sparsity("--activation", "qcfs", "--sparsity", "0") == 0.0
+    assert sparsity("--activation", "qcfs", "--preset", "paper") == 0.0
