@@ -291,7 +291,8 @@ class SpikingVGG(tf.keras.Model):
         return readout(result["logits"], self.readout_steps)
 
     def sop_weights(self) -> np.ndarray:
-        """Synaptic operations per ANN MAC that one spike per neuron of each layer causes (:func:`costs.sop_weights`)."""
+        """Synaptic operations per ANN MAC that one spike per neuron of each layer causes
+        (:func:`costs.sop_weights`)."""
         layers = vgg_layer_costs(self.channels, self.pool_after, self.image_size, self.num_classes)
         return np.asarray(sop_weights(layers), np.float32)
 
