@@ -143,29 +143,21 @@ def tiff_layout(path: str | Path) -> tuple[int, bool, tuple]:
                                                                                int(page.imagewidth))
 
 
-def _tiff_problem(path: Path) -> str | None:
-    """Why a TIFF cannot be read as an RGB image, or None when it can (RGB, or RGB plus alpha)."""
-    try:
-        bands, alpha, _ = tiff_layout(path)
-    except Exception:  # damaged (TiffFileError, IndexError, struct.error, ...): image_side names it
-        return None
-    if bands == 3 or (bands == 4 and alpha):
-        return None
-    return f"has {bands} band{'s' if bands != 1 else ''}"
+def image_header(path: Path) -> tuple[int, str | None]:
+    """``(shorter side in pixels, why it is not RGB or None)``, read from the header (nothing is decoded).
 
-
-def image_side(path: Path) -> int:
-    """The shorter side of an image in pixels, read from its header (nothing is decoded).
-
-    Raises a UserError naming the file when no decoder would recognise it.
+    Only TIFFs can fail the RGB test (RGB, or RGB plus alpha, pass). Raises a UserError naming the file
+    when no decoder would recognise it.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         if path.suffix.lower() in TIFF_EXTENSIONS:
-            return min(tiff_layout(path)[2])
+            bands, alpha, shape = tiff_layout(path)
+            rgb = bands == 3 or (bands == 4 and alpha)
+            return min(shape), None if rgb else f"has {bands} band{'s' if bands != 1 else ''}"
         with Image.open(path) as image:
-            return min(image.size)
+            return min(image.size), None
     except (UnidentifiedImageError, OSError, ValueError, IndexError) as exc:  # tifffile: TiffFileError (a ValueError)
         detail = str(exc).replace(str(path), "").strip(" :'\"") or type(exc).__name__
         if path.suffix.lower() in TIFF_EXTENSIONS:
@@ -181,19 +173,15 @@ def check_images(paths: list) -> None:
     decoded as RGBA of its first band or first three bands: bands would be
     dropped or duplicated without a word.
     """
-    problems = []
-    for path in paths:
-        why = _tiff_problem(path) if path.suffix.lower() in TIFF_EXTENSIONS else None
-        if why:
-            problems.append((path, why))
+    headers = [(path, *image_header(path)) for path in paths]
+    problems = [(path, why) for path, _, why in headers if why]
     if problems:
         path, why = problems[0]
         raise UserError(
             f"{len(problems)} TIFF(s) are not RGB: {path} {why} (snn4vision reads RGB images, or RGB plus an "
             "alpha channel): write an RGB copy of the bands you want (e.g. gdal_translate -b 1 -b 2 -b 3 in.tif "
             "out.tif) and point --dataset at those copies")
-    sides = [(path, image_side(path)) for path in paths]
-    small = [(path, side) for path, side in sides if side < MIN_IMAGE_SIDE]
+    small = [(path, side) for path, side, _ in headers if side < MIN_IMAGE_SIDE]
     if small:
         warn(f"{len(small)} image(s) have a side shorter than {MIN_IMAGE_SIDE} pixels and will be upsampled "
              f"({_first([f'{p} ({s} px)' for p, s in small])}): check that they belong in the dataset")

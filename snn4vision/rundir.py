@@ -119,20 +119,27 @@ def check_inputs(run_dir: Path, names: list[str]) -> None:
     run_dir = Path(run_dir)
     path = run_dir / PROVENANCE
     entries = read_json(path) if path.is_file() else {}
+    hashes = {}  # the outputs of one stage share their inputs: hash each file once
+
+    def current(name: str) -> str | None:
+        if name not in hashes:
+            hashes[name] = file_hash(run_dir / name) if (run_dir / name).is_file() else None
+        return hashes[name]
+
     for name in names:
         entry = entries.get(name)
-        if entry is None or not (run_dir / name).is_file():
+        if entry is None or current(name) is None:
             continue
         script = STAGE_SCRIPTS.get(entry["stage"], entry["stage"])
         fix = f"re-run {script} --run {run_dir} --overwrite"
-        if file_hash(run_dir / name) != entry["sha256"]:
+        if current(name) != entry["sha256"]:
             if not _readable(run_dir / name):
                 raise UserError(f"{name} in {run_dir} is damaged or incomplete (it changed since {script} wrote it "
                                 f"and no longer reads): {fix}")
             raise UserError(f"{name} in {run_dir} has changed since {script} wrote it (edited, or copied in from "
                             f"another run?): {fix}")
         for source, digest in entry["inputs"].items():
-            if not (run_dir / source).is_file() or file_hash(run_dir / source) != digest:
+            if current(source) != digest:
                 raise UserError(f"{name} in {run_dir} was made from {source}, which has changed since (re-trained "
                                 f"or replaced): {fix}")
 
