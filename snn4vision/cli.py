@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from . import edges
 from .errors import UserError
 
 
@@ -89,7 +90,24 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
                         help="training augmentation: snn4space (geometry and colour jitter), geometric "
                              "(zoom, pad-and-crop, flips, 90-degree rotations) or none")
     parser.add_argument("--image-size", type=positive_int, help="images are resized to this square size")
+    parser.add_argument("--input-transform", choices=("none", "prewitt", "sobel"), default=None,
+                        help="edge-filter input (SNN4Space's): each channel's Prewitt or Sobel gradient magnitude, "
+                             "after augmentation; every later stage applies it too (default none; also set by a "
+                             "dataset name such as ucm_prewitt_sq_mask)")
+    parser.add_argument("--squared", action="store_true", help="with --input-transform: square the edge map (sq)")
+    parser.add_argument("--mask", action="store_true",
+                        help="with --input-transform: keep the original pixels where the edge map is nonzero")
     return parser
+
+
+def input_transform(args: argparse.Namespace) -> tuple[str, str]:
+    """``(dataset, transform name)`` from ``--dataset`` (SNN4Space's grammar) and the transform flags."""
+    dataset, named = edges.split_dataset_name(args.dataset)
+    flagged = edges.transform_name(args.input_transform, args.squared, args.mask)
+    if named != "none" and args.input_transform is not None and flagged != named:
+        raise UserError(f"--dataset {args.dataset} already selects the input transform {named}, but the flags "
+                        f"ask for {flagged}: give one of the two")
+    return dataset, named if named != "none" else flagged
 
 
 def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed):
@@ -98,8 +116,9 @@ def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed
 
     values = dict(presets[args.preset])
     values.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
-    return TrainConfig(run_dir=args.run_dir, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                       split=tuple(args.split), preset=args.preset, **fixed, **values)
+    dataset, transform = input_transform(args)
+    return TrainConfig(run_dir=args.run_dir, dataset=dataset, data_dir=args.data_dir, seed=args.seed,
+                       split=tuple(args.split), preset=args.preset, input_transform=transform, **fixed, **values)
 
 
 def train_ann_parser() -> argparse.ArgumentParser:

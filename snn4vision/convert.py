@@ -174,7 +174,7 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
     if config.normalise if normalise is None else normalise:
         indices = run.sample("train", config.normalisation_images, config.seed)
         decoded = data.decoded_dataset(run.source, indices, run.config.image_size)
-        batches = (x for x, _ in data.evaluation_batches(decoded, config.batch_size))
+        batches = (x for x, _ in data.evaluation_batches(decoded, config.batch_size, run.transform))
         percentiles = conversion.activation_percentiles(net, batches, config.percentile, seed=config.seed)
         net = conversion.normalise(net, percentiles, max_rate or config.max_rate or 1.0 / dt)
     snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt,
@@ -200,7 +200,7 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
     run = open_run(run_dir, config.data_dir)
     ann = load_ann(run_dir, run.config, len(run.classes))
     labels = run.labels("test")
-    test_batches = data.evaluation_batches(run.decoded("test"), config.batch_size)
+    test_batches = run.batches("test", config.batch_size)
     with data.explain_bad_images(run.source, run.indices("test")):
         ann_test_accuracy = ann_accuracy(ann, test_batches, labels)
     grid = timestep_grid(config.max_timesteps)

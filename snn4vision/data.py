@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import UserError
+from .edges import EdgeFilter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -470,8 +471,9 @@ def to_float(image):
     return tf.cast(image, tf.float32) / 255.0
 
 
-def training_batches(decoded, batch_size: int, seed: int, epoch: int, augmentation: Augmentation | None):
-    """Shuffled, augmented, batched training data for one epoch.
+def training_batches(decoded, batch_size: int, seed: int, epoch: int, augmentation: Augmentation | None,
+                     transform: EdgeFilter | None = None):
+    """Shuffled, augmented, batched training data for one epoch; ``transform`` applies after augmentation.
 
     Shuffle order and augmentation depend only on ``(seed, epoch)``, so a
     resumed run sees exactly the batches the uninterrupted run would have.
@@ -488,7 +490,11 @@ def training_batches(decoded, batch_size: int, seed: int, epoch: int, augmentati
             deterministic=True)
     else:
         ds = ds.map(lambda x, y: (to_float(x), y))
-    return _fixed_parallelism(ds.batch(batch_size).prefetch(2))
+    return _fixed_parallelism(_transformed(ds.batch(batch_size), transform).prefetch(2))
+
+
+def _transformed(batches, transform: EdgeFilter | None):
+    return batches if transform is None else batches.map(lambda x, y: (transform(x), y))
 
 
 #: Parallel calls of the per-image maps of a batch pipeline.
@@ -506,6 +512,7 @@ def _fixed_parallelism(ds):
     return ds.with_options(options)
 
 
-def evaluation_batches(decoded, batch_size: int):
-    """Batched evaluation data, in split order, no augmentation."""
-    return _fixed_parallelism(decoded.map(lambda x, y: (to_float(x), y)).batch(batch_size).prefetch(2))
+def evaluation_batches(decoded, batch_size: int, transform: EdgeFilter | None = None):
+    """Batched evaluation data, in split order, no augmentation; ``transform`` applied to each batch."""
+    batches = decoded.map(lambda x, y: (to_float(x), y)).batch(batch_size)
+    return _fixed_parallelism(_transformed(batches, transform).prefetch(2))

@@ -83,7 +83,7 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
     config = run.config
     labels = run.labels("test")
     with data.explain_bad_images(run.source, run.indices("test")):
-        result = measure(model, data.evaluation_batches(run.decoded("test"), batch_size))
+        result = measure(model, run.batches("test", batch_size))
     accuracy = float(np.mean(result["logits"].argmax(axis=1) == labels))
     costs, operations, rates = transformer_costs(result["layers"], model.timesteps)
     spikes = total_spikes(result["layers"])
@@ -110,7 +110,7 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
     snn = load_fine_tuned(run_dir, timesteps) if model == "fine-tuned" else load_snn(run_dir, timesteps)
     ann = load_ann(run_dir, run.config, len(run.classes))
     labels = run.labels("test")
-    batches = data.evaluation_batches(run.decoded("test"), batch_size)
+    batches = run.batches("test", batch_size)
     with data.explain_bad_images(run.source, run.indices("test")):
         ann_test_accuracy = ann_accuracy(ann, batches, labels)
         result = simulate_split(snn, batches, snn.timesteps)

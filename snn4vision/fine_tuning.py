@@ -107,7 +107,6 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
         print(f"resuming fine-tuning after {len(done)} epoch(s)")
     train_indices = run.sample("train", config.max_train_images, config.seed)
     decoded_train = data.decoded_dataset(run.source, train_indices, run.config.image_size)
-    decoded_test = run.decoded("test")
     labels = run.labels("test")
     augmentation = data.augmentation(run.config.augment)
     writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / "fine_tune"))
@@ -125,7 +124,7 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
             if [n, epoch] in done:
                 continue
             batches = data.training_batches(decoded_train, stage["batch_size"], config.seed, 1000 * n + epoch,
-                                            augmentation)
+                                            augmentation, run.transform)
             label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
             callbacks = [BatchProgress(label, math.ceil(len(train_indices) / stage["batch_size"]))] if verbose else []
             history = snn.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
@@ -139,7 +138,7 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
                 tf.summary.scalar("accuracy", history["accuracy"][0])
                 tf.summary.scalar("timesteps", stage["timesteps"])
             if epoch == stage["epochs"] - 1:
-                results.append(_evaluate_stage(snn, decoded_test, labels, stage, config, writer, step))
+                results.append(_evaluate_stage(snn, run.batches("test", 64), labels, stage, config, writer, step))
                 if verbose:
                     r = results[-1]
                     print(f"T={stage['timesteps']}: train loss {history['loss'][0]:.4f}, test accuracy "
@@ -159,12 +158,11 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     return report
 
 
-def _evaluate_stage(snn, decoded_test, labels, stage, config, writer, step) -> dict:
+def _evaluate_stage(snn, batches, labels, stage, config, writer, step) -> dict:
     import tensorflow as tf
 
     from .convert import firing_rates, layer_spikes, readout_accuracy, simulate_split
 
-    batches = data.evaluation_batches(decoded_test, 64)
     result = simulate_split(snn, batches, stage["timesteps"])
     accuracy = readout_accuracy(result["logits"], labels, readout_steps(stage["timesteps"], config.readout_fraction))
     spikes = layer_spikes(result["spikes"])

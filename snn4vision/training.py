@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, models, resources, rundir
+from . import data, edges, models, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
 from .costs import sop_weights, vgg_layer_costs
 from .errors import UserError, check_keras
@@ -72,6 +72,8 @@ class TrainConfig:
     qcfs_warmup: float = 0.75
     # weight of the SNN's expected synaptic operations per ANN MAC in the loss (0: off); see add_sparsity_penalty
     sparsity: float = 0.0
+    # edge-filter input (edges.parse): "none", "prewitt", "sobel_sq_mask", ...; applied by every stage
+    input_transform: str = "none"
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -102,6 +104,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        edges.parse(self.input_transform)
         if self.spiking:
             resources.check_timesteps(self.timesteps)
 
@@ -115,7 +118,7 @@ class TrainConfig:
         if unknown:
             raise UserError(f"config.json has unknown keys {sorted(unknown)}: was it written by another version?")
         # runs written before these keys existed trained without them
-        obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0, "sparsity": 0.0} | obj
+        obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0, "sparsity": 0.0, "input_transform": "none"} | obj
         return cls(**{k: tuple(v) if k == "split" else v for k, v in obj.items()})
 
     @property
@@ -244,6 +247,15 @@ class RunData:
             return indices
         return np.sort(np.random.default_rng(seed).choice(indices, count, replace=False))
 
+    @property
+    def transform(self) -> edges.EdgeFilter | None:
+        """The run's input transform (None: plain images); every stage applies it to every batch."""
+        return edges.parse(self.config.input_transform)
+
+    def batches(self, split: str, batch_size: int):
+        """The evaluation batches of ``split``, input transform applied."""
+        return data.evaluation_batches(self.decoded(split), batch_size, self.transform)
+
     def decoded(self, split: str, image_size: int | None = None):
         return data.decoded_dataset(self.source, self.indices(split), image_size or self.config.image_size)
 
@@ -280,14 +292,14 @@ def _test_activity(model, run: RunData, batch_size: int) -> dict:
 
     if not run.manifest["test"]:
         return {}
-    layers = measure(model, data.evaluation_batches(run.decoded("test"), batch_size))["layers"]
+    layers = measure(model, run.batches("test", batch_size))["layers"]
     return {"firing_rates": firing_rates(layers), "spikes_per_image": float(total_spikes(layers))}
 
 
 def _evaluate_split(model, run: RunData, split: str, batch_size: int) -> dict:
     if not run.manifest[split]:
         return {"accuracy": None, "loss": None, "num_images": 0}
-    batches = data.evaluation_batches(run.decoded(split), batch_size)
+    batches = run.batches(split, batch_size)
     logits = model.predict(batches, verbose=0)
     labels = run.labels(split)
     import tensorflow as tf
@@ -554,7 +566,7 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
 
     decoded_train = run.decoded("train")
     augmentation = data.augmentation(config.augment)
-    val_batches = data.evaluation_batches(run.decoded("val"), config.batch_size)
+    val_batches = run.batches("val", config.batch_size)
     writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / stage_name(config)))
     probe = next(iter(val_batches))[0] if config.spiking else None  # fixed batch for firing rates
     all_indices = np.concatenate([run.indices(s) for s in data.SPLITS])
@@ -573,12 +585,13 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
                 optimizer.learning_rate.assign(scheduled)
             if warmup and epoch == config.qcfs_from_epoch:
                 sample = data.decoded_dataset(source, run.sample("train", 256, config.seed), config.image_size)
-                thresholds = start_quantising(model, (x for x, _ in data.evaluation_batches(sample, 64)),
-                                              seed=config.seed)
+                images = (x for x, _ in data.evaluation_batches(sample, 64, run.transform))
+                thresholds = start_quantising(model, images, seed=config.seed)
                 if verbose:
                     print(f"epoch {epoch + 1}: ReLU warm-up over, QCFS thresholds of least quantisation error: "
                           + " ".join(f"{t:.2f}" for t in thresholds), flush=True)
-            batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch, augmentation)
+            batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch, augmentation,
+                                            run.transform)
             callbacks = [BatchProgress(f"epoch {epoch + 1}/{config.epochs}", steps)] if verbose else []
             fit = model.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
             val_loss, val_accuracy = model.evaluate(val_batches, verbose=0)
