@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, resources, rundir
+from . import data, edges, resources, rundir
 from .checkpoints import read_json
 from .errors import UserError
 
