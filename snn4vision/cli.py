@@ -276,21 +276,39 @@ def convert_config(args: argparse.Namespace):
 def fine_tune_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fine_tune.py",
                                 description="Fine-tune the converted SNN with spiking-aware training over doubling "
-                                            "timesteps T = 1, 2, 4, ... (stage 3).")
+                                            "timesteps T = 1, 2, 4, ... (stage 3). Flags left out take the "
+                                            "recipe's value, or the default shown.")
     add_run_flags(p)
-    p.add_argument("--timesteps", type=positive_int, default=8, help="target T (rounded down to a power of 2)")
-    p.add_argument("--epochs", type=positive_int, default=1, help="epochs of the last stage; stage n gets 2^(E-n) x")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="batch of the last stage; stage n gets 2^(E-n) x")
-    p.add_argument("--learning-rate", type=positive_float, default=1e-5,
-                   help="Adam learning rate of the last stage; stage n gets 2^(E-n) x")
-    p.add_argument("--train-tau", action="store_true", help="also train the synaptic time constants")
-    p.add_argument("--train-dt", action="store_true", help="also train the step length dt")
-    p.add_argument("--rate-band", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(10.0, 20.0),
-                   help="firing-rate band in Hz for the regulariser (on filtered rates)")
-    p.add_argument("--rate-weight", type=float, default=0.0, help="weight of the firing-rate regulariser (0: off)")
-    p.add_argument("--sparsity", type=float, default=0.0,
-                   help="weight of the measured synaptic operations per ANN MAC in the loss (0: off)")
-    p.add_argument("--readout-fraction", type=positive_float, default=0.5)
+    p.add_argument("--recipe", choices=("snn4space",),
+                   help="snn4space: SNN4Space's schedule (T 32, batch 16, 16 epochs, RMSprop 3e-5, dt trained from "
+                        "the conversion's down to 1 ms under a geometric ceiling, trainable tau capped on a path to "
+                        "1 ms); convert with --dt 1 --tau 0.1 --max-rate 4000 first")
+    p.add_argument("--timesteps", type=positive_int, help="target T (rounded down to a power of 2; default 8)")
+    p.add_argument("--epochs", type=positive_int, help="epochs of the last stage; stage n gets 2^(E-n) x (default 1)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="batch of the last stage; stage n gets 2^(E-n) x (default 32)")
+    p.add_argument("--learning-rate", type=positive_float,
+                   help="learning rate of the last stage; stage n gets 2^(E-n) x (default 1e-5)")
+    p.add_argument("--optimizer", choices=("adam", "rmsprop"), help="default adam")
+    p.add_argument("--train-tau", action=argparse.BooleanOptionalAction, help="also train the synaptic time constants")
+    p.add_argument("--train-dt", action=argparse.BooleanOptionalAction, help="also train the step length dt")
+    p.add_argument("--dt-min", type=positive_float,
+                   help="with --train-dt: the floor of dt in seconds, enforced after every optimizer step")
+    p.add_argument("--dt-decay", choices=("none", "geometric"),
+                   help="with --train-dt and --dt-min: geometric caps dt on a geometric path from its start to "
+                        "--dt-min, reached when the last stage starts; none leaves it to the gradient")
+    p.add_argument("--tau-min", type=positive_float,
+                   help="with --dt-min: the synaptic time constant when dt reaches --dt-min; the taus are capped on "
+                        "the log-log line from the conversion's (dt, tau) to (--dt-min, --tau-min)")
+    p.add_argument("--rate-band", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="firing-rate band in Hz of the rate regularisers (default 10 20)")
+    p.add_argument("--rate-weight", type=float, help="weight of the regulariser of the layers' mean filtered rates "
+                                                     "outside the band (default 0: off)")
+    p.add_argument("--rate-l2", type=float, help="weight of keras-spiking's L2 regulariser of each neuron's spike "
+                                                 "rate outside the band (SNN4Space: 1e-9; default 0: off)")
+    p.add_argument("--sparsity", type=float,
+                   help="weight of the measured synaptic operations per ANN MAC in the loss (default 0: off)")
+    p.add_argument("--readout-fraction", type=positive_float, help="default 0.5")
     p.add_argument("--max-train-images", type=positive_int, help="fine-tune on N training images drawn at random (seeded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
@@ -298,14 +316,17 @@ def fine_tune_parser() -> argparse.ArgumentParser:
 
 
 def fine_tune_config(args: argparse.Namespace):
-    from .fine_tuning import FineTuneConfig
+    """A FineTuneConfig: the recipe's values (or the defaults), overridden by the flags that were given."""
+    from .fine_tuning import RECIPES, FineTuneConfig
 
-    return FineTuneConfig(run_dir=args.run_dir, timesteps=args.timesteps, epochs=args.epochs,
-                          batch_size=args.batch_size, learning_rate=args.learning_rate, train_tau=args.train_tau,
-                          train_dt=args.train_dt, rate_band=tuple(args.rate_band), rate_weight=args.rate_weight,
-                          sparsity=args.sparsity,
-                          readout_fraction=args.readout_fraction, max_train_images=args.max_train_images,
-                          seed=args.seed, data_dir=args.data_dir)
+    values = dict(RECIPES[args.recipe]) if args.recipe else {}
+    names = ("timesteps", "epochs", "batch_size", "learning_rate", "optimizer", "train_tau", "train_dt", "dt_min",
+             "dt_decay", "tau_min", "rate_band", "rate_weight", "rate_l2", "sparsity", "readout_fraction", "max_train_images")
+    values.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    if "rate_band" in values:
+        values["rate_band"] = tuple(values["rate_band"])
+    return FineTuneConfig(run_dir=args.run_dir, seed=args.seed, data_dir=args.data_dir, recipe=args.recipe,
+                          **values)
 
 
 def predict_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,16 @@ keras-spiking does) at T_n = 1, 2, 4, ..., 2^E with E = floor(log2 T). Stage
 ``n`` multiplies the batch size, the learning rate and the number of epochs
 by ``2^(E - n)``: batch x T stays constant, and every stage costs about the
 same compute.
+
+The ``snn4space`` recipe (:data:`RECIPES`) is SNN4Space's
+``train_spiking_models.py``: the SNN is converted at dt = 1 s, where its
+0.1 s filters are transparent and a neuron fires many spikes per step, so
+stage T = 1 starts near the ANN; dt and tau are then trained with the
+weights (RMSprop) down to a floor of 1 ms, enforced after every optimizer
+step, with keras-spiking's L2 rate regulariser on a 10-20 Hz band.
+``dt_decay="geometric"`` adds a ceiling on dt that falls geometrically from
+the start dt to the floor over every stage but the last, so that the last
+stage trains at the floor whatever way the gradient pushes dt.
 """
 from __future__ import annotations
 
@@ -44,6 +54,14 @@ class FineTuneConfig:
     max_train_images: int | None = None
     seed: int = 0
     data_dir: str | None = None
+    optimizer: str = "adam"  # or "rmsprop" (SNN4Space's)
+    dt_min: float | None = None  # with train_dt: the floor of dt, enforced after every optimizer step
+    dt_decay: str = "none"  # with train_dt: "geometric" caps dt on a geometric path from its start to dt_min
+    # with dt_min: the synaptic time constant at dt_min; tau's ceiling follows dt from (dt_start, tau_start) to
+    # (dt_min, tau_min) on a straight line in log-log, so the filters keep pace with the shrinking step
+    tau_min: float | None = None
+    rate_l2: float = 0.0  # keras-spiking's L2 regulariser of each neuron's rate outside rate_band (0: off)
+    recipe: str | None = None  # the recipe whose defaults this config took ("snn4space"), for the record
 
     def validate(self) -> None:
         resources.check_timesteps(self.timesteps)
@@ -53,6 +71,65 @@ class FineTuneConfig:
             raise UserError(f"--rate-band must be LOW HIGH with 0 <= LOW < HIGH, got {list(self.rate_band)}")
         if not (self.sparsity >= 0 and math.isfinite(self.sparsity)):
             raise UserError(f"--sparsity must be 0 (off) or positive, got {self.sparsity}")
+        if not (self.rate_l2 >= 0 and math.isfinite(self.rate_l2)):
+            raise UserError(f"--rate-l2 must be 0 (off) or positive, got {self.rate_l2}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.dt_decay not in DT_DECAYS:
+            raise UserError(f"--dt-decay must be one of {', '.join(DT_DECAYS)}, got {self.dt_decay!r}")
+        if self.dt_min is not None and not self.dt_min > 0:
+            raise UserError(f"--dt-min must be positive, got {self.dt_min}")
+        if (self.dt_min is not None or self.dt_decay != "none") and not self.train_dt:
+            raise UserError("--dt-min and --dt-decay shape a trained dt: add --train-dt")
+        if self.dt_decay != "none" and self.dt_min is None:
+            raise UserError("--dt-decay needs the dt to decay to: add --dt-min (SNN4Space: 0.001)")
+        if self.tau_min is not None and not (self.tau_min > 0 and self.dt_min is not None):
+            raise UserError(f"--tau-min must be positive and comes with --dt-min, got {self.tau_min}")
+
+    def check_snn(self, dt: float, tau: float | None, neuron: str) -> None:
+        """Refuse an SNN this schedule cannot train: a floor above its dt, or a rate regulariser on IF neurons."""
+        if self.dt_min is not None and dt < self.dt_min:
+            raise UserError(f"the SNN's dt ({dt:g} s) is already below --dt-min ({self.dt_min:g} s): convert "
+                            f"again with a larger --dt (the snn4space recipe: --dt 1 --max-rate {4 / self.dt_min:g})")
+        if self.dt_decay != "none" and dt <= self.dt_min:
+            raise UserError(f"--dt-decay {self.dt_decay} needs an SNN converted at a dt above --dt-min "
+                            f"({self.dt_min:g} s), but it was converted at {dt:g} s: convert with --dt 1 "
+                            f"--max-rate {4 / self.dt_min:g}")
+        if self.tau_min is not None and tau is None:
+            raise UserError("--tau-min shapes the synaptic filters, but this SNN has none: convert with "
+                            "--synapse lowpass")
+        if neuron != "keras_spiking" and (self.rate_l2 or self.train_dt or self.train_tau):
+            raise UserError("--rate-l2, --train-dt and --train-tau apply to the low-pass (keras-spiking) SNN of a "
+                            "ReLU ANN; this run's SNN has integrate-and-fire (QCFS) neurons")
+
+
+
+#: Optimizers of the fine-tuning stages.
+OPTIMIZERS = ("adam", "rmsprop")
+#: How a trained dt is driven to its floor: by the gradient alone, or under a falling geometric ceiling too.
+DT_DECAYS = ("none", "geometric")
+#: Named fine-tuning recipes: defaults that explicit flags override.
+RECIPES = {
+    # SNN4Space's train_spiking_models.py defaults: target T 32, batch 16, 16 epochs, RMSprop 3e-5, dt trained
+    # from the conversion's 1 s down to 1 ms, trainable tau, L2 1e-9 rate regulariser on 10-20 Hz
+    "snn4space": dict(timesteps=32, epochs=16, batch_size=16, learning_rate=3e-5, optimizer="rmsprop",
+                      train_tau=True, train_dt=True, dt_min=1e-3, dt_decay="geometric", tau_min=1e-3, rate_l2=0.0,
+                      rate_band=(10.0, 20.0), readout_fraction=0.5),
+}
+
+
+def dt_ceiling(config: FineTuneConfig, dt_start: float, stage: int, progress: float) -> float:
+    """The largest dt allowed at ``progress`` (0 to 1) through stage ``stage``; the start dt without a decay.
+
+    ``"geometric"``: ``dt_start * (dt_min / dt_start) ** f``, where ``f`` is the fraction of the stages
+    before the last one done, so that dt reaches the floor when the last stage starts (or, with one stage,
+    when it ends).
+    """
+    if config.dt_decay == "none":
+        return dt_start
+    decaying = max(1, len(schedule(config)) - 1)
+    fraction = min(1.0, (stage + progress) / decaying)
+    return dt_start * (config.dt_min / dt_start) ** fraction
 
 
 def schedule(config: FineTuneConfig) -> list:
@@ -87,7 +164,10 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     tf.keras.utils.set_random_seed(config.seed)
     run = open_run(run_dir, config.data_dir)
     snn = load_snn(run_dir, train_tau=config.train_tau, train_dt=config.train_dt)
+    config.check_snn(snn.dt, snn.tau, snn.neuron)
     snn.rate_band, snn.rate_weight, snn.sparsity = tuple(config.rate_band), config.rate_weight, config.sparsity
+    snn.rate_l2 = config.rate_l2
+    dt_start = snn.dt  # the conversion's; a resumed run restores the trained dt from its checkpoint
     stages = schedule(config)
     # every stage has the same timesteps x batch size, so the last one stands for all
     resources.check_memory(
@@ -97,12 +177,14 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
         "lower --batch-size or --timesteps")
     parameters = sum(int(np.prod(w.shape)) for w in snn.weights)
     resources.check_disk(run_dir, resources.stage_disk_bytes(parameters, 5), "fine-tuning")
-    optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+    optimizer = (tf.keras.optimizers.RMSprop if config.optimizer == "rmsprop" else tf.keras.optimizers.Adam)(
+        config.learning_rate)
     optimizer.build(snn.trainable_variables)
     checkpointer = EpochCheckpointer(ckpt_dir, model=snn, optimizer=optimizer)
     state = checkpointer.restore() if resume else None
     done = state["done"] if state else []  # finished epochs as [stage, epoch]
     results = state["results"] if state else []
+    trace = state.get("trace", []) if state else []  # per epoch: dt, mean tau, loss
     if state and verbose:
         print(f"resuming fine-tuning after {len(done)} epoch(s)")
     train_indices = run.sample("train", config.max_train_images, config.seed)
@@ -126,24 +208,33 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
             batches = data.training_batches(decoded_train, stage["batch_size"], config.seed, 1000 * n + epoch,
                                             augmentation, run.transform)
             label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
-            callbacks = [BatchProgress(label, math.ceil(len(train_indices) / stage["batch_size"]))] if verbose else []
+            steps = math.ceil(len(train_indices) / stage["batch_size"])
+            callbacks = [BatchProgress(label, steps)] if verbose else []
+            if config.train_dt and config.dt_min is not None:
+                callbacks.append(_dt_bounds(snn, config, dt_start, n, epoch, stage["epochs"], steps))
             history = snn.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
             if diverging(len(run.classes), history["loss"][0]):  # not committed: the last checkpoint stays
                 raise UserError(f"fine-tuning diverged at T={stage['timesteps']}, epoch {epoch + 1} (loss "
                                 f"{history['loss'][0]}): run again with --overwrite and a lower --learning-rate "
                                 f"(now {config.learning_rate:g})")
             done.append([n, epoch])
+            dt_now = float(snn.dt_weight.numpy())
+            trace.append({"timesteps": stage["timesteps"], "epoch": epoch + 1, "dt": dt_now,
+                          "tau_mean": _mean_tau(snn), "loss": history["loss"][0]})
             with writer.as_default(step=step):
                 tf.summary.scalar("loss", history["loss"][0])
                 tf.summary.scalar("accuracy", history["accuracy"][0])
                 tf.summary.scalar("timesteps", stage["timesteps"])
+                tf.summary.scalar("dt", dt_now)
+                if snn.taus:
+                    tf.summary.scalar("tau_mean", trace[-1]["tau_mean"])
             if epoch == stage["epochs"] - 1:
                 results.append(_evaluate_stage(snn, run.batches("test", 64), labels, stage, config, writer, step))
                 if verbose:
                     r = results[-1]
                     print(f"T={stage['timesteps']}: train loss {history['loss'][0]:.4f}, test accuracy "
                           f"{r['accuracy']:.4f}, {r['spikes_per_image']:.0f} spikes/image", flush=True)
-            checkpointer.save(step, {"done": done, "results": results})
+            checkpointer.save(step, {"done": done, "results": results, "trace": trace})
             step += 1
     snn.timesteps = stages[-1]["timesteps"]
     snn.dt = float(snn.dt_weight.numpy())  # the config records the (possibly trained) step length
@@ -151,11 +242,47 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     atomic_write_json(run_dir / FINE_TUNED_CONFIG, snn.get_config())
     save_variables(snn.weights, run_dir / FINE_TUNED_WEIGHTS)
     report = {"config": dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}, "stages": stages,
-              "results": results, "wall_time_s": time.perf_counter() - began}
+              "results": results, "dt_start": dt_start, "dt_final": snn.dt, "trace": trace,
+              "wall_time_s": time.perf_counter() - began}
     atomic_write_json(run_dir / FINE_TUNE, report)
     rundir.record_outputs(run_dir, "fine_tune", [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE],
                           [SNN_CONFIG, SNN_WEIGHTS, rundir.CONFIG, rundir.SPLIT])
     return report
+
+
+def _mean_tau(snn) -> float | None:
+    """The mean synaptic time constant over every neuron (None: no synapse)."""
+    if not snn.taus:
+        return None
+    sizes = [int(np.prod(t.shape)) for t in snn.taus]
+    return float(sum(float(np.sum(t.numpy())) for t in snn.taus) / sum(sizes))
+
+
+def tau_ceiling(config: FineTuneConfig, dt_start: float, tau_start: float, dt: float) -> float:
+    """The largest synaptic time constant at step length ``dt``: ``tau_start`` without ``tau_min``, else on the
+    log-log line through ``(dt_start, tau_start)`` and ``(dt_min, tau_min)`` (so ``tau_min`` at the floor)."""
+    if config.tau_min is None or dt_start <= config.dt_min:
+        return tau_start
+    slope = math.log(config.tau_min / tau_start) / math.log(config.dt_min / dt_start)
+    return tau_start * (dt / dt_start) ** slope
+
+
+def _dt_bounds(snn, config: FineTuneConfig, dt_start: float, stage: int, epoch: int, epochs: int, steps: int):
+    """A callback that keeps a trained dt within ``[dt_min, dt_ceiling]``, and every tau at most
+    :func:`tau_ceiling`, after every optimizer step (SNN4Space's DTStop clamps dt only at epoch starts, so dt
+    could spend an epoch below the floor)."""
+    import tensorflow as tf
+
+    def bound(batch, logs=None):
+        ceiling = dt_ceiling(config, dt_start, stage, (epoch + (batch + 1) / steps) / epochs)
+        dt = float(np.clip(float(snn.dt_weight.numpy()), config.dt_min, max(ceiling, config.dt_min)))
+        snn.dt_weight.assign(dt)
+        if config.tau_min is not None:
+            cap = tau_ceiling(config, dt_start, snn.tau, dt)
+            for tau in snn.taus:
+                tau.assign(tf.minimum(tau, cap))
+
+    return tf.keras.callbacks.LambdaCallback(on_train_batch_end=bound)
 
 
 def _evaluate_stage(snn, batches, labels, stage, config, writer, step) -> dict:
@@ -166,7 +293,7 @@ def _evaluate_stage(snn, batches, labels, stage, config, writer, step) -> dict:
     result = simulate_split(snn, batches, stage["timesteps"])
     accuracy = readout_accuracy(result["logits"], labels, readout_steps(stage["timesteps"], config.readout_fraction))
     spikes = layer_spikes(result["spikes"])
-    rates = firing_rates(spikes, snn.neurons_per_layer(), stage["timesteps"], snn.dt)
+    rates = firing_rates(spikes, snn.neurons_per_layer(), stage["timesteps"], float(snn.dt_weight.numpy()))
     with writer.as_default(step=step):
         tf.summary.scalar("test_accuracy", accuracy)
         tf.summary.histogram("firing_rate_hz", np.asarray(rates))

@@ -107,17 +107,22 @@ class SpikingVGG(tf.keras.Model):
     where ``r_l`` is layer ``l``'s mean filtered rate. ``sparsity``: in training, adds
     ``sparsity`` x the measured synaptic operations per ANN MAC, each layer's spikes per neuron
     (straight-through) weighted by the synaptic operations one spike causes (:func:`costs.sop_weights`).
+    ``rate_l2``: in training, keras-spiking's ranged L2 activity regulariser as SNN4Space puts it on every
+    spiking activation: ``rate_l2`` x the sum over steps and neurons of the squared distance of each
+    neuron's output (``n / dt`` Hz) from the ``rate_band``, per image (keras-spiking neurons only).
     """
 
     def __init__(self, channels, pool_after, num_classes, image_size, timesteps=8, dt=0.001, tau=0.1,
                  seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, train_dt=False,
-                 neuron="keras_spiking", max_spikes=1, sparsity=0.0,
+                 neuron="keras_spiking", max_spikes=1, sparsity=0.0, rate_l2=0.0,
                  **kwargs):
         super().__init__(**kwargs)
         if neuron not in NEURONS:
             raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
         if neuron in IF_NEURONS and tau is not None:
             raise ValueError("integrate-and-fire (QCFS) neurons take no synaptic filter: use tau=None")
+        if rate_l2 and (neuron != "keras_spiking" or not rate_band):
+            raise ValueError("rate_l2 regularises keras-spiking neurons' rates towards a rate_band: give both")
         if int(max_spikes) < 1 or (int(max_spikes) > 1 and neuron != "signed_if"):
             raise ValueError(f"max_spikes must be 1, or more for signed_if neurons; got {max_spikes} for {neuron}")
         self.neuron = neuron
@@ -134,6 +139,7 @@ class SpikingVGG(tf.keras.Model):
         self.rate_band = None if rate_band is None else tuple(float(r) for r in rate_band)
         self.rate_weight = float(rate_weight)
         self.sparsity = float(sparsity)
+        self.rate_l2 = float(rate_l2)
         self.train_tau = bool(train_tau)
         self.train_dt = bool(train_dt)
         self.shapes = []
@@ -186,7 +192,7 @@ class SpikingVGG(tf.keras.Model):
         return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
                 "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
                 "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
-                "rate_weight": self.rate_weight, "sparsity": self.sparsity, "train_tau": self.train_tau,
+                "rate_weight": self.rate_weight, "sparsity": self.sparsity, "rate_l2": self.rate_l2, "train_tau": self.train_tau,
                 "train_dt": self.train_dt,
                 "neuron": self.neuron, "max_spikes": self.max_spikes, "name": self.name}
 
@@ -224,8 +230,10 @@ class SpikingVGG(tf.keras.Model):
         counts = tf.TensorArray(tf.float32, size=timesteps)
         rates = tf.TensorArray(tf.float32, size=timesteps)
         activity = tf.TensorArray(tf.float32, size=timesteps)
+        band = training and self.rate_l2 > 0
+        outside = tf.zeros([batch])  # per image: squared distance of the spike rates from the band, summed
 
-        def step(t, voltages, levels, sums, features, counts, rates, activity):
+        def step(t, voltages, levels, sums, features, counts, rates, activity, outside):
             new_voltages, new_levels, new_sums, step_counts, step_rates, step_activity = [], [], [], [], [], []
             x = None
             for i in range(len(self.kernels)):
@@ -249,6 +257,10 @@ class SpikingVGG(tf.keras.Model):
                     fired = _straight_through(drive * unit, fired)
                 step_counts.append(tf.reduce_sum(fired, axis=[1, 2, 3]))
                 step_activity.append(tf.reduce_mean(fired, axis=[1, 2, 3]))
+                if band:
+                    low, high = self.rate_band
+                    distance = tf.nn.relu(low - spikes) + tf.nn.relu(spikes - high)
+                    outside = outside + tf.reduce_sum(distance * distance, axis=[1, 2, 3])
                 if self.taus:
                     out = (1 - decays[i]) * spikes + decays[i] * levels[i]
                     new_levels.append(out)
@@ -263,16 +275,18 @@ class SpikingVGG(tf.keras.Model):
             rates = rates.write(t, tf.stack(step_rates, axis=1))
             activity = activity.write(t, tf.stack(step_activity, axis=1))
             return (t + 1, tuple(new_voltages), tuple(new_levels), tuple(new_sums), features, counts, rates,
-                    activity)
+                    activity, outside)
 
-        _, _, _, sums, features, counts, rates, activity = tf.while_loop(
+        _, _, _, sums, features, counts, rates, activity, outside = tf.while_loop(
             lambda t, *_: t < timesteps, step,
-            (tf.constant(0), voltages, levels, sums, features, counts, rates, activity))
+            (tf.constant(0), voltages, levels, sums, features, counts, rates, activity, outside))
         per_step = tf.transpose(features.stack(), [1, 0, 2])
         result = {"logits": tf.einsum("btf,fc->btc", per_step, logits_kernel),
                   "spikes": tf.transpose(counts.stack(), [1, 0, 2]),
                   "rates": tf.transpose(rates.stack(), [1, 0, 2]),
                   "activity": tf.transpose(activity.stack(), [1, 0, 2])}
+        if band:
+            result["rate_band_l2"] = outside
         if return_outputs:
             gains = tf.unstack(self.gains)
             result["outputs"] = [total / (tf.cast(timesteps, tf.float32) * gains[i]) for i, total in enumerate(sums)]
@@ -285,6 +299,8 @@ class SpikingVGG(tf.keras.Model):
             layer_rates = tf.reduce_mean(result["rates"], axis=[0, 1])
             excess = (tf.nn.relu(low - layer_rates) + tf.nn.relu(layer_rates - high)) / high
             self.add_loss(self.rate_weight * tf.reduce_sum(excess ** 2))
+        if training and self.rate_l2:
+            self.add_loss(self.rate_l2 * tf.reduce_mean(result["rate_band_l2"]))
         if training and self.sparsity:
             spikes_per_neuron = tf.reduce_mean(tf.reduce_sum(result["activity"], axis=1), axis=0)  # (layers,)
             self.add_loss(self.sparsity * tf.reduce_sum(spikes_per_neuron * self.sop_weights()))
