@@ -280,7 +280,7 @@ def fine_tune_parser() -> argparse.ArgumentParser:
                                             "recipe's value, or the default shown.")
     add_run_flags(p)
     p.add_argument("--recipe", choices=("snn4space",),
-                   help="snn4space: SNN4Space's schedule (T 32, batch 16, 16 epochs, RMSprop 3e-5, dt trained from "
+                   help="snn4space: SNN4Space's schedule (T 32, batch 16, 16 epochs, RMSprop 3e-6, dt trained from "
                         "the conversion's down to 1 ms under a geometric ceiling, trainable tau capped on a path to "
                         "1 ms); convert with --dt 1 --tau 0.1 --max-rate 4000 first")
     p.add_argument("--timesteps", type=positive_int, help="target T (rounded down to a power of 2; default 8)")

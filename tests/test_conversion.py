@@ -181,3 +181,26 @@ def test_tau_and_dt_train_through_the_synaptic_filters(ann, images):
     assert tau_grad is not None and float(tf.reduce_sum(tf.abs(tau_grad))) > 0
     frozen = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=0.003, train_tau=False, seed=0)
     assert not frozen.dt_weight.trainable and not any(tau.trainable for tau in frozen.taus)
+
+
+def test_rate_l2_is_keras_spikings_ranged_l2_regulariser(ann, images):
+    """Our per-neuron rate penalty equals keras-spiking's ``regularizers.L2(target=band)`` as SNN4Space puts it
+    on every SpikingActivation (Keras divides activity regularisation by the batch size)."""
+    import keras_spiking
+
+    net = conversion.fold_ann(ann)
+    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=6, tau=0.005, seed=3, rate_band=(10.0, 20.0),
+                                            rate_l2=1e-6)
+    snn(images, training=True)
+    ours = float(sum(snn.losses))
+    naive = simulation.keras_spiking_model(snn)
+    outputs = [layer.output for layer in naive.layers if isinstance(layer, keras_spiking.SpikingActivation)]
+    spikes = tf.keras.Model(naive.inputs, outputs)(np.repeat(images[:, None], 6, axis=1), training=False)
+    regulariser = keras_spiking.regularizers.L2(l2=1e-6, target=(10.0, 20.0))
+    reference = sum(float(regulariser(s)) for s in spikes) / len(images)
+    assert ours == pytest.approx(reference, rel=1e-4)
+    # most neurons fire at 0 Hz or 1000 Hz in a step: both outside the band, so the penalty is large
+    assert reference > 1e-6 * 10.0 ** 2 * snn.neurons_per_layer()[0]
+    with pytest.raises(ValueError, match="rate_band"):
+        simulation.SpikingVGG.from_folded(net, 32, rate_l2=1e-6)

@@ -1,0 +1,51 @@
+"""The snn4space recipe's bounds on dt and tau, by hand."""
+import math
+
+import pytest
+
+from snn4vision import cli
+from snn4vision.errors import UserError
+from snn4vision.fine_tuning import RECIPES, FineTuneConfig, dt_ceiling, schedule, tau_ceiling
+
+
+def _recipe(**changes) -> FineTuneConfig:
+    return FineTuneConfig("run", **(RECIPES["snn4space"] | changes))
+
+
+def test_dt_ceiling_falls_geometrically_to_the_floor_when_the_last_stage_starts():
+    config = _recipe()  # T = 32: stages T = 1 ... 32, six of them; dt decays over the first five
+    assert len(schedule(config)) == 6
+    assert dt_ceiling(config, 1.0, 0, 0.0) == pytest.approx(1.0)
+    assert dt_ceiling(config, 1.0, 2, 0.5) == pytest.approx(10 ** -1.5)  # half way: 2.5 of 5 stages
+    assert dt_ceiling(config, 1.0, 5, 0.0) == pytest.approx(1e-3)
+    assert dt_ceiling(config, 1.0, 5, 1.0) == pytest.approx(1e-3)  # never below the floor
+    one_stage = _recipe(timesteps=1)
+    assert dt_ceiling(one_stage, 1.0, 0, 0.5) == pytest.approx(10 ** -1.5)  # one stage: floor at its end
+    assert dt_ceiling(_recipe(dt_decay="none"), 1.0, 3, 0.5) == 1.0
+
+
+def test_tau_ceiling_follows_dt_on_a_log_log_line():
+    config = _recipe()  # (1 s, 0.1 s) to (1 ms, 1 ms): tau ~ dt^(2/3)
+    assert tau_ceiling(config, 1.0, 0.1, 1.0) == pytest.approx(0.1)
+    assert tau_ceiling(config, 1.0, 0.1, 1e-3) == pytest.approx(1e-3)
+    assert tau_ceiling(config, 1.0, 0.1, 0.1) == pytest.approx(0.1 * 0.1 ** (2 / 3))
+    # filter smoothing per step exp(-dt / tau): transparent at the start, e^-1 at the floor
+    assert math.exp(-1.0 / tau_ceiling(config, 1.0, 0.1, 1.0)) < 1e-4
+    assert tau_ceiling(_recipe(tau_min=None), 1.0, 0.1, 1e-3) == 0.1
+
+
+def test_recipe_flags_override_the_recipe_and_bad_combinations_are_refused():
+    args = cli.fine_tune_parser().parse_args(["--run", "r", "--recipe", "snn4space", "--epochs", "2",
+                                              "--no-train-tau"])
+    config = cli.fine_tune_config(args)
+    assert (config.epochs, config.train_tau, config.optimizer, config.dt_min) == (2, False, "rmsprop", 1e-3)
+    plain = cli.fine_tune_config(cli.fine_tune_parser().parse_args(["--run", "r"]))
+    assert (plain.timesteps, plain.optimizer, plain.train_dt, plain.dt_min) == (8, "adam", False, None)
+    for bad, message in [(dict(train_dt=False), "--train-dt"), (dict(dt_min=None), "--dt-min"),
+                         (dict(optimizer="sgd"), "--optimizer"), (dict(rate_l2=-1.0), "--rate-l2")]:
+        with pytest.raises(UserError, match=message):
+            _recipe(**bad).validate()
+    with pytest.raises(UserError, match="convert with --dt 1"):
+        _recipe().check_snn(0.001, 0.1, "keras_spiking")
+    with pytest.raises(UserError, match="integrate-and-fire"):
+        _recipe(tau_min=None).check_snn(1.0, None, "signed_if")
