@@ -62,7 +62,7 @@ def test_every_stage_sees_the_runs_edge_maps(prewitt_run):
 def test_snn4space_recipe_takes_dt_and_tau_down_to_their_floors(prewitt_run):
     run_dir = prewitt_run[0]  # converted at dt 1 s, tau 0.1 s by the test above
     config = FineTuneConfig(str(run_dir), **(RECIPES["snn4space"] | dict(timesteps=4, epochs=1, batch_size=16)),
-                            max_train_images=32)
+                            max_train_images=32, recipe="snn4space")
     report = fine_tune(config, verbose=False)
     assert report["dt_start"] == 1.0 and report["dt_final"] == pytest.approx(1e-3)
     trace = report["trace"]  # per epoch: stage T=1 has 4 epochs, T=2 two, T=4 one
