@@ -40,7 +40,7 @@ def ann_accuracy(run_dir, run, batches, labels):
 
 
 def snn_rows(snn, batches, labels, grid, fraction):
-    costs = costs.vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
+    layers = costs.vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
     rows = []
     for t in grid:
         simulate = tf.function(lambda x, t=t: snn.simulate(x, t))
@@ -50,7 +50,7 @@ def snn_rows(snn, batches, labels, grid, fraction):
         seconds = time.perf_counter() - began
         logits = np.concatenate([o["logits"].numpy() for o in outputs])
         spikes = layer_spikes(np.concatenate([o["spikes"].numpy() for o in outputs]))
-        ops = costs.snn_operations(costs, spikes, t, synapse=snn.tau is not None)
+        ops = costs.snn_operations(layers, spikes, t, synapse=snn.tau is not None)
         rows.append({"timesteps": t, "accuracy": readout_accuracy(logits, labels, readout_steps(t, fraction)),
                      "ms_per_image": 1000 * seconds / len(labels), "sops_per_image": sum(o["sops"] for o in ops),
                      "first_layer_macs": ops[0]["macs"], "spikes_per_image": float(spikes.sum())})
