@@ -10,7 +10,7 @@ is judged by its exit status, its stderr and what happened to the files that wer
 - lost: a file that was there before is gone or changed after a refused command;
 - left: a refused command left new files behind (half outputs).
 
-Usage: ``.venv/bin/python benchmarks/bad_inputs.py [--workers 2] [--only TEXT]``; writes
+Usage: ``.venv/bin/python benchmarks/bad_inputs.py [--workers 2] [--only TEXT ...]``; writes
 ``benchmarks/results/bad_inputs.md``. Needs ../shared/data; takes about 10 minutes on 2 cores.
 """
 from __future__ import annotations
@@ -184,8 +184,13 @@ def cases() -> list:
                         (["--weights", "/no/such.h5"], "missing --weights file"),
                         (["--weights", "imagenet"], "imagenet weights offline"),
                         (["--label-smoothing", "1"], "label smoothing 1"), (["--qcfs-warmup", "1"], "qcfs warm-up 1"),
-                        (["--levels", "0"], "qcfs levels 0")]:
+                        (["--levels", "0"], "qcfs levels 0"), (["--mask"], "--mask without an edge filter"),
+                        (["--input-transform", "canny"], "unknown edge filter")]:
         add(Case("train_ann", name, ["--run", "{work}/new", "--dataset", "{data}", *tiny, *flags]))
+    add(Case("train_ann", "unknown edge filter in a dataset name",
+             ["--run", "{work}/new", "--dataset", "ucm_prewitt_blur", *tiny]))
+    add(Case("train_ann", "dataset name and flag ask for other edge filters",
+             ["--run", "{work}/new", "--dataset", "ucm_prewitt", "--input-transform", "sobel", *tiny]))
     add(Case("train_ann", "dataset path typo", ["--run", "{work}/new", "--dataset", "/typo", *tiny]))
     add(Case("train_ann", "unknown dataset name", ["--run", "{work}/new", "--dataset", "imagenette", *tiny]))
     add(Case("train_ann", "eurosat not on disk, offline", ["--run", "{work}/new", "--dataset", "eurosat", "--data-dir",
@@ -253,7 +258,10 @@ def cases() -> list:
                         (["--timesteps", "4096", "--batch-size", "100000"], "too much memory"),
                         (["--batch-size", "0"], "batch size 0"), (["--epochs", "0"], "epochs 0"),
                         (["--learning-rate", "0"], "learning rate 0"), (["--rate-band", "5", "1"], "rate band 5 1"),
-                        (["--learning-rate", "1e9"], "diverging (lr 1e9)")]:
+                        (["--learning-rate", "1e9"], "diverging (lr 1e9)"),
+                        (["--recipe", "snn4space"], "snn4space recipe on an SNN converted at dt 1 ms"),
+                        (["--dt-min", "0.001"], "--dt-min without --train-dt"), (["--rate-l2", "-1"], "rate l2 -1"),
+                        (["--tau-min", "0.001"], "--tau-min without --dt-min")]:
         add(Case("fine_tune", name, ["--run", "{run}", "--overwrite", "--max-train-images", "16", *flags], base="ann"))
     add(Case("fine_tune", "fine-tuned run, no flag", ["--run", "{run}"], base="ann"))
     add(Case("fine_tune", "--resume with no checkpoint", ["--run", "{run}", "--resume"], base="ann",
@@ -374,10 +382,10 @@ def run_case(case: Case, bases: dict, work_root: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", help="run only cases whose stage or name contains this text")
+    parser.add_argument("--only", nargs="+", help="run only cases whose stage or name contains one of these texts")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bad_inputs.md"))
     args = parser.parse_args()
-    selected = [c for c in cases() if not args.only or args.only in c.stage or args.only in c.name]
+    selected = [c for c in cases() if not args.only or any(t in c.stage or t in c.name for t in args.only)]
     work_root = Path(tempfile.mkdtemp(prefix="snn4vision-bad-inputs-"))
     began = time.perf_counter()
     try:

@@ -90,11 +90,13 @@ class FineTuneConfig:
         """Refuse an SNN this schedule cannot train: a floor above its dt, or a rate regulariser on IF neurons."""
         if self.dt_min is not None and dt < self.dt_min:
             raise UserError(f"the SNN's dt ({dt:g} s) is already below --dt-min ({self.dt_min:g} s): convert "
-                            f"again with a larger --dt (the snn4space recipe: --dt 1 --max-rate {4 / self.dt_min:g})")
+                            f"again with a larger --dt (as the snn4space recipe does: --dt 1 --tau 0.1 --max-rate "
+                            f"{4 / self.dt_min:g})")
         if self.dt_decay != "none" and dt <= self.dt_min:
-            raise UserError(f"--dt-decay {self.dt_decay} needs an SNN converted at a dt above --dt-min "
-                            f"({self.dt_min:g} s), but it was converted at {dt:g} s: convert with --dt 1 "
-                            f"--max-rate {4 / self.dt_min:g}")
+            what = f"the {self.recipe} recipe" if self.recipe else f"--dt-decay {self.dt_decay}"
+            raise UserError(f"{what} starts from an SNN converted at a dt above {self.dt_min:g} s, but this one "
+                            f"was converted at {dt:g} s: run convert_snn.py --dt 1 --tau 0.1 --max-rate "
+                            f"{4 / self.dt_min:g} --overwrite first")
         if self.tau_min is not None and tau is None:
             raise UserError("--tau-min shapes the synaptic filters, but this SNN has none: convert with "
                             "--synapse lowpass")

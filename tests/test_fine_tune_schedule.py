@@ -45,7 +45,7 @@ def test_recipe_flags_override_the_recipe_and_bad_combinations_are_refused():
                          (dict(optimizer="sgd"), "--optimizer"), (dict(rate_l2=-1.0), "--rate-l2")]:
         with pytest.raises(UserError, match=message):
             _recipe(**bad).validate()
-    with pytest.raises(UserError, match="convert with --dt 1"):
-        _recipe().check_snn(0.001, 0.1, "keras_spiking")
+    with pytest.raises(UserError, match="converted at 0.001 s: run convert_snn.py --dt 1 --tau 0.1 --max-rate 4000"):
+        _recipe(recipe="snn4space").check_snn(0.001, 0.1, "keras_spiking")
     with pytest.raises(UserError, match="integrate-and-fire"):
         _recipe(tau_min=None).check_snn(1.0, None, "signed_if")
