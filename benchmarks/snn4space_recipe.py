@@ -42,7 +42,8 @@ def rows_by_timesteps(snn, batches, labels, grid, fraction, devices) -> list:
     for t in grid:
         spikes = layer_spikes(result["spikes"][:, :t])
         operations = costs.snn_operations(layers, spikes, t, synapse=snn.tau is not None)
-        row = {"timesteps": t, "accuracy": readout_accuracy(result["logits"][:, :t], labels, readout_steps(t, fraction)),
+        accuracy = readout_accuracy(result["logits"][:, :t], labels, readout_steps(t, fraction))
+        row = {"timesteps": t, "accuracy": accuracy,
                "spikes_per_image": float(spikes.sum()), "sop_per_mac": costs.sop_per_mac(operations, layers)}
         for name in DEVICES:
             row[f"snn_J_{name}"] = float(sum(costs.snn_energy(operations, devices[name])))
@@ -100,7 +101,8 @@ def markdown(report: dict) -> str:
              f"Fine-tuning: `{_command(ft['config'])}`, {ft['wall_time_s'] / 60:.0f} min; dt from "
              f"{ft['dt_start']:g} s to {ft['dt_final']:g} s.", "",
              "## Per epoch of fine-tuning: dt, mean tau and training loss; test accuracy at each stage's end", "",
-             "| T | epoch | dt (s) | mean tau (s) | train loss | test accuracy (that T, that dt) |", "|---|---|---|---|---|---|"]
+             "| T | epoch | dt (s) | mean tau (s) | train loss | test accuracy (that T, that dt) |",
+             "|---|---|---|---|---|---|"]
     accuracy = {r["timesteps"]: r["accuracy"] for r in ft["results"]}
     stage_epochs = {s["timesteps"]: s["epochs"] for s in ft["stages"]}
     for row in ft["trace"]:
@@ -110,7 +112,8 @@ def markdown(report: dict) -> str:
     lines += ["", "## Accuracy, spikes and energy per inference against T at dt = 1 ms", ""]
     for name, rows in report["paths"].items():
         lines += [f"### {name}", "", "| T | accuracy | gap to ANN (points) | spikes/image | SOP/MAC | "
-                  + " | ".join(f"{d} mJ (SNN/ANN)" for d in DEVICES) + " |", "|---|---|---|---|---|" + "---|" * len(DEVICES)]
+                  + " | ".join(f"{d} mJ (SNN/ANN)" for d in DEVICES) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(DEVICES)]
         for r in rows:
             energy = " | ".join(f"{1e3 * r[f'snn_J_{d}']:.3f} ({r[f'snn_J_{d}'] / report['ann_J'][d]:.2f}x)"
                                 for d in DEVICES)

@@ -321,7 +321,8 @@ def fine_tune_config(args: argparse.Namespace):
 
     values = dict(RECIPES[args.recipe]) if args.recipe else {}
     names = ("timesteps", "epochs", "batch_size", "learning_rate", "optimizer", "train_tau", "train_dt", "dt_min",
-             "dt_decay", "tau_min", "rate_band", "rate_weight", "rate_l2", "sparsity", "readout_fraction", "max_train_images")
+             "dt_decay", "tau_min", "rate_band", "rate_weight", "rate_l2", "sparsity", "readout_fraction",
+             "max_train_images")
     values.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
     if "rate_band" in values:
         values["rate_band"] = tuple(values["rate_band"])

@@ -11,10 +11,11 @@ The ``snn4space`` recipe (:data:`RECIPES`) is SNN4Space's
 0.1 s filters are transparent and a neuron fires many spikes per step, so
 stage T = 1 starts near the ANN; dt and tau are then trained with the
 weights (RMSprop) down to a floor of 1 ms, enforced after every optimizer
-step, with keras-spiking's L2 rate regulariser on a 10-20 Hz band.
-``dt_decay="geometric"`` adds a ceiling on dt that falls geometrically from
-the start dt to the floor over every stage but the last, so that the last
-stage trains at the floor whatever way the gradient pushes dt.
+step. ``dt_decay="geometric"`` adds a ceiling on dt that falls geometrically
+from the start dt to the floor over every stage but the last, so that the
+last stage trains at the floor whatever way the gradient pushes dt, and
+``tau_min`` caps the taus on a path that falls with dt. SNN4Space's L2 rate
+regulariser on a 10-20 Hz band is available (``rate_l2``) but off.
 """
 from __future__ import annotations
 
@@ -103,7 +104,6 @@ class FineTuneConfig:
         if neuron != "keras_spiking" and (self.rate_l2 or self.train_dt or self.train_tau):
             raise UserError("--rate-l2, --train-dt and --train-tau apply to the low-pass (keras-spiking) SNN of a "
                             "ReLU ANN; this run's SNN has integrate-and-fire (QCFS) neurons")
-
 
 
 #: Optimizers of the fine-tuning stages.

@@ -192,8 +192,8 @@ class SpikingVGG(tf.keras.Model):
         return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
                 "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
                 "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
-                "rate_weight": self.rate_weight, "sparsity": self.sparsity, "rate_l2": self.rate_l2, "train_tau": self.train_tau,
-                "train_dt": self.train_dt,
+                "rate_weight": self.rate_weight, "sparsity": self.sparsity, "rate_l2": self.rate_l2,
+                "train_tau": self.train_tau, "train_dt": self.train_dt,
                 "neuron": self.neuron, "max_spikes": self.max_spikes, "name": self.name}
 
     # ------------------------------------------------------------------

@@ -20,7 +20,8 @@ from ..conftest import TINY_TRAIN_ARGS
 def _prewitt_by_scipy(image):
     """Prewitt gradient magnitude per channel, by SciPy, with SNN4Space's scale (not yet thresholded)."""
     return np.stack([np.hypot(ndimage.prewitt(image[..., c], axis=0, mode="reflect"),
-                              ndimage.prewitt(image[..., c], axis=1, mode="reflect")) for c in range(3)], -1) / np.sqrt(10)
+                              ndimage.prewitt(image[..., c], axis=1, mode="reflect")) for c in range(3)],
+                    -1) / np.sqrt(10)
 
 
 @pytest.fixture(scope="module")
