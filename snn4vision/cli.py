@@ -296,7 +296,8 @@ def fine_tune_parser() -> argparse.ArgumentParser:
                    help="with --train-dt: the floor of dt in seconds, enforced after every optimizer step")
     p.add_argument("--dt-decay", choices=("none", "geometric"),
                    help="with --train-dt and --dt-min: geometric caps dt on a geometric path from its start to "
-                        "--dt-min, reached when the last stage starts; none leaves it to the gradient")
+                        "--dt-min, reached when the last stage starts; none leaves it to the gradient (dt never rises "
+                        "above its start)")
     p.add_argument("--tau-min", type=positive_float,
                    help="with --dt-min: the synaptic time constant when dt reaches --dt-min; the taus are capped on "
                         "the log-log line from the conversion's (dt, tau) to (--dt-min, --tau-min)")
