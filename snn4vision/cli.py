@@ -103,11 +103,14 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
 def input_transform(args: argparse.Namespace) -> tuple[str, str]:
     """``(dataset, transform name)`` from ``--dataset`` (SNN4Space's grammar) and the transform flags."""
     dataset, named = edges.split_dataset_name(args.dataset)
-    flagged = edges.transform_name(args.input_transform, args.squared, args.mask)
-    if named != "none" and args.input_transform is not None and flagged != named:
-        raise UserError(f"--dataset {args.dataset} already selects the input transform {named}, but the flags "
-                        f"ask for {flagged}: give one of the two")
-    return dataset, named if named != "none" else flagged
+    if named == "none":
+        return dataset, edges.transform_name(args.input_transform, args.squared, args.mask)
+    if args.input_transform is not None or args.squared or args.mask:
+        flagged = edges.transform_name(args.input_transform or edges.parse(named).kind, args.squared, args.mask)
+        if flagged != named:
+            raise UserError(f"--dataset {args.dataset} already selects the input transform {named}, but the "
+                            f"flags ask for {flagged}: give one of the two")
+    return dataset, named
 
 
 def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed):

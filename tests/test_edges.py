@@ -76,7 +76,9 @@ def test_transform_flags_and_names_agree_or_are_refused():
     assert cli.input_transform(_args("--dataset", "ucm_sobel_mask")) == ("uc_merced", "sobel_mask")
     assert cli.input_transform(_args("--input-transform", "prewitt", "--squared")) == ("uc_merced", "prewitt_sq")
     assert cli.train_config(_args("--dataset", "ucm_prewitt")).input_transform == "prewitt"
-    with pytest.raises(UserError, match="already selects"):
-        cli.input_transform(_args("--dataset", "ucm_prewitt", "--input-transform", "sobel"))
+    assert cli.input_transform(_args("--dataset", "ucm_prewitt_sq", "--squared")) == ("uc_merced", "prewitt_sq")
+    for flags in (["--input-transform", "sobel"], ["--squared"], ["--input-transform", "none"]):
+        with pytest.raises(UserError, match="already selects the input transform prewitt, but"):
+            cli.input_transform(_args("--dataset", "ucm_prewitt", *flags))
     with pytest.raises(UserError, match="add --input-transform"):
         cli.input_transform(_args("--mask"))
