@@ -52,9 +52,16 @@ def test_every_stage_sees_the_runs_edge_maps(prewitt_run):
     probabilities = tf.nn.softmax(ann(expected[:2])).numpy()
     rows = predict(run_dir, [str(p) for p in paths[:2]], "ann")
     assert [r["probability"] for r in rows] == pytest.approx(probabilities.max(axis=1).tolist(), rel=1e-3)
-    # convert and energy report the ANN's accuracy on the same inputs as training's test metrics
+    # convert verifies the SNN on the first test batch: the ANN's first activations there are those of the edge
+    # maps, not of the images; its ANN accuracy, and energy's, are training's test accuracy
     report = convert_snn(ConvertConfig(str(run_dir), max_timesteps=4, dt=1.0, max_rate=4000.0,
                                        normalisation_images=32, sweep=False), verbose=False)
+    first = tf.keras.Model(ann.inputs, next(layer.output for layer in ann.layers
+                                            if isinstance(layer, tf.keras.layers.ReLU)))
+    verified = report["verify"]["layers"][0]["ann_mean"]
+    assert verified == pytest.approx(float(first(got[:32]).numpy().mean()), rel=1e-4)
+    rgb = np.stack([load_image_file(p, size) for p in paths[:32]]).astype(np.float32) / 255
+    assert verified != pytest.approx(float(first(rgb).numpy().mean()), rel=1e-2)
     assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     energy = estimate_energy(run_dir, ["loihi"], timesteps=1, verbose=False)
     assert energy["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
