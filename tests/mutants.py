@@ -1,4 +1,4 @@
-"""The seven deliberate bugs of issue 13 (and one more): plant each, run the tests named for it, restore.
+"""The seven deliberate bugs of issue 13 and four more: plant each, run the tests named for it, restore.
 
 Run by hand, not by pytest: ``.venv/bin/python tests/mutants.py [name ...]``. Every line should list a
 failing test; NONE means the suite would not notice that bug.
@@ -36,6 +36,17 @@ MUTANTS = [
     ("gain halved", "snn4vision/conversion.py",
      "gains = [float(max_rate / p) for p in percentiles]", "gains = [float(0.5 * max_rate / p) for p in percentiles]",
      ["tests/test_conversion.py"]),
+    ("convert drops the edge filter", "snn4vision/convert.py",
+     'test_batches = run.batches("test", config.batch_size)',
+     'test_batches = data.evaluation_batches(run.decoded("test"), config.batch_size)',
+     ["tests/pipelines/test_edge_inputs_and_snn4space_recipe.py"]),
+    ("dt floor after the epoch only", "snn4vision/fine_tuning.py",
+     "tf.keras.callbacks.LambdaCallback(on_train_batch_end=bound)",
+     "tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: bound(steps - 1))",
+     ["tests/test_fine_tune_schedule.py"]),
+    ("Sobel centre weight 1", "snn4vision/edges.py",
+     "[[1, 0, -1], [2, 0, -2], [1, 0, -1]]", "[[1, 0, -1], [1, 0, -1], [1, 0, -1]]",
+     ["tests/test_edges.py"]),
 ]
 
 

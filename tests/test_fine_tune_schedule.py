@@ -5,7 +5,8 @@ import pytest
 
 from snn4vision import cli
 from snn4vision.errors import UserError
-from snn4vision.fine_tuning import RECIPES, FineTuneConfig, dt_ceiling, schedule, tau_ceiling
+from snn4vision.fine_tuning import RECIPES, FineTuneConfig, _dt_bounds, dt_ceiling, schedule, tau_ceiling
+from snn4vision.simulation import SpikingVGG
 
 
 def _recipe(**changes) -> FineTuneConfig:
@@ -32,6 +33,21 @@ def test_tau_ceiling_follows_dt_on_a_log_log_line():
     # filter smoothing per step exp(-dt / tau): transparent at the start, e^-1 at the floor
     assert math.exp(-1.0 / tau_ceiling(config, 1.0, 0.1, 1.0)) < 1e-4
     assert tau_ceiling(_recipe(tau_min=None), 1.0, 0.1, 1e-3) == 0.1
+
+
+def test_dt_and_tau_are_bounded_after_every_optimizer_step():
+    config = _recipe()
+    snn = SpikingVGG([2, 2], [False, False], 3, 4, dt=1.0, tau=0.1, train_dt=True)
+    bounds = _dt_bounds(snn, config, 1.0, stage=0, epoch=1, epochs=4, steps=5)
+    snn.dt_weight.assign(2.0)  # an optimizer step above the ceiling after batch 3 of 5, epoch 2 of 4, stage T = 1
+    bounds.on_train_batch_end(2)
+    ceiling = dt_ceiling(config, 1.0, 0, (1 + 3 / 5) / 4)
+    assert float(snn.dt_weight.numpy()) == pytest.approx(ceiling)
+    assert max(float(t.numpy().max()) for t in snn.taus) == pytest.approx(tau_ceiling(config, 1.0, 0.1, ceiling))
+    snn.dt_weight.assign(5e-4)  # below the floor
+    bounds.on_train_batch_end(3)
+    assert float(snn.dt_weight.numpy()) == pytest.approx(1e-3)
+    assert max(float(t.numpy().max()) for t in snn.taus) == pytest.approx(1e-3)
 
 
 def test_recipe_flags_override_the_recipe_and_bad_combinations_are_refused():
