@@ -116,7 +116,7 @@ RECIPES = {
     # conversion's 1 s down to 1 ms, trainable tau. Changed: learning rate 3e-6, not 3e-5 (at T = 32 the first
     # stage gets 32x, and 9.6e-4 took the loss from 0.01 to 50 in three batches); taus capped on a path to 1 ms
     # (at 0.1 s, 13 filters in series do not settle within 32 steps of 1 ms); no rate regulariser (its 10-20 Hz
-    # band suits SNN4Space's unnormalised ~1 Hz rates: on rates normalised to 4000 Hz it silenced the network)
+    # band suits SNN4Space's unnormalised ~1 Hz rates: on rates normalised to 1000 Hz it silenced the network)
     "snn4space": dict(timesteps=32, epochs=16, batch_size=16, learning_rate=3e-6, optimizer="rmsprop",
                       train_tau=True, train_dt=True, dt_min=1e-3, dt_decay="geometric", tau_min=1e-3, rate_l2=0.0,
                       rate_band=(10.0, 20.0), readout_fraction=0.5),
