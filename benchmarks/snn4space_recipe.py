@@ -21,12 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import snn4vision  # noqa: E402,F401
 
-import numpy as np  # noqa: E402
-
 from snn4vision import costs  # noqa: E402
 from snn4vision.checkpoints import read_json  # noqa: E402
-from snn4vision.convert import (ConvertConfig, build_snn, layer_spikes, load_ann, readout_accuracy,  # noqa: E402
-                                readout_steps, simulate_split, timestep_grid)
+from snn4vision.convert import (ConvertConfig, ann_accuracy, build_snn, layer_spikes, load_ann,  # noqa: E402
+                                readout_accuracy, readout_steps, simulate_split, timestep_grid)
 from snn4vision.fine_tuning import load_fine_tuned  # noqa: E402
 from snn4vision.training import open_run  # noqa: E402
 
@@ -62,8 +60,8 @@ def main():
     batches = run.batches("test", 64)
     devices = costs.load_devices()
     ann = load_ann(run_dir, run.config, len(run.classes))
-    ann_accuracy = float(np.mean(np.concatenate([ann(x).numpy().argmax(1) for x, _ in batches]) == labels))
-    layers = costs.vgg_layer_costs(*_shape(load_fine_tuned(run_dir)))
+    tuned = load_fine_tuned(run_dir)
+    layers = costs.vgg_layer_costs(tuned.channels, tuned.pool_after, tuned.image_size, tuned.num_classes)
     ann_joules = {name: float(sum(costs.ann_energy(layers, devices[name]))) for name in DEVICES}
     grid = timestep_grid(args.max_timesteps)
     fine_tune = read_json(run_dir / "fine_tune.json")
@@ -77,20 +75,15 @@ def main():
                                                     tau=change["tau"], max_rate=change["max_rate"]))
         paths[name] = rows_by_timesteps(snn, batches, labels, grid, fraction, devices)
         print(name, [round(r["accuracy"], 3) for r in paths[name]], flush=True)
-    tuned = load_fine_tuned(run_dir)
     paths["fine-tuned with --recipe snn4space"] = rows_by_timesteps(tuned, batches, labels, grid, fraction, devices)
     print("fine-tuned", [round(r["accuracy"], 3) for r in paths["fine-tuned with --recipe snn4space"]])
-    report = {"run": str(run_dir), "ann_test_accuracy": ann_accuracy, "ann_J": ann_joules,
+    report = {"run": str(run_dir), "ann_test_accuracy": ann_accuracy(ann, batches, labels), "ann_J": ann_joules,
               "fine_tune": {k: fine_tune[k] for k in ("config", "stages", "results", "trace", "dt_start", "dt_final",
                                                       "wall_time_s")},
               "final_dt": tuned.dt, "paths": paths}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "snn4space_recipe.json").write_text(json.dumps(report, indent=1))
     (RESULTS / "snn4space_recipe.md").write_text(markdown(report))
-
-
-def _shape(snn):
-    return snn.channels, snn.pool_after, snn.image_size, snn.num_classes
 
 
 def markdown(report: dict) -> str:

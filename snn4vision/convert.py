@@ -172,9 +172,8 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
-        indices = run.sample("train", config.normalisation_images, config.seed)
-        decoded = data.decoded_dataset(run.source, indices, run.config.image_size)
-        batches = (x for x, _ in data.evaluation_batches(decoded, config.batch_size, run.transform))
+        sample = run.batches("train", config.batch_size, config.normalisation_images, config.seed)
+        batches = (x for x, _ in sample)
         percentiles = conversion.activation_percentiles(net, batches, config.percentile, seed=config.seed)
         net = conversion.normalise(net, percentiles, max_rate or config.max_rate or 1.0 / dt)
     snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt,

@@ -194,6 +194,7 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
         print(f"resuming fine-tuning after {len(done)} epoch(s)")
     train_indices = run.sample("train", config.max_train_images, config.seed)
     decoded_train = data.decoded_dataset(run.source, train_indices, run.config.image_size)
+    test_batches = run.batches("test", 64)  # made once: it caches the decoded images for every stage
     labels = run.labels("test")
     augmentation = data.augmentation(run.config.augment)
     writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / "fine_tune"))
@@ -211,11 +212,11 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
             if [n, epoch] in done:
                 continue
             batches = data.training_batches(decoded_train, stage["batch_size"], config.seed, 1000 * n + epoch,
-                                            augmentation, run.transform)
+                                            augmentation, run.config.transform)
             label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
             steps = math.ceil(len(train_indices) / stage["batch_size"])
             callbacks = [BatchProgress(label, steps)] if verbose else []
-            if config.train_dt and config.dt_min is not None:
+            if config.dt_min is not None:  # validate() made sure dt is trained
                 callbacks.append(_dt_bounds(snn, config, dt_start, n, epoch, stage["epochs"], steps))
             history = snn.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
             if diverging(len(run.classes), history["loss"][0]):  # not committed: the last checkpoint stays
@@ -234,7 +235,7 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
                 if snn.taus:
                     tf.summary.scalar("tau_mean", trace[-1]["tau_mean"])
             if epoch == stage["epochs"] - 1:
-                results.append(_evaluate_stage(snn, run.batches("test", 64), labels, stage, config, writer, step))
+                results.append(_evaluate_stage(snn, test_batches, labels, stage, config, writer, step))
                 if verbose:
                     r = results[-1]
                     print(f"T={stage['timesteps']}: train loss {history['loss'][0]:.4f}, test accuracy "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, edges, resources, rundir
+from . import data, resources, rundir
 from .checkpoints import read_json
 from .errors import UserError
 
@@ -32,9 +32,8 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
     if not images:
         raise UserError("no images given: pass one or more image files")
     batch = np.stack([data.load_image_file(path, config.image_size) for path in images]).astype(np.float32) / 255.0
-    transform = edges.parse(config.input_transform)
-    if transform is not None:  # the inputs the run was trained on
-        batch = transform(batch).numpy()
+    if config.transform is not None:  # the inputs the run was trained on
+        batch = config.transform(batch).numpy()
     spikes = None
     if config.spiking:  # a directly trained spiking transformer: it is the only model of the run
         from .transformers import load_trained, total_spikes

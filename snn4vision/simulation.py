@@ -78,6 +78,12 @@ def if_step(voltage, current, threshold, net_count=None, max_spikes=1, steps_don
     return voltage - count * threshold, count, count * threshold
 
 
+def outside_band(values, band):
+    """How far each of ``values`` lies outside ``band = (low, high)``: 0 inside it."""
+    low, high = band
+    return tf.nn.relu(low - values) + tf.nn.relu(values - high)
+
+
 @tf.custom_gradient
 def _straight_through(rates, spikes):
     """Forward: ``spikes`` exactly; backward: the gradient goes to ``rates``."""
@@ -258,9 +264,7 @@ class SpikingVGG(tf.keras.Model):
                 step_counts.append(tf.reduce_sum(fired, axis=[1, 2, 3]))
                 step_activity.append(tf.reduce_mean(fired, axis=[1, 2, 3]))
                 if band:
-                    low, high = self.rate_band
-                    distance = tf.nn.relu(low - spikes) + tf.nn.relu(spikes - high)
-                    outside = outside + tf.reduce_sum(distance * distance, axis=[1, 2, 3])
+                    outside = outside + tf.reduce_sum(outside_band(spikes, self.rate_band) ** 2, axis=[1, 2, 3])
                 if self.taus:
                     out = (1 - decays[i]) * spikes + decays[i] * levels[i]
                     new_levels.append(out)
@@ -295,9 +299,8 @@ class SpikingVGG(tf.keras.Model):
     def call(self, images, training=None):
         result = self.simulate(images, self.timesteps, training=bool(training))
         if training and self.rate_band and self.rate_weight:
-            low, high = self.rate_band
             layer_rates = tf.reduce_mean(result["rates"], axis=[0, 1])
-            excess = (tf.nn.relu(low - layer_rates) + tf.nn.relu(layer_rates - high)) / high
+            excess = outside_band(layer_rates, self.rate_band) / self.rate_band[1]
             self.add_loss(self.rate_weight * tf.reduce_sum(excess ** 2))
         if training and self.rate_l2:
             self.add_loss(self.rate_l2 * tf.reduce_mean(result["rate_band_l2"]))

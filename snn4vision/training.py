@@ -122,6 +122,11 @@ class TrainConfig:
         return cls(**{k: tuple(v) if k == "split" else v for k, v in obj.items()})
 
     @property
+    def transform(self) -> edges.EdgeFilter | None:
+        """The input transform every stage applies to every batch (None: plain images)."""
+        return edges.parse(self.input_transform)
+
+    @property
     def qcfs_from_epoch(self) -> int:
         """The first QCFS epoch (0-based) after the ReLU warm-up; 0 without one."""
         if self.activation != "qcfs" or self.spiking:
@@ -247,14 +252,11 @@ class RunData:
             return indices
         return np.sort(np.random.default_rng(seed).choice(indices, count, replace=False))
 
-    @property
-    def transform(self) -> edges.EdgeFilter | None:
-        """The run's input transform (None: plain images); every stage applies it to every batch."""
-        return edges.parse(self.config.input_transform)
-
-    def batches(self, split: str, batch_size: int):
-        """The evaluation batches of ``split``, input transform applied."""
-        return data.evaluation_batches(self.decoded(split), batch_size, self.transform)
+    def batches(self, split: str, batch_size: int, count: int | None = None, seed: int = 0):
+        """Evaluation batches of ``split`` (of ``count`` of its images drawn by :meth:`sample`), input
+        transform applied."""
+        decoded = data.decoded_dataset(self.source, self.sample(split, count, seed), self.config.image_size)
+        return data.evaluation_batches(decoded, batch_size, self.config.transform)
 
     def decoded(self, split: str, image_size: int | None = None):
         return data.decoded_dataset(self.source, self.indices(split), image_size or self.config.image_size)
@@ -584,14 +586,13 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
             if scheduled is not None:
                 optimizer.learning_rate.assign(scheduled)
             if warmup and epoch == config.qcfs_from_epoch:
-                sample = data.decoded_dataset(source, run.sample("train", 256, config.seed), config.image_size)
-                images = (x for x, _ in data.evaluation_batches(sample, 64, run.transform))
+                images = (x for x, _ in run.batches("train", 64, count=256, seed=config.seed))
                 thresholds = start_quantising(model, images, seed=config.seed)
                 if verbose:
                     print(f"epoch {epoch + 1}: ReLU warm-up over, QCFS thresholds of least quantisation error: "
                           + " ".join(f"{t:.2f}" for t in thresholds), flush=True)
             batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch, augmentation,
-                                            run.transform)
+                                            config.transform)
             callbacks = [BatchProgress(f"epoch {epoch + 1}/{config.epochs}", steps)] if verbose else []
             fit = model.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
             val_loss, val_accuracy = model.evaluate(val_batches, verbose=0)
