@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import snn4vision  # noqa: E402,F401  (tf-keras first)
 from snn4vision import costs  # noqa: E402
+from snn4vision.simulation import SpikingNetwork  # noqa: E402
 
 
 def run_label(config: dict) -> str:
@@ -38,11 +39,11 @@ def run_label(config: dict) -> str:
 def points(run_dir: Path, devices: dict) -> tuple[dict, list]:
     """The ANN's point and one point per (variant, T) of a run's conversion.json."""
     config = json.loads((run_dir / "config.json").read_text())
-    snn = json.loads((run_dir / "snn.json").read_text())
+    snn = SpikingNetwork.from_config(json.loads((run_dir / "snn.json").read_text()))
     conversion = json.loads((run_dir / "conversion.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    layers = costs.vgg_layer_costs(snn["channels"], snn["pool_after"], snn["image_size"], snn["num_classes"])
-    neurons = [cost.neurons for cost in layers[:-1]]
+    layers = snn.layer_costs()
+    neurons = snn.neurons_per_layer()
     label = run_label(config)
     ann = {"run": label, "path": str(run_dir), "variant": "ANN", "timesteps": None,
            "accuracy": metrics["test"]["accuracy"], "sop_per_mac": None,

@@ -35,7 +35,7 @@ DEVICES = ("loihi", "45nm")
 def rows_by_timesteps(snn, batches, labels, grid, fraction, devices) -> list:
     """Accuracy, spikes and joules per image at every T of ``grid``, from one simulation of max(grid) steps."""
     result = simulate_split(snn, batches, max(grid))
-    layers = costs.vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
+    layers = snn.layer_costs()
     rows = []
     for t in grid:
         spikes = layer_spikes(result["spikes"][:, :t])
@@ -61,7 +61,7 @@ def main():
     devices = costs.load_devices()
     ann = load_ann(run_dir, run.config, len(run.classes))
     tuned = load_fine_tuned(run_dir)
-    layers = costs.vgg_layer_costs(tuned.channels, tuned.pool_after, tuned.image_size, tuned.num_classes)
+    layers = tuned.layer_costs()
     ann_joules = {name: float(sum(costs.ann_energy(layers, devices[name]))) for name in DEVICES}
     grid = timestep_grid(args.max_timesteps)
     fine_tune = read_json(run_dir / "fine_tune.json")

@@ -40,7 +40,7 @@ def ann_accuracy(run_dir, run, batches, labels):
 
 
 def snn_rows(snn, batches, labels, grid, fraction):
-    layers = costs.vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
+    layers = snn.layer_costs()
     rows = []
     for t in grid:
         simulate = tf.function(lambda x, t=t: snn.simulate(x, t))

@@ -125,12 +125,15 @@ def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed
 
 
 def train_ann_parser() -> argparse.ArgumentParser:
-    from .training import OPTIMIZERS, PRESETS
+    from .training import ANN_ARCHITECTURES, OPTIMIZERS, PRESETS
 
-    p = training_parser("train_ann.py", "Train the SNN4Space VGG-16 ANN (stage 1).", PRESETS,
+    p = training_parser("train_ann.py", "Train the ANN to convert (stage 1): the SNN4Space VGG-16, ResNet-18 or "
+                        "ResNet-20.", PRESETS,
                         "quick: 64x64, width 0.25, BatchNorm, cosine over 100 epochs, from scratch; full: width 0.5, "
                         "160 epochs; paper: SNN4Space's 224x224 ImageNet-pretrained VGG-16")
-    p.add_argument("--width", type=positive_float, help="channel width multiplier (1.0 is VGG-16)")
+    p.add_argument("--architecture", choices=ANN_ARCHITECTURES, default="vgg16",
+                   help="vgg16 (SNN4Space), resnet18 (3x3 stem for small images) or resnet20 (CIFAR)")
+    p.add_argument("--width", type=positive_float, help="channel width multiplier (1.0 is the full network)")
     p.add_argument("--batch-norm", dest="batch_norm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after each conv (folded into the conv at conversion)")
     p.add_argument("--weights", help="none, imagenet, or the path of an .h5 weights file of this architecture")
@@ -164,7 +167,7 @@ def train_config(args: argparse.Namespace):
     config = preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
                                            "learning_rate", "optimizer", "augment", "qcfs_threshold",
                                            "label_smoothing", "lr_schedule", "qcfs_warmup", "levels", "sparsity"),
-                           activation=args.activation)
+                           activation=args.activation, architecture=args.architecture)
     if args.sparsity is None and config.activation != "qcfs":
         config.sparsity = 0.0  # the presets' sparsity was measured on QCFS networks only
     return config

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, resources, rundir
+from . import data, layer_graph, resources, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, read_json, save_variables
 from .errors import UserError, check_keras
 from .progress import Progress
+from .simulation import SpikingNetwork
 
 from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS
 
@@ -89,7 +90,7 @@ def load_ann(run_dir: Path, config, num_classes: int):
 
 
 def simulate_split(model, batches, timesteps: int, label: str | None = None) -> dict:
-    """Per-step logits and spike counts of ``model`` (a SpikingVGG) on all ``batches``.
+    """Per-step logits and spike counts of ``model`` (a SpikingNetwork) on all ``batches``.
 
     ``label``: report progress (batches done) under this name.
     """
@@ -151,7 +152,7 @@ def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: f
 
 def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, tau="config", dt=None,
               signed: bool | None = None, max_spikes: int | None = None, max_rate: float | None = None):
-    """Fold (and optionally normalise) ``ann`` into a :class:`SpikingVGG`.
+    """Convert ``ann`` into a :class:`SpikingNetwork` over its layer graph, optionally normalised.
 
     A QCFS ANN gets integrate-and-fire neurons with its thresholds and no
     synapse: signed unless ``signed`` (default ``config.signed``) is False,
@@ -159,25 +160,22 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
     The other options (``max_rate`` defaults to ``config.max_rate``) apply to
     ReLU ANNs.
     """
-    from . import conversion
-    from .simulation import SpikingVGG
-
     dt = config.dt if dt is None else dt
-    net = conversion.fold_ann(ann)
-    if net.thresholds:  # a QCFS ANN: integrate-and-fire neurons, thresholds from the ANN, no filter
+    graph = layer_graph.build_graph(ann)
+    if graph.thresholds:  # a QCFS ANN: integrate-and-fire neurons, thresholds from the ANN, no filter
         signed = config.signed if signed is None else signed
-        snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt, tau=None,
-                                     seed=config.seed, neuron="signed_if" if signed else "if",
-                                     max_spikes=config.bursts if max_spikes is None else max_spikes)
+        snn = SpikingNetwork.from_graph(graph, timesteps=config.max_timesteps, dt=dt, tau=None, seed=config.seed,
+                                        neuron="signed_if" if signed else "if",
+                                        max_spikes=config.bursts if max_spikes is None else max_spikes)
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
         sample = run.batches("train", config.batch_size, config.normalisation_images, config.seed)
         batches = (x for x, _ in sample)
-        percentiles = conversion.activation_percentiles(net, batches, config.percentile, seed=config.seed)
-        net = conversion.normalise(net, percentiles, max_rate or config.max_rate or 1.0 / dt)
-    snn = SpikingVGG.from_folded(net, run.config.image_size, timesteps=config.max_timesteps, dt=dt,
-                                 tau=config.tau if tau == "config" else tau, seed=config.seed)
+        percentiles = layer_graph.activation_percentiles(graph, batches, config.percentile, seed=config.seed)
+        graph = layer_graph.normalise(graph, percentiles, max_rate or config.max_rate or 1.0 / dt)
+    snn = SpikingNetwork.from_graph(graph, timesteps=config.max_timesteps, dt=dt,
+                                    tau=config.tau if tau == "config" else tau, seed=config.seed)
     return snn, percentiles
 
 
@@ -265,36 +263,36 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
 
 
 def verify(ann, snn, images, labels=None, timesteps: int | None = None) -> dict:
-    """Compare an ANN and its converted SNN on the same images, layer by layer.
+    """Compare an ANN and its converted SNN on the same images, node by node.
 
-    Runs both; for every neuron layer reports the ANN activation and the
-    SNN's output averaged over ``timesteps`` (in the ANN's units), their mean
-    absolute error and the error relative to the mean ANN activation.
-    ``timesteps`` defaults to the QCFS levels L of a QCFS ANN (the T at
-    which the SNN should reproduce it), else to ``snn.timesteps``. Lists
-    every ANN layer that could not be converted (none are skipped silently)
-    and, with ``labels``, the accuracy of both and the gap.
+    Runs both; for every neuron node of the SNN's graph reports the output of
+    the ANN layer it was converted from and the SNN's output averaged over
+    ``timesteps`` (in the ANN's units), their mean absolute error and the
+    error relative to the mean ANN activation. Nodes are paired by name, not
+    by position. ``timesteps`` defaults to the QCFS levels L of a QCFS ANN
+    (the T at which the SNN should reproduce it), else to ``snn.timesteps``.
+    Lists every ANN layer that could not be converted (none are skipped
+    silently) and, with ``labels``, the accuracy of both and the gap.
     """
     import tensorflow as tf
 
-    from . import conversion
-    from .layers import QCFS
-
-    activation_layers = [layer for layer in ann.layers if isinstance(layer, (tf.keras.layers.ReLU, QCFS))]
+    names = [n.name for n in snn.neuron_nodes]
+    # a neuron node is named after its ReLU / QCFS layer, or "<layer>/relu" for an activation built into a layer
+    sources = [ann.get_layer(name.removesuffix("/relu")) for name in names]
     if timesteps is None:
-        levels = {layer.levels for layer in activation_layers if isinstance(layer, QCFS)}
+        levels = {n.params.get("levels") for n in snn.neuron_nodes} - {None}
         timesteps = levels.pop() if len(levels) == 1 else snn.timesteps
-    probe = tf.keras.Model(ann.inputs, [layer.output for layer in activation_layers] + [ann.output])
+    probe = tf.keras.Model(ann.inputs, [layer.output for layer in sources] + [ann.output])
     *ann_activations, ann_logits = probe(images, training=False)
     result = snn.simulate(images, timesteps, return_outputs=True)
     layers = []
-    for layer, ann_act, snn_out in zip(activation_layers, ann_activations, result["outputs"]):
-        a, b = ann_act.numpy(), snn_out.numpy()
+    for name, ann_act in zip(names, ann_activations):
+        a, b = ann_act.numpy(), result["outputs"][name].numpy()
         error = float(np.mean(np.abs(a - b)))
-        layers.append({"layer": layer.name, "ann_mean": float(a.mean()), "snn_mean": float(b.mean()),
+        layers.append({"layer": name, "ann_mean": float(a.mean()), "snn_mean": float(b.mean()),
                        "mean_abs_error": error, "relative_error": error / max(float(np.mean(np.abs(a))), 1e-12)})
     report = {"timesteps": int(timesteps), "images": int(len(images)), "layers": layers,
-              "unconverted": conversion.unconvertible_layers(ann)}
+              "unconverted": layer_graph.unconvertible_layers(ann)}
     if labels is not None:
         report["ann_accuracy"] = float(np.mean(ann_logits.numpy().argmax(1) == labels))
         report["snn_accuracy"] = readout_accuracy(result["logits"].numpy(), labels, timesteps)
@@ -346,12 +344,10 @@ def plot_accuracy(report: dict, path: Path) -> None:
 
 def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN_CONFIG,
              weights_name: str = SNN_WEIGHTS, **overrides):
-    """Rebuild a run's SpikingVGG from its JSON config and weights file.
+    """Rebuild a run's SpikingNetwork from its JSON config and weights file.
 
     ``timesteps`` and ``overrides`` replace entries of the saved config.
     """
-    from .simulation import SpikingVGG
-
     run_dir = Path(run_dir)
     rundir.require(run_dir, config_name, weights_name)
     rundir.check_inputs(run_dir, [config_name, weights_name])
@@ -359,9 +355,9 @@ def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN
     if timesteps is not None:
         config["timesteps"] = timesteps
     try:
-        snn = SpikingVGG.from_config(config)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{run_dir / config_name} does not describe a SpikingVGG ({exc}): re-run the stage "
+        snn = SpikingNetwork.from_config(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise UserError(f"{run_dir / config_name} does not describe a spiking network ({exc}): re-run the stage "
                         f"that wrote it") from None
     load_variables(snn.weights, run_dir / weights_name, what="SNN weights")
     return snn

@@ -21,6 +21,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import UserError
 
 #: The profiles shipped with the package (package data, so a non-editable install finds them too).
@@ -68,12 +70,16 @@ def load_devices(directory: str | Path | None = None) -> dict:
 
 @dataclass
 class LayerCost:
-    """Per-inference counts of one layer of a network.
+    """Per-inference counts of one layer (a linear node) of a network.
 
     ``connections``: synapses (= MACs of one dense evaluation); ``inputs``:
     the size of the layer's input, so ``connections / inputs`` is the mean
     fan-out of one input value; ``neurons``: spiking/ReLU units it feeds;
-    ``adds``: additions (pooling).
+    ``adds``: additions before it (pooling, residual adds). ``sources``: the
+    neuron layers (indices) whose spikes reach it; ``analog``: ``"once"``
+    when it reads the constant image (MACs once per inference),
+    ``"every_step"`` when it reads analog values that change every step,
+    ``""`` when it reads spikes.
     """
 
     name: str
@@ -81,28 +87,90 @@ class LayerCost:
     inputs: int
     neurons: int
     adds: int = 0
+    sources: tuple = ()
+    analog: str = ""
 
     @property
     def fan_out(self) -> float:
         return self.connections / self.inputs if self.inputs else 0.0
 
 
-def vgg_layer_costs(channels, pool_after, image_size: int, num_classes: int, kernel_size: int = 3) -> list:
-    """Counts of the SNN4Space VGG-16 (convs with 'same' padding, 2x2 average pools, GAP, dense).
+def _size(shape) -> int:
+    return int(np.prod(shape))
 
-    Pooling is charged to the conv that reads the pooled map (its ``adds``);
-    the GAP's additions are charged to the logits layer.
+
+def graph_costs(nodes: list, output: str) -> list:
+    """Counts of a layer graph (:class:`snn4vision.layer_graph.Node` list in topological order), one row per
+    linear node (conv, depthwise conv, dense).
+
+    Each neuron layer is charged to the linear node that computes its input; the additions of pooling, global
+    pooling and residual adds to the first linear node after them.
     """
-    costs, size, c_in, pending_adds = [], image_size, 3, 0
-    for i, (c_out, pool) in enumerate(zip(channels, pool_after)):
-        inputs = size * size * c_in
-        costs.append(LayerCost(f"conv{i + 1}", size * size * kernel_size ** 2 * c_in * c_out, inputs,
-                               size * size * c_out, pending_adds))
-        pending_adds = size * size * c_out if pool else 0
-        size = size // 2 if pool else size
-        c_in = c_out
-    costs.append(LayerCost("logits", c_in * num_classes, c_in, 0, size * size * c_in))
-    return costs
+    by_name = {n.name: n for n in nodes}
+    neuron_index = {n.name: i for i, n in enumerate(n for n in nodes if n.op == "neuron")}
+    carried, kind = {}, {}  # neuron layers whose spikes a node carries; "static", "analog" or "spikes"
+    for node in nodes:
+        ins = node.inputs
+        if node.op == "input":
+            carried[node.name], kind[node.name] = (), "static"
+        elif node.op == "neuron":
+            carried[node.name], kind[node.name] = (neuron_index[node.name],), "spikes"
+        elif node.op in ("conv", "depthwise", "dense"):
+            carried[node.name] = ()
+            kind[node.name] = "static" if kind[ins[0]] == "static" else "analog"
+        else:
+            carried[node.name] = tuple(sorted({s for i in ins for s in carried[i]}))
+            kinds = {kind[i] for i in ins}
+            kind[node.name] = "static" if kinds == {"static"} else ("analog" if "analog" in kinds else "spikes")
+    linear = [n for n in nodes if n.op in ("conv", "depthwise", "dense")]
+    rows = {}
+    for node in linear:
+        source = by_name[node.inputs[0]]
+        k = node.params.get("kernel_size", [1, 1])
+        if node.op == "conv":
+            connections = _size(node.shape) * k[0] * k[1] * source.shape[-1]
+        elif node.op == "depthwise":
+            connections = _size(node.shape) * k[0] * k[1]
+        else:
+            connections = _size(node.shape) * source.shape[-1]
+        analog = {"static": "once", "analog": "every_step", "spikes": ""}[kind[node.inputs[0]]]
+        rows[node.name] = LayerCost(node.name, connections, _size(source.shape), 0, 0, carried[node.inputs[0]],
+                                    analog)
+    position = {n.name: i for i, n in enumerate(nodes)}
+    consumers = {n.name: [] for n in nodes}
+    for node in nodes:
+        for i in node.inputs:
+            consumers[i].append(node.name)
+
+    def upstream_linear(name):
+        """The linear node that computes a neuron's input current (through adds and pooling, not neurons)."""
+        frontier = [name]
+        while frontier:
+            current = frontier.pop(0)
+            if current in rows:
+                return rows[current]
+            if by_name[current].op not in ("neuron", "input"):
+                frontier += by_name[current].inputs
+        return next(iter(rows.values()))
+
+    def downstream_linear(name):
+        reached, frontier = [], list(consumers[name])
+        while frontier:
+            current = frontier.pop()
+            if current in rows:
+                reached.append(current)
+            else:
+                frontier += consumers[current]
+        return rows[min(reached, key=position.get)] if reached else list(rows.values())[-1]
+
+    for node in nodes:
+        if node.op == "neuron":
+            upstream_linear(node.inputs[0]).neurons += _size(node.shape)
+        elif node.op in ("avg_pool", "max_pool", "gap"):
+            downstream_linear(node.name).adds += _size(by_name[node.inputs[0]].shape)
+        elif node.op == "add":
+            downstream_linear(node.name).adds += _size(node.shape) * (len(node.inputs) - 1)
+    return list(rows.values())
 
 
 def transformer_costs(layers: list, timesteps: int, dt: float = 0.001) -> tuple:
@@ -143,13 +211,17 @@ def transformer_costs(layers: list, timesteps: int, dt: float = 0.001) -> tuple:
     return costs, operations, rates
 
 
-def sop_weights(costs: list) -> list:
-    """For each neuron layer ``l`` (all rows but the last), the SOP/MAC that one spike per neuron of that layer
-    adds: ``neurons_l * fan_out_{l+1} / (MACs of the ANN)``. A layer before a pooling weighs about 4x (its
-    spikes reach the next layer unpooled); the sum over layers of weight x spikes per neuron is the SNN's SOP/MAC
-    without its first layer's MACs."""
+def sop_weights(costs: list, neurons: list) -> list:
+    """For each neuron layer ``l`` (``neurons[l]`` units), the SOP/MAC that one spike per neuron of that layer
+    adds: ``neurons_l * (fan-out of the layers its spikes reach) / (MACs of the ANN)``. A layer before a
+    pooling weighs about 4x (its spikes reach the next layer unpooled); the sum over layers of weight x spikes
+    per neuron is the SNN's SOP/MAC without the MACs of its analog layers."""
     macs = sum(cost.connections for cost in costs)
-    return [cost.neurons * following.fan_out / macs for cost, following in zip(costs[:-1], costs[1:])]
+    fan_out = [0.0] * len(neurons)
+    for cost in costs:
+        for source in cost.sources:
+            fan_out[source] += cost.fan_out
+    return [n * f / macs for n, f in zip(neurons, fan_out)]
 
 
 def ann_energy(costs: list, device: Device) -> list:
@@ -162,15 +234,17 @@ def snn_operations(costs: list, spikes_per_layer, timesteps: int, synapse: bool)
     """Per layer: ``{"macs", "sops", "updates"}`` of the SNN per inference.
 
     ``spikes_per_layer[l]``: spikes of neuron layer ``l`` per image over the
-    ``timesteps`` steps (measured). Layer ``l + 1`` receives them.
+    ``timesteps`` steps (measured); each row receives those of its ``sources``.
+    A row reading the constant image computes its MACs once, a row reading
+    analog values every step.
     """
     rows = []
-    for i, cost in enumerate(costs):
-        first = i == 0
-        sops = 0.0 if first else float(spikes_per_layer[i - 1]) * cost.fan_out
+    for cost in costs:
+        sops = float(sum(float(spikes_per_layer[s]) for s in cost.sources)) * cost.fan_out
+        evaluations = {"once": 1, "every_step": timesteps, "": 0}[cost.analog]
         updates = cost.neurons * timesteps * (2 if synapse else 1)
-        rows.append({"macs": float(cost.connections) if first else 0.0, "sops": sops, "updates": float(updates),
-                     "dense_synops": float(cost.connections) * (1 if first else timesteps)})
+        rows.append({"macs": float(cost.connections) * evaluations, "sops": sops, "updates": float(updates),
+                     "dense_synops": float(cost.connections) * (1 if cost.analog == "once" else timesteps)})
     return rows
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import resources, rundir
 from .costs import (device_table, energy_table, load_devices, rows_to_csv, snn_operations, summary,
-                    transformer_costs, vgg_layer_costs)
+                    transformer_costs)
 from .errors import UserError
 from .rundir import ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT
 
@@ -99,7 +99,7 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
 
 
 def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, model: str, batch_size: int) -> dict:
-    """Energy of the run's VGG-16 ANN and its converted (or fine-tuned) SNN."""
+    """Energy of the run's ANN and its converted (or fine-tuned) SNN, counted per node of the layer graph."""
     from . import data
     from .convert import (ann_accuracy, firing_rates, layer_spikes, load_ann, load_snn, readout_accuracy,
                           readout_steps, simulate_split)
@@ -117,16 +117,18 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
     k = readout_steps(snn.timesteps, 1.0) if snn.readout_steps is None else snn.readout_steps
     snn_accuracy = readout_accuracy(result["logits"], labels, k)
     spikes = layer_spikes(result["spikes"])
-    costs = vgg_layer_costs(snn.channels, snn.pool_after, snn.image_size, snn.num_classes)
+    costs = snn.layer_costs()
     operations = snn_operations(costs, spikes, snn.timesteps, synapse=snn.tau is not None)
     rates = firing_rates(spikes, snn.neurons_per_layer(), snn.timesteps, snn.dt)
     return _report(costs, operations, rates, devices, model=model, timesteps=snn.timesteps, dt=snn.dt,
                    test_images=int(len(labels)), ann_test_accuracy=ann_test_accuracy, snn_test_accuracy=snn_accuracy,
                    spikes_per_image=float(spikes.sum()),
-                   method="ANN: one MAC per synapse, adds for pooling, one update per ReLU. SNN on spiking devices: "
-                          "first layer MACs once (constant analog input), one SOP per measured presynaptic spike "
-                          "and synapse, neuron (and synaptic filter) updates every timestep. SNN on non-spiking "
-                          "devices: every synapse every timestep. See snn4vision/profiles/README.md.")
+                   method="ANN: one MAC per synapse, adds for pooling and residual adds, one update per ReLU. SNN "
+                          "on spiking devices: MACs once for the layers that read the image (constant analog "
+                          "input), one SOP per measured presynaptic spike and synapse (a layer after a residual "
+                          "add receives both branches' spikes), neuron (and synaptic filter) updates every "
+                          "timestep. SNN on non-spiking devices: every synapse every timestep. See "
+                          "snn4vision/profiles/README.md.")
 
 
 def format_summary(report: dict) -> str:

@@ -176,7 +176,7 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     stages = schedule(config)
     # every stage has the same timesteps x batch size, so the last one stands for all
     resources.check_memory(
-        resources.spiking_vgg_training_bytes(sum(snn.neurons_per_layer()), stages[-1]["batch_size"],
+        resources.spiking_network_training_bytes(sum(snn.neurons_per_layer()), stages[-1]["batch_size"],
                                              stages[-1]["timesteps"]),
         f"fine-tuning at T = {stages[-1]['timesteps']} with batches of {stages[-1]['batch_size']}",
         "lower --batch-size or --timesteps")

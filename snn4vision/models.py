@@ -1,4 +1,4 @@
-"""Model builders: the SNN4Space VGG-16 and the spiking transformers.
+"""Model builders: the SNN4Space VGG-16, ResNet-18 and ResNet-20 (ANNs to convert), and the spiking transformers.
 
 SNN4Space (Kucik & Meoni, 2021) changes VGG-16 so that it converts to a
 spiking network: average pooling instead of max pooling, no pooling after
@@ -95,6 +95,81 @@ def vgg16(
     outputs = layers.Dense(num_classes, use_bias=False, name="logits", kernel_initializer=kernel_init(),
                            kernel_regularizer=regularizers.L2(kernel_l2) if kernel_l2 else None)(x)
     model = tf.keras.Model(inputs, outputs, name="vgg16_snn4space")
+    load_initial_weights(model, weights, width)
+    return model
+
+
+#: Residual stages of the ResNets: (channels, blocks, stride of the stage's first block).
+RESNET_STAGES = {
+    "resnet18": ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)),
+    "resnet20": ((16, 3, 1), (32, 3, 2), (64, 3, 2)),
+}
+
+
+def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.0, weights: str = "none",
+           kernel_l2: float = 1e-4, bias_l1: float = 1e-5, seed: int | None = None, activation: str = "relu",
+           levels: int = 8, qcfs_threshold: float = 2.0):
+    """ResNet-18 or the CIFAR ResNet-20 (``depth`` "resnet18" or "resnet20") as a functional ``tf.keras.Model``.
+
+    Input ``(batch, image_size, image_size, 3)`` images in ``[0, 1]``; output ``(batch, num_classes)`` logits.
+    Both start with a 3x3 stride-1 conv (ResNet-18's ImageNet stem, a 7x7 stride-2 conv and a max pooling,
+    would leave 2x2 maps of a 64 px image) and end with global average pooling and a dense layer. Basic
+    blocks, post-activation: ``act(BN(conv(act(BN(conv(x))))) + shortcut(x))``; the shortcut is the identity,
+    or a 1x1 strided conv with BatchNorm where the shape changes. Layers are named
+    ``stage{s}_block{b}_{conv1,bn1,act1,conv2,bn2,add,act2}`` (``..._proj``, ``..._proj_bn`` for shortcuts).
+    ``width`` scales every channel count; ``activation`` "qcfs" puts QCFS with ``levels`` levels at every
+    activation, which converts to integrate-and-fire neurons almost losslessly at T = levels.
+    """
+    import tensorflow as tf
+
+    from .layers import QCFS
+
+    layers = tf.keras.layers
+    if depth not in RESNET_STAGES:
+        raise UserError(f"unknown ResNet {depth!r}: use one of {', '.join(RESNET_STAGES)}")
+    if num_classes < 2:
+        raise UserError(f"need at least 2 classes, got {num_classes}")
+    stride = 2 ** sum(1 for _, _, s in RESNET_STAGES[depth] if s == 2)
+    if image_size < stride:
+        raise UserError(f"--image-size must be at least {stride} for {depth}, got {image_size}")
+    if width <= 0:
+        raise UserError(f"--width must be positive, got {width}")
+    if activation not in ACTIVATIONS:
+        raise UserError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if weights == "imagenet":
+        raise UserError(f"--weights imagenet exists for the VGG-16 only: train {depth} from scratch "
+                        "(--weights none) or give an .h5 file of this architecture")
+    seeds = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
+
+    def conv(x, channels, kernel, strides, name):
+        return layers.Conv2D(channels, kernel, strides, padding="same", use_bias=False, name=name,
+                             kernel_initializer=tf.keras.initializers.HeNormal(seed=None if seed is None else next(seeds)),
+                             kernel_regularizer=tf.keras.regularizers.L2(kernel_l2) if kernel_l2 else None)(x)
+
+    def act(x, name):
+        return QCFS(levels, qcfs_threshold, name=name)(x) if activation == "qcfs" else layers.ReLU(name=name)(x)
+
+    def norm(x, name):
+        return layers.BatchNormalization(momentum=0.9, name=name)(x)
+
+    inputs = tf.keras.Input((image_size, image_size, 3), name="image")
+    x = act(norm(conv(inputs, scaled_channels(RESNET_STAGES[depth][0][0], width), 3, 1, "stem_conv"), "stem_bn"),
+            "stem_act")
+    for s, (channels, blocks, first_stride) in enumerate(RESNET_STAGES[depth], start=1):
+        channels = scaled_channels(channels, width)
+        for b in range(1, blocks + 1):
+            name, strides = f"stage{s}_block{b}", first_stride if b == 1 else 1
+            y = act(norm(conv(x, channels, 3, strides, f"{name}_conv1"), f"{name}_bn1"), f"{name}_act1")
+            y = norm(conv(y, channels, 3, 1, f"{name}_conv2"), f"{name}_bn2")
+            if strides != 1 or x.shape[-1] != channels:
+                x = norm(conv(x, channels, 1, strides, f"{name}_proj"), f"{name}_proj_bn")
+            x = act(layers.Add(name=f"{name}_add")([x, y]), f"{name}_act2")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, name="logits",
+                           kernel_initializer=tf.keras.initializers.GlorotUniform(seed=None if seed is None else next(seeds)),
+                           kernel_regularizer=tf.keras.regularizers.L2(kernel_l2) if kernel_l2 else None,
+                           bias_regularizer=tf.keras.regularizers.L1(bias_l1) if bias_l1 else None)(x)
+    model = tf.keras.Model(inputs, outputs, name=depth)
     load_initial_weights(model, weights, width)
     return model
 

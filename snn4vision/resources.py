@@ -59,8 +59,8 @@ def check_memory(needed: float, what: str, fix: str) -> None:
                         f"{size_text(available)} available: {fix}")
 
 
-def spiking_vgg_training_bytes(neurons_per_image: int, batch_size: int, timesteps: int) -> int:
-    """Memory of one training step through time of the converted VGG: about eight tensors the size of the
+def spiking_network_training_bytes(neurons_per_image: int, batch_size: int, timesteps: int) -> int:
+    """Memory of one training step through time of a converted network: about eight tensors the size of the
     network's neurons (current, drive, membrane, count, spikes, straight-through output, filter, pooled map)
     are kept for every step and image for the backward pass."""
     return 8 * _FLOAT * neurons_per_image * batch_size * timesteps

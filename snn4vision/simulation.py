@@ -1,81 +1,33 @@
-"""Spiking simulators of the converted VGG-16: ours (fast) and keras-spiking's (naive).
+"""The spiking simulator of converted networks (:class:`SpikingNetwork`) and keras-spiking's naive equivalent.
 
-Neuron and synapse arithmetic follow keras-spiking 0.3 exactly:
-``v <- v + relu(h) * dt; n = floor(v); v <- v - n; spikes = n / dt`` with
-initial voltages ``stateless_uniform([batch, ...], seed=(s, s))``, then the
-low-pass synapse ``y <- (1 - a) * spikes + a * y`` with ``a = exp(-dt / tau)``
-and ``y`` starting at zero. In training, spikes pass the gradient of the
-ReLU (spiking-aware training, as keras-spiking does).
+:class:`SpikingNetwork` runs a :class:`~snn4vision.layer_graph.LayerGraph`
+step by step with the neurons of :mod:`snn4vision.neurons`. Neuron and
+synapse arithmetic follow keras-spiking 0.3 exactly for ``neuron=
+"keras_spiking"``: initial voltages ``stateless_uniform([batch, ...],
+seed=(s, s))``, then the low-pass synapse ``y <- (1 - a) * spikes + a * y``
+with ``a = exp(-dt / tau)`` and ``y`` starting at zero. In training, spikes
+pass the gradient of the neuron's rate (spiking-aware training, as
+keras-spiking does).
 
-For ANNs trained with QCFS (``snn4vision.layers.QCFS``) the neuron is
-integrate-and-fire instead (``neuron="if"``): ``v <- v + h``; a spike
-(output ``lambda``) when ``v >= lambda``, reset by subtraction, initial
-membrane ``lambda / 2``, no synaptic filter.
-
-``neuron="signed_if"`` adds negative spikes with memory (as in Wang et al.,
-IJCAI 2022, "signed neuron with memory"): a neuron whose membrane is below
-0 and that has fired more positive than negative spikes so far emits a
-spike of ``-lambda`` and adds ``lambda`` back to its membrane. It corrects
-the neuron's early overshoot when later inputs are lower (the "unevenness
-error" of QCFS conversion): whenever the final membrane lies in
-``[0, lambda)``, the spike count after T steps is exactly
-``clip(floor(mean input * T / lambda + 1/2), 0, T)``, the QCFS level of
-the neuron's mean input at ``L = T``. For constant input it never fires a
-negative spike, so it equals ``"if"``.
+For ANNs trained with QCFS (``snn4vision.layers.QCFS``) the neurons are
+integrate-and-fire (``"if"``, ``"signed_if"``, ``"lif"``) with the QCFS
+thresholds and no synaptic filter.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from .conversion import FoldedNetwork, scaled_weights
-from .costs import sop_weights, vgg_layer_costs
+from . import neurons as neuron_models
+from .costs import graph_costs, sop_weights
+from .layer_graph import (LINEAR_OPS, ONE, LayerGraph, apply_op, nodes_from_spec, rescale, scale_plan, scaled_weights,
+                          vgg_graph_spec)
+from .neurons import layer_seed
 
-
-#: Neuron models: keras-spiking's SpikingActivation("relu"), or (signed) integrate-and-fire for QCFS ANNs.
-NEURONS = ("keras_spiking", "if", "signed_if")
+#: Neuron models by name (snn4vision.neurons).
+NEURONS = tuple(neuron_models.NEURONS)
 #: The integrate-and-fire neurons of QCFS networks.
-IF_NEURONS = ("if", "signed_if")
-
-
-def layer_seed(seed: int, layer: int) -> int:
-    """Seed of the initial voltages of neuron layer ``layer``."""
-    return seed * 1000 + layer + 1
-
-
-def keras_spiking_step(voltage, rates, dt: float):
-    """One step of keras-spiking's SpikingActivation: returns (voltage, spike count, output)."""
-    voltage = voltage + rates * dt
-    count = tf.floor(voltage)
-    return voltage - count, count, count / dt
-
-
-def if_step(voltage, current, threshold, net_count=None, max_spikes=1, steps_done=None):
-    """One step of an integrate-and-fire neuron with reset by subtraction.
-
-    Returns (voltage, spike count, output): a spike carries ``threshold``.
-    Unsigned (``net_count`` None) the count is 0 or 1. Signed, ``net_count``
-    is each neuron's positive minus negative spikes before this step, and the
-    count is -1 where the membrane is below 0 and ``net_count > 0``.
-
-    Signed neurons may fire bursts of up to ``max_spikes`` spikes of either
-    sign in one step (``floor(v / threshold)`` up, ``ceil(-v / threshold)``
-    down), keeping the net count within ``[0, steps_done]`` (``steps_done``
-    counts this step): the membrane then ends every step in
-    ``[0, threshold)`` unless a bound holds it, and the net count after T
-    steps is exactly ``clip(floor(sum of inputs / threshold + 1/2), 0, T)``.
-    """
-    voltage = voltage + current
-    if max_spikes == 1:
-        count = tf.cast(voltage >= threshold, voltage.dtype)
-        if net_count is not None:
-            count -= tf.cast(tf.logical_and(voltage < 0.0, net_count > 0.0), voltage.dtype)
-    else:
-        room = tf.minimum(float(max_spikes), tf.cast(steps_done, voltage.dtype) - net_count)
-        up = tf.clip_by_value(tf.floor(voltage / threshold), 0.0, room)
-        down = tf.nn.relu(tf.minimum(tf.minimum(tf.math.ceil(-voltage / threshold), net_count), float(max_spikes)))
-        count = up - down
-    return voltage - count * threshold, count, count * threshold
+IF_NEURONS = tuple(name for name, cls in neuron_models.NEURONS.items() if cls.thresholded)
 
 
 def outside_band(values, band):
@@ -91,52 +43,47 @@ def _straight_through(rates, spikes):
 
 
 @tf.keras.utils.register_keras_serializable(package="snn4vision")
-class SpikingVGG(tf.keras.Model):
-    """The converted VGG-16 as a spiking network, simulated step-major.
+class SpikingNetwork(tf.keras.Model):
+    """A converted network as a spiking network, simulated step-major over its layer graph.
 
-    Input: images ``(batch, h, w, 3)`` (constant over time). ``call`` returns
-    the read-out logits ``(batch, classes)``: the mean of the last
-    ``readout_steps`` per-step logits (``None``: all steps).
-    :meth:`simulate` returns per-step logits ``(batch, time, classes)`` and
-    spike counts ``(batch, time, layers)``.
+    ``graph``: the graph's :meth:`~snn4vision.layer_graph.LayerGraph.spec` (weights are variables of this
+    model). Input: images ``(batch, h, w, c)`` (constant over time). ``call`` returns the read-out logits
+    ``(batch, classes)``: the mean of the last ``readout_steps`` per-step logits (``None``: all steps).
+    :meth:`simulate` returns per-step logits ``(batch, time, classes)`` and spike counts
+    ``(batch, time, neuron layers)``.
 
-    The first conv sees the analog image, which does not change over time,
-    so it is computed once. One loop over time runs every later layer at
-    batch ``batch`` and keeps state only for neurons (voltages) and
-    synapses (filter levels).
+    The nodes that see only the analog image (the first conv, say) do not change over time and run once.
+    One loop over time runs every other node and keeps state only for neurons, synapses and rate-gated max
+    pools. The final dense layer (the logits) is applied to all steps at once after the loop. The simulation
+    is causal: the first T steps of a longer run are a run of T steps.
 
-    ``tau``: synaptic time constant in seconds, per neuron and trainable
-    (``None``: no synapse); ``train_tau`` / ``train_dt`` make the time
-    constants / the step length trainable (dt gets its gradient through the
-    synaptic filters, as in keras-spiking). ``rate_band``: ``(low, high)`` Hz; in training,
-    adds ``rate_weight * sum_l ((max(low - r_l, 0) + max(r_l - high, 0)) / high)^2``
-    where ``r_l`` is layer ``l``'s mean filtered rate. ``sparsity``: in training, adds
-    ``sparsity`` x the measured synaptic operations per ANN MAC, each layer's spikes per neuron
-    (straight-through) weighted by the synaptic operations one spike causes (:func:`costs.sop_weights`).
-    ``rate_l2``: in training, keras-spiking's ranged L2 activity regulariser as SNN4Space puts it on every
-    spiking activation: ``rate_l2`` x the sum over steps and neurons of the squared distance of each
-    neuron's output (``n / dt`` Hz) from the ``rate_band``, per image (keras-spiking neurons only).
+    ``neuron``: a name of :data:`NEURONS`; ``max_spikes``: spikes per step (signed IF bursts); ``leak``: the
+    LIF neuron's decay per step. ``tau``: synaptic time constant in seconds, per neuron and trainable
+    (``None``: no synapse); ``train_tau`` / ``train_dt`` make the time constants / the step length trainable
+    (dt gets its gradient through the synaptic filters, as in keras-spiking). ``rate_band``: ``(low, high)``
+    Hz; in training, adds ``rate_weight * sum_l ((max(low - r_l, 0) + max(r_l - high, 0)) / high)^2`` where
+    ``r_l`` is neuron layer ``l``'s mean filtered rate. ``sparsity``: in training, adds ``sparsity`` x the
+    measured synaptic operations per ANN MAC, each layer's spikes per neuron (straight-through) weighted by
+    the synaptic operations one spike causes (:func:`costs.sop_weights`). ``rate_l2``: in training,
+    keras-spiking's ranged L2 activity regulariser as SNN4Space puts it on every spiking activation:
+    ``rate_l2`` x the sum over steps and neurons of the squared distance of each neuron's output (``n / dt``
+    Hz) from the ``rate_band``, per image (keras-spiking neurons only).
     """
 
-    def __init__(self, channels, pool_after, num_classes, image_size, timesteps=8, dt=0.001, tau=0.1,
-                 seed=0, readout_steps=None, rate_band=None, rate_weight=0.0, train_tau=True, train_dt=False,
-                 neuron="keras_spiking", max_spikes=1, sparsity=0.0, rate_l2=0.0,
-                 **kwargs):
+    def __init__(self, graph, timesteps=8, dt=0.001, tau=0.1, seed=0, readout_steps=None, rate_band=None,
+                 rate_weight=0.0, train_tau=True, train_dt=False, neuron="keras_spiking", max_spikes=1,
+                 sparsity=0.0, rate_l2=0.0, leak=0.9, **kwargs):
         super().__init__(**kwargs)
-        if neuron not in NEURONS:
-            raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
-        if neuron in IF_NEURONS and tau is not None:
+        settings = {"max_spikes": int(max_spikes)} | ({"leak": float(leak)} if neuron == "lif" else {})
+        self.cell = neuron_models.neuron(neuron, **settings)
+        if self.cell.thresholded and tau is not None:
             raise ValueError("integrate-and-fire (QCFS) neurons take no synaptic filter: use tau=None")
         if rate_l2 and (neuron != "keras_spiking" or not rate_band):
             raise ValueError("rate_l2 regularises keras-spiking neurons' rates towards a rate_band: give both")
-        if int(max_spikes) < 1 or (int(max_spikes) > 1 and neuron != "signed_if"):
-            raise ValueError(f"max_spikes must be 1, or more for signed_if neurons; got {max_spikes} for {neuron}")
+        self.graph = {"nodes": [dict(n) for n in graph["nodes"]], "output": graph["output"]}
         self.neuron = neuron
         self.max_spikes = int(max_spikes)
-        self.channels = [int(c) for c in channels]
-        self.pool_after = [bool(p) for p in pool_after]
-        self.num_classes = int(num_classes)
-        self.image_size = int(image_size)
+        self.leak = float(leak)
         self.timesteps = int(timesteps)
         self.dt = float(dt)
         self.tau = None if tau is None else float(tau)
@@ -148,153 +95,223 @@ class SpikingVGG(tf.keras.Model):
         self.rate_l2 = float(rate_l2)
         self.train_tau = bool(train_tau)
         self.train_dt = bool(train_dt)
-        self.shapes = []
-        size = self.image_size
-        for c, pool in zip(self.channels, self.pool_after):
-            self.shapes.append((size, size, c))
-            size = size // 2 if pool else size
-        c_in = 3
-        self.kernels, self.biases, self.taus = [], [], []
-        for i, (c, shape) in enumerate(zip(self.channels, self.shapes)):
-            self.kernels.append(self.add_weight(name=f"kernel_{i}", shape=(3, 3, c_in, c)))
-            self.biases.append(self.add_weight(name=f"bias_{i}", shape=(c,), initializer="zeros"))
+        self.nodes = nodes_from_spec(self.graph)
+        self.plan = scale_plan(self.nodes, self.graph["output"])
+        self.neuron_nodes = [n for n in self.nodes if n.op == "neuron"]
+        self.static = set()  # nodes computed once: they depend on the image only
+        for node in self.nodes:
+            if node.op == "input" or (node.op != "neuron" and all(i in self.static for i in node.inputs)):
+                self.static.add(node.name)
+        output = next(n for n in self.nodes if n.name == self.graph["output"])
+        # the logits layer runs on all steps at once, after the loop
+        self.tail = output if output.op == "dense" and output.name not in self.static else None
+        self.kernels, self.biases, self.taus = {}, {}, []
+        linear = [n for n in self.nodes if n.op in LINEAR_OPS]
+        for i, node in enumerate(linear):
+            # names as the VGG simulator had them, so that its runs' weights still load
+            prefix = "logits_" if node is self.tail else ""
+            suffix = "" if node is self.tail else f"_{i}"
+            shape = self._kernel_shape(node)
+            self.kernels[node.name] = self.add_weight(name=f"{prefix}kernel{suffix}", shape=shape)
+            if node.params.get("bias", True):
+                self.biases[node.name] = self.add_weight(name=f"{prefix}bias{suffix}", shape=(node.shape[-1],),
+                                                         initializer="zeros")
+        for i, node in enumerate(self.neuron_nodes):
             if self.tau is not None:
                 self.taus.append(self.add_weight(
-                    name=f"tau_{i}", shape=(1, *shape), initializer=tf.keras.initializers.Constant(self.tau),
-                    trainable=self.train_tau,
-                    constraint=tf.keras.constraints.NonNeg()))
-            c_in = c
-        self.logits_kernel = self.add_weight(name="logits_kernel", shape=(c_in, self.num_classes))
+                    name=f"tau_{i}", shape=(1, *node.shape), initializer=tf.keras.initializers.Constant(self.tau),
+                    trainable=self.train_tau, constraint=tf.keras.constraints.NonNeg()))
         # The step length as a weight, so that it can be trained (with train_dt); float32 like keras-spiking's.
         self.dt_weight = self.add_weight(name="dt", shape=(), initializer=tf.keras.initializers.Constant(self.dt),
                                          trainable=self.train_dt, constraint=tf.keras.constraints.NonNeg())
-        # Hz per unit of ANN activation, per layer (rate normalisation); not trained.
-        self.gains = self.add_weight(name="gains", shape=(len(self.channels),), initializer="ones", trainable=False)
-        # Integrate-and-fire thresholds (QCFS lambda) per layer; used when neuron == "if".
-        self.thresholds = self.add_weight(name="thresholds", shape=(len(self.channels),), initializer="ones",
+        # Hz per unit of ANN activation, per neuron layer (rate normalisation); not trained.
+        self.gains = self.add_weight(name="gains", shape=(len(self.neuron_nodes),), initializer="ones",
+                                     trainable=False)
+        # Integrate-and-fire thresholds (QCFS lambda) per neuron layer.
+        self.thresholds = self.add_weight(name="thresholds", shape=(len(self.neuron_nodes),), initializer="ones",
                                           trainable=False)
 
+    def _kernel_shape(self, node) -> tuple:
+        inputs = next(n for n in self.nodes if n.name == node.inputs[0]).shape
+        k = node.params.get("kernel_size")
+        if node.op == "conv":
+            return (*k, inputs[-1], node.shape[-1])
+        if node.op == "depthwise":
+            return (*k, inputs[-1], node.shape[-1] // inputs[-1])
+        return (inputs[-1], node.shape[-1])
+
     @classmethod
-    def from_folded(cls, net: FoldedNetwork, image_size: int, **kwargs) -> "SpikingVGG":
-        model = cls([k.shape[-1] for k in net.kernels], net.pool_after, net.logits_kernel.shape[-1], image_size,
-                    **kwargs)
-        model.set_folded(net)
+    def from_graph(cls, graph: LayerGraph, **kwargs) -> "SpikingNetwork":
+        model = cls(graph.spec(), **kwargs)
+        model.set_graph(graph)
         return model
 
-    def set_folded(self, net: FoldedNetwork) -> None:
-        for variable, value in zip(self.kernels + self.biases, net.kernels + net.biases):
-            variable.assign(value)
-        self.logits_kernel.assign(net.logits_kernel)
-        self.gains.assign(np.asarray(net.gains, np.float32))
-        if net.thresholds:
-            self.thresholds.assign(np.asarray(net.thresholds, np.float32))
+    @classmethod
+    def from_config(cls, config):
+        if "channels" in config:  # written by the VGG simulator before the layer graph
+            config = dict(config)
+            config["graph"] = vgg_graph_spec(config.pop("channels"), config.pop("pool_after"),
+                                             config.pop("num_classes"), config.pop("image_size"))
+        return cls(**config)
 
-    def effective_weights(self):
-        """Kernels, biases and logits kernel with the gains applied (what the neurons see)."""
-        gains = tf.unstack(self.gains)
-        return scaled_weights(self.kernels, self.biases, self.logits_kernel, gains)
+    def set_graph(self, graph: LayerGraph) -> None:
+        """Take the weights, gains and thresholds of ``graph`` (the graph this model was built from)."""
+        for node in graph.linear:
+            self.kernels[node.name].assign(node.kernel)
+            if node.name in self.biases:
+                self.biases[node.name].assign(node.bias)
+        self.gains.assign(np.asarray([graph.gains[n.name] for n in graph.neurons], np.float32))
+        if graph.thresholds:
+            self.thresholds.assign(np.asarray(graph.thresholds, np.float32))
+
+    def gain_of(self) -> dict:
+        return dict(zip([n.name for n in self.neuron_nodes], tf.unstack(self.gains)))
+
+    def effective_weights(self) -> dict:
+        """``{linear node: (kernel, bias)}`` with the gains applied (what the neurons see); bias may be None."""
+        gains = self.gain_of()
+        return {name: scaled_weights(self.plan[name], kernel, self.biases.get(name), gains)
+                for name, kernel in self.kernels.items()}
+
+    @property
+    def image_size(self) -> int:
+        return int(self.nodes[0].shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.nodes[-1].shape[-1]) if self.tail is None else int(self.tail.shape[-1])
 
     def get_config(self):
-        return {"channels": self.channels, "pool_after": self.pool_after, "num_classes": self.num_classes,
-                "image_size": self.image_size, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
+        return {"graph": self.graph, "timesteps": self.timesteps, "dt": self.dt, "tau": self.tau,
                 "seed": self.seed, "readout_steps": self.readout_steps, "rate_band": self.rate_band,
                 "rate_weight": self.rate_weight, "sparsity": self.sparsity, "rate_l2": self.rate_l2,
-                "train_tau": self.train_tau, "train_dt": self.train_dt,
-                "neuron": self.neuron, "max_spikes": self.max_spikes, "name": self.name}
+                "train_tau": self.train_tau, "train_dt": self.train_dt, "neuron": self.neuron,
+                "max_spikes": self.max_spikes, "leak": self.leak, "name": self.name}
 
     # ------------------------------------------------------------------
     def simulate(self, images, timesteps=None, training=False, return_outputs=False):
         """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "rates": (B,T,L),
-        "activity": (B,T,L)}``.
+        "activity": (B,T,L)}`` over the ``L`` neuron layers in graph order.
 
-        ``spikes`` counts spikes per image, step and layer; ``rates`` is each
-        layer's mean filtered output (Hz) per step; ``activity`` is each layer's
-        spikes per neuron and step, differentiable in training (straight-through). With ``return_outputs``,
-        ``"outputs"`` holds each layer's output averaged over time, in the
-        ANN's units (``(B, h, w, c)`` per layer), for comparison with the ANN.
+        ``spikes`` counts spikes (of either sign) per image, step and layer; ``rates`` is each layer's mean
+        filtered output (Hz) per step; ``activity`` is each layer's spikes per neuron and step, differentiable
+        in training (straight-through). With ``return_outputs``, ``"outputs"`` maps each neuron node to its
+        output averaged over time, in the ANN's units (``(B, ...)``), for comparison with the ANN.
         """
         timesteps = self.timesteps if timesteps is None else timesteps
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
         dt = tf.maximum(self.dt_weight, 1e-8)
-        kernels, biases, logits_kernel = self.effective_weights()
-        first = tf.nn.conv2d(images, kernels[0], 1, "SAME") + biases[0]
-        thresholds = tf.unstack(self.thresholds)
-        signed = self.neuron == "signed_if"
-        if self.neuron in IF_NEURONS:  # deterministic: half the threshold
-            voltages = tuple(tf.fill(tf.concat([[batch], shape], 0), thresholds[i] / 2)
-                             for i, shape in enumerate(self.shapes))
-        else:
-            voltages = tuple(
-                tf.random.stateless_uniform(tf.concat([[batch], shape], 0), seed=(layer_seed(self.seed, i),) * 2)
-                for i, shape in enumerate(self.shapes))
-        # Filter levels (with a synapse), or the net spike counts of signed neurons (the state is one or the other).
-        levels = tuple(tf.zeros(tf.concat([[batch], shape], 0)) for shape in self.shapes) if self.taus or signed else ()
-        decays = [tf.exp(-dt / tf.maximum(tau, 1e-8)) for tau in self.taus]
-        sums = tuple(tf.zeros(tf.concat([[batch], shape], 0)) for shape in self.shapes) if return_outputs else ()
+        gains = self.gain_of()
+        thresholds = dict(zip(gains, tf.unstack(self.thresholds)))
+        weights = self.effective_weights()
+        plan, cell = self.plan, self.cell
+        values = {"input": images}
+        for node in self.nodes[1:]:
+            if node.name in self.static:
+                values[node.name] = self._apply(node, [values[i] for i in node.inputs], weights, gains)
+        static = values
+
+        def full(node):
+            return tf.concat([[batch], node.shape], 0)
+
+        states = {n.name: cell.initial_state(full(n), thresholds[n.name], layer_seed(self.seed, i))
+                  for i, n in enumerate(self.neuron_nodes)}
+        filters = {n.name: tf.zeros(full(n)) for n in self.neuron_nodes} if self.taus else {}
+        decays = {n.name: tf.exp(-dt / tf.maximum(tau, 1e-8)) for n, tau in zip(self.neuron_nodes, self.taus)}
+        gates = {n.name: tf.zeros(full(self._input_of(n))) for n in self.nodes
+                 if n.op == "max_pool" and n.name not in self.static}
+        sums = {n.name: tf.zeros(full(n)) for n in self.neuron_nodes} if return_outputs else {}
         features = tf.TensorArray(tf.float32, size=timesteps)
         counts = tf.TensorArray(tf.float32, size=timesteps)
         rates = tf.TensorArray(tf.float32, size=timesteps)
         activity = tf.TensorArray(tf.float32, size=timesteps)
         band = training and self.rate_l2 > 0
         outside = tf.zeros([batch])  # per image: squared distance of the spike rates from the band, summed
+        looped = [n for n in self.nodes if n.name not in self.static and n is not self.tail]
+        read = self.tail.inputs[0] if self.tail is not None else self.graph["output"]
 
-        def step(t, voltages, levels, sums, features, counts, rates, activity, outside):
-            new_voltages, new_levels, new_sums, step_counts, step_rates, step_activity = [], [], [], [], [], []
-            x = None
-            for i in range(len(self.kernels)):
-                h = first if i == 0 else tf.nn.conv2d(x, kernels[i], 1, "SAME") + biases[i]
-                if self.neuron in IF_NEURONS:
-                    drive = tf.clip_by_value(h, 0.0, thresholds[i])
-                    v, n, spikes = if_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(h), thresholds[i],
-                                           levels[i] if signed else None, self.max_spikes, t + 1)
-                    if signed:
-                        new_levels.append(levels[i] + n)
+        def step(t, states, filters, gates, sums, features, counts, rates, activity, outside):
+            values = dict(static)
+            states, filters, gates, sums = dict(states), dict(filters), dict(gates), dict(sums)
+            step_counts, step_rates, step_activity = [], [], []
+            for node in looped:
+                xs = [values[i] for i in node.inputs]
+                name = node.name
+                if node.op == "neuron":
+                    h = rescale(xs[0], plan[name].inputs[0], name, gains)
+                    threshold = thresholds[name]
+                    drive = cell.drive(h, threshold)
+                    states[name], n, spikes = cell.step(tuple(tf.stop_gradient(s) for s in states[name]),
+                                                        tf.stop_gradient(h), threshold, dt, t + 1)
+                    fired = tf.abs(n)  # spikes of either sign
+                    if training:
+                        spikes = _straight_through(drive, spikes)
+                        # backward, spikes per step follow the drive in spike units: the gradient of the rate
+                        fired = _straight_through(drive * cell.spike_unit(threshold, dt), fired)
+                    axes = list(range(1, len(node.shape) + 1))
+                    step_counts.append(tf.reduce_sum(fired, axis=axes))
+                    step_activity.append(tf.reduce_mean(fired, axis=axes))
+                    if band:
+                        outside = outside + tf.reduce_sum(outside_band(spikes, self.rate_band) ** 2, axis=axes)
+                    if self.taus:
+                        out = (1 - decays[name]) * spikes + decays[name] * filters[name]
+                        filters[name] = out
+                    else:
+                        out = spikes
+                    step_rates.append(tf.reduce_mean(out, axis=axes))
+                    if return_outputs:
+                        sums[name] = sums[name] + out
+                    values[name] = out
+                elif name in gates:  # rate-gated max pooling: the unit with the most output so far passes
+                    gates[name] = gates[name] + xs[0]
+                    p = node.params
+                    _, where = tf.nn.max_pool_with_argmax(gates[name], p["pool_size"], p["strides"], p["padding"],
+                                                          include_batch_in_index=True)
+                    values[name] = tf.gather(tf.reshape(xs[0], [-1]), where)
                 else:
-                    drive = tf.nn.relu(h)
-                    v, n, spikes = keras_spiking_step(tf.stop_gradient(voltages[i]), tf.stop_gradient(drive), dt)
-                new_voltages.append(v)
-                fired = tf.abs(n)  # spikes of either sign
-                if training:
-                    spikes = _straight_through(drive, spikes)
-                    # backward, spikes per step follow the drive in spike units (a spike carries the threshold,
-                    # or 1 / dt): the gradient of the rate, as for the spikes themselves
-                    unit = 1.0 / thresholds[i] if self.neuron in IF_NEURONS else dt
-                    fired = _straight_through(drive * unit, fired)
-                step_counts.append(tf.reduce_sum(fired, axis=[1, 2, 3]))
-                step_activity.append(tf.reduce_mean(fired, axis=[1, 2, 3]))
-                if band:
-                    outside = outside + tf.reduce_sum(outside_band(spikes, self.rate_band) ** 2, axis=[1, 2, 3])
-                if self.taus:
-                    out = (1 - decays[i]) * spikes + decays[i] * levels[i]
-                    new_levels.append(out)
-                else:
-                    out = spikes
-                step_rates.append(tf.reduce_mean(out, axis=[1, 2, 3]))
-                if return_outputs:
-                    new_sums.append(sums[i] + out)
-                x = tf.nn.avg_pool2d(out, 2, 2, "VALID") if self.pool_after[i] else out
-            features = features.write(t, tf.reduce_mean(x, axis=[1, 2]))
+                    values[name] = self._apply(node, xs, weights, gains)
+            features = features.write(t, values[read])
             counts = counts.write(t, tf.stack(step_counts, axis=1))
             rates = rates.write(t, tf.stack(step_rates, axis=1))
             activity = activity.write(t, tf.stack(step_activity, axis=1))
-            return (t + 1, tuple(new_voltages), tuple(new_levels), tuple(new_sums), features, counts, rates,
-                    activity, outside)
+            return t + 1, states, filters, gates, sums, features, counts, rates, activity, outside
 
-        _, _, _, sums, features, counts, rates, activity, outside = tf.while_loop(
+        _, _, _, _, sums, features, counts, rates, activity, outside = tf.while_loop(
             lambda t, *_: t < timesteps, step,
-            (tf.constant(0), voltages, levels, sums, features, counts, rates, activity, outside))
-        per_step = tf.transpose(features.stack(), [1, 0, 2])
-        result = {"logits": tf.einsum("btf,fc->btc", per_step, logits_kernel),
+            (tf.constant(0), states, filters, gates, sums, features, counts, rates, activity, outside))
+        per_step = tf.transpose(features.stack(), [1, 0, *range(2, 1 + len(self._node(read).shape) + 1)])
+        if self.tail is not None:
+            kernel, bias = weights[self.tail.name]
+            logits = tf.einsum("btf,fc->btc", per_step, kernel)
+            logits = logits if bias is None else logits + bias
+        else:
+            logits = rescale(per_step, plan[read].output, ONE, gains)
+        result = {"logits": logits,
                   "spikes": tf.transpose(counts.stack(), [1, 0, 2]),
                   "rates": tf.transpose(rates.stack(), [1, 0, 2]),
                   "activity": tf.transpose(activity.stack(), [1, 0, 2])}
         if band:
             result["rate_band_l2"] = outside
         if return_outputs:
-            gains = tf.unstack(self.gains)
-            result["outputs"] = [total / (tf.cast(timesteps, tf.float32) * gains[i]) for i, total in enumerate(sums)]
+            result["outputs"] = {name: total / (tf.cast(timesteps, tf.float32) * gains[name])
+                                 for name, total in sums.items()}
         return result
+
+    def _node(self, name):
+        return next(n for n in self.nodes if n.name == name)
+
+    def _input_of(self, node):
+        return self._node(node.inputs[0])
+
+    def _apply(self, node, xs, weights, gains):
+        """A non-neuron node's output (inputs of an add or concat brought to its scale first)."""
+        if node.op in LINEAR_OPS:
+            return apply_op(node, xs, *weights[node.name])
+        if node.op in ("add", "concat"):
+            xs = [rescale(x, have, self.plan[node.name].output, gains)
+                  for x, have in zip(xs, self.plan[node.name].inputs)]
+        return apply_op(node, xs)
 
     def call(self, images, training=None):
         result = self.simulate(images, self.timesteps, training=bool(training))
@@ -309,14 +326,17 @@ class SpikingVGG(tf.keras.Model):
             self.add_loss(self.sparsity * tf.reduce_sum(spikes_per_neuron * self.sop_weights()))
         return readout(result["logits"], self.readout_steps)
 
+    def layer_costs(self) -> list:
+        """Per-inference counts of every linear node (:func:`costs.graph_costs`)."""
+        return graph_costs(self.nodes, self.graph["output"])
+
     def sop_weights(self) -> np.ndarray:
-        """Synaptic operations per ANN MAC that one spike per neuron of each layer causes
+        """Synaptic operations per ANN MAC that one spike per neuron of each neuron layer causes
         (:func:`costs.sop_weights`)."""
-        layers = vgg_layer_costs(self.channels, self.pool_after, self.image_size, self.num_classes)
-        return np.asarray(sop_weights(layers), np.float32)
+        return np.asarray(sop_weights(self.layer_costs(), self.neurons_per_layer()), np.float32)
 
     def neurons_per_layer(self) -> list:
-        return [int(np.prod(shape)) for shape in self.shapes]
+        return [int(np.prod(n.shape)) for n in self.neuron_nodes]
 
 
 def readout(per_step_logits, steps=None):
@@ -326,14 +346,14 @@ def readout(per_step_logits, steps=None):
     return tf.reduce_mean(per_step_logits, axis=1)
 
 
-def keras_spiking_model(model: SpikingVGG, timesteps: int | None = None):
+def keras_spiking_model(model: SpikingNetwork, timesteps: int | None = None):
     """The same network built the SNN4Space way from keras-spiking layers.
 
-    Input ``(batch, time, h, w, 3)`` (the image repeated over time); output
-    per-step logits ``(batch, time, classes)``. Every layer runs through
-    ``TimeDistributed``; each neuron layer is ``SpikingActivation("relu")``
-    seeded like ours, followed by ``Lowpass`` when ``model.tau`` is set.
-    Weights are copied from ``model`` layer by layer.
+    Input ``(batch, time, h, w, c)`` (the image repeated over time); output per-step logits
+    ``(batch, time, classes)``. Every layer runs through ``TimeDistributed``; each neuron node is
+    ``SpikingActivation("relu")`` seeded like ours, followed by ``Lowpass`` when ``model.tau`` is set. Weights
+    are copied from ``model`` with its gains applied. Graphs whose gains need rescaling between nodes (a
+    normalised residual add) and max pooling have no keras-spiking equivalent.
     """
     import keras_spiking
 
@@ -341,30 +361,56 @@ def keras_spiking_model(model: SpikingVGG, timesteps: int | None = None):
         raise ValueError("keras-spiking has no integrate-and-fire neuron with reset by subtraction: the naive "
                          "model exists for keras-spiking neurons only")
     L = tf.keras.layers
-    inputs = tf.keras.Input((timesteps, model.image_size, model.image_size, 3))
-    x = inputs
-    convs, filters = [], []
-    for i, (c, pool) in enumerate(zip(model.channels, model.pool_after)):
-        conv = L.TimeDistributed(L.Conv2D(c, 3, padding="same"), name=f"conv_{i}")
-        x = conv(x)
-        convs.append(conv)
-        x = keras_spiking.SpikingActivation("relu", dt=model.dt, seed=layer_seed(model.seed, i),
-                                            name=f"spiking_{i}")(x)
-        if model.tau is not None:
-            lowpass = keras_spiking.Lowpass(model.tau, dt=model.dt, name=f"lowpass_{i}")
-            x = lowpass(x)
-            filters.append(lowpass)
-        if pool:
-            x = L.TimeDistributed(L.AveragePooling2D(2), name=f"pool_{i}")(x)
-    x = L.TimeDistributed(L.GlobalAveragePooling2D(), name="gap")(x)
-    logits = L.TimeDistributed(L.Dense(model.num_classes, use_bias=False), name="logits")
-    outputs = logits(x)
-    naive = tf.keras.Model(inputs, outputs, name="keras_spiking_vgg")
-    kernels, biases, logits_kernel = model.effective_weights()
-    for conv, kernel, bias in zip(convs, kernels, biases):
-        conv.set_weights([kernel.numpy(), bias.numpy()])
+    weights = model.effective_weights()
+    inputs = tf.keras.Input((timesteps, *model.nodes[0].shape))
+    values, linear, filters, neuron_index = {"input": inputs}, {}, [], 0
+    for node in model.nodes[1:]:
+        scale = model.plan[node.name]
+        if node.op not in LINEAR_OPS and any(have != scale.inputs[0] for have in scale.inputs) or (
+                node.op == "neuron" and scale.inputs[0] != node.name):
+            raise ValueError(f"node {node.name} rescales its inputs: keras-spiking layers cannot")
+        xs = [values[i] for i in node.inputs]
+        p = node.params
+        if node.op == "neuron":
+            x = keras_spiking.SpikingActivation("relu", dt=model.dt, seed=layer_seed(model.seed, neuron_index),
+                                                name=f"spiking_{neuron_index}")(xs[0])
+            if model.tau is not None:
+                lowpass = keras_spiking.Lowpass(model.tau, dt=model.dt, name=f"lowpass_{neuron_index}")
+                x = lowpass(x)
+                filters.append(lowpass)
+            neuron_index += 1
+        elif node.op in ("add", "concat"):
+            x = (L.Add() if node.op == "add" else L.Concatenate())(xs)
+        else:
+            if node.op == "conv":
+                layer = L.Conv2D(node.shape[-1], p["kernel_size"], p["strides"], p["padding"].lower(),
+                                 use_bias=node.name in model.biases)
+            elif node.op == "depthwise":
+                layer = L.DepthwiseConv2D(p["kernel_size"], p["strides"], p["padding"].lower(),
+                                          depth_multiplier=model.kernels[node.name].shape[-1],
+                                          use_bias=node.name in model.biases)
+            elif node.op == "dense":
+                layer = L.Dense(node.shape[-1], use_bias=node.name in model.biases)
+            elif node.op == "avg_pool":
+                layer = L.AveragePooling2D(p["pool_size"], p["strides"], p["padding"].lower())
+            elif node.op == "gap":
+                layer = L.GlobalAveragePooling2D()
+            elif node.op == "flatten":
+                layer = L.Reshape(node.shape)
+            elif node.op == "pad":
+                layer = L.ZeroPadding2D([tuple(pad) for pad in p["padding"]])
+            else:
+                raise ValueError(f"keras-spiking has no equivalent of the {node.op} node {node.name}")
+            wrapped = L.TimeDistributed(layer, name=node.name.replace("/", "_"))
+            x = wrapped(xs[0])
+            if node.op in LINEAR_OPS:
+                linear[node.name] = wrapped
+        values[node.name] = x
+    naive = tf.keras.Model(inputs, values[model.graph["output"]], name="keras_spiking_network")
+    for name, wrapped in linear.items():
+        kernel, bias = weights[name]
+        wrapped.set_weights([kernel.numpy()] + ([] if bias is None else [bias.numpy()]))
     for lowpass, tau in zip(filters, model.taus):
         tau_weight = [w for w in lowpass.weights if "tau" in w.name][0]
         tau_weight.assign(tau)
-    logits.set_weights([logits_kernel.numpy()])
     return naive

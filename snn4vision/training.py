@@ -1,4 +1,4 @@
-"""Stage 1: train the VGG-16 ANN (``pipelines/train_ann.py``)."""
+"""Stage 1: train the ANN to convert (``pipelines/train_ann.py``) or a spiking transformer."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,16 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, edges, models, resources, rundir
+from . import data, edges, layer_graph, models, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
-from .costs import sop_weights, vgg_layer_costs
+from .costs import graph_costs, sop_weights
 from .errors import UserError, check_keras
 from .evaluation import classification_metrics, diverging
 from .progress import BatchProgress
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
-#: "vgg16": the SNN4Space ANN (converted later); the others are spiking transformers trained directly.
-ARCHITECTURES = ("vgg16", "spikformer", "sdt")
+#: ANNs that train_ann.py trains and convert_snn.py converts.
+ANN_ARCHITECTURES = ("vgg16", "resnet18", "resnet20")
+#: The ANNs, then the spiking transformers that train_spiking_transformer.py trains directly.
+ARCHITECTURES = ANN_ARCHITECTURES + ("spikformer", "sdt")
 LR_SCHEDULES = ("plateau", "cosine")
 
 
@@ -26,7 +28,7 @@ LR_SCHEDULES = ("plateau", "cosine")
 class TrainConfig:
     """Everything that defines a training run (saved as ``config.json``); the defaults are the quick preset.
 
-    ``architecture`` "vgg16" is the ANN of ``train_ann.py``; "spikformer" and
+    ``architecture`` "vgg16", "resnet18" or "resnet20" is an ANN of ``train_ann.py``; "spikformer" and
     "sdt" are spiking transformers (``train_spiking_transformer.py``),
     shaped by ``depth``, ``dim``, ``heads``, ``timesteps``, ``mlp_ratio`` and
     ``pooling``.
@@ -88,12 +90,14 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.architecture in ARCHITECTURES,
              f"unknown architecture {self.architecture!r}: use one of {', '.join(ARCHITECTURES)}"),
+            (self.batch_norm or not self.architecture.startswith("resnet"),
+             f"{self.architecture} always has BatchNorm (folded at conversion): drop --no-batch-norm"),
             (self.lr_schedule in LR_SCHEDULES,
              f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.sparsity >= 0 and math.isfinite(self.sparsity),
              f"--sparsity must be 0 (off) or positive, got {self.sparsity}"),
-            (not self.sparsity or not self.spiking, "--sparsity applies to the VGG-16 (train_ann.py) only"),
+            (not self.sparsity or not self.spiking, "--sparsity applies to the ANNs of train_ann.py only"),
             (0 <= self.qcfs_warmup < 1, f"--qcfs-warmup must be in [0, 1) so that the network ends quantised, "
                                         f"got {self.qcfs_warmup}"),
             (not self.spiking or (self.dim % 8 == 0 and self.dim % self.heads == 0),
@@ -136,7 +140,7 @@ class TrainConfig:
     @property
     def spiking(self) -> bool:
         """True for a directly trained spiking transformer."""
-        return self.architecture != "vgg16"
+        return self.architecture not in ANN_ARCHITECTURES
 
     def check_transformer_memory(self, batch_size: int, training: bool) -> None:
         """Refuse a spiking transformer's batch (all T steps unrolled at once) that would not fit in memory."""
@@ -219,14 +223,18 @@ def distribution_strategy():
 
 
 def build_model(config: TrainConfig, num_classes: int, weights: str | None = None):
-    """The model a config describes (``weights`` overrides ``config.weights`` of a VGG-16)."""
+    """The model a config describes (``weights`` overrides ``config.weights`` of an ANN)."""
     if config.spiking:
         build = models.spikformer if config.architecture == "spikformer" else models.spike_driven_transformer
         return build(num_classes, config.depth, config.dim, config.heads, config.timesteps, config.image_size,
                      config.mlp_ratio, config.pooling)
-    return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm,
-                        config.weights if weights is None else weights, config.kernel_l2, config.bias_l1,
-                        seed=config.seed, activation=config.activation, levels=config.levels,
+    weights = config.weights if weights is None else weights
+    if config.architecture != "vgg16":
+        return models.resnet(config.architecture, num_classes, config.image_size, config.width, weights,
+                             config.kernel_l2, config.bias_l1, seed=config.seed, activation=config.activation,
+                             levels=config.levels, qcfs_threshold=config.qcfs_threshold)
+    return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm, weights, config.kernel_l2,
+                        config.bias_l1, seed=config.seed, activation=config.activation, levels=config.levels,
                         qcfs_threshold=config.qcfs_threshold)
 
 
@@ -370,14 +378,14 @@ def stage_name(config: TrainConfig) -> str:
 
 
 def train_ann(config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
-    """Train the VGG-16 ANN into ``config.run_dir`` and return its metrics.
+    """Train the ANN (VGG-16, ResNet-18 or ResNet-20) into ``config.run_dir`` and return its metrics.
 
     With ``resume``, continue the run in ``config.run_dir`` from its last
     completed epoch (same weights, optimizer state, schedule and data
     order), using the saved ``config.json``.
     """
     if config.spiking:
-        raise UserError(f"train_ann trains the VGG-16; {config.architecture} is a spiking transformer: "
+        raise UserError(f"train_ann trains ANNs; {config.architecture} is a spiking transformer: "
                         "use train_spiking_transformer.py")
     return train_model(config, resume, overwrite, verbose)
 
@@ -409,7 +417,7 @@ def classification_loss(num_classes: int, label_smoothing: float = 0.0):
     return loss
 
 
-def add_sparsity_penalty(model, strength: float, image_size: int, num_classes: int, width: float) -> None:
+def add_sparsity_penalty(model, strength: float) -> None:
     """Add ``strength`` x the converted SNN's expected synaptic operations per ANN MAC to the model's loss.
 
     Each neuron layer's expected spikes per neuron is weighted by the synaptic operations one spike causes
@@ -422,10 +430,11 @@ def add_sparsity_penalty(model, strength: float, image_size: int, num_classes: i
 
     from .layers import QCFS
 
-    channels, pool_after = models.vgg16_layout(width)
-    weights = sop_weights(vgg_layer_costs(channels, pool_after, image_size, num_classes))
-    activations = [layer for layer in model.layers if isinstance(layer, (QCFS, tf.keras.layers.ReLU))]
-    for layer, weight in zip(activations, weights, strict=True):
+    graph = layer_graph.build_graph(model, trained=False)
+    neurons = [int(np.prod(n.shape)) for n in graph.neurons]
+    weights = sop_weights(graph_costs(graph.nodes, graph.output), neurons)
+    for node, weight in zip(graph.neurons, weights, strict=True):
+        layer = model.get_layer(node.name.removesuffix("/relu"))
         if isinstance(layer, QCFS):
             layer.sparsity = strength * weight
         else:
@@ -546,7 +555,7 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         model = build_model(config, len(source.classes))
         optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
         if config.sparsity:
-            add_sparsity_penalty(model, config.sparsity, config.image_size, len(source.classes), config.width)
+            add_sparsity_penalty(model, config.sparsity)
         model.compile(optimizer, classification_loss(len(source.classes), config.label_smoothing), ["accuracy"])
         optimizer.build(model.trainable_variables)
     # weights, two optimizer slots, the checkpoint's copy of all three and the best weights

@@ -59,3 +59,14 @@ def assert_is_a_drawn_png(path: Path, min_colours: int = 8) -> None:
         assert image.format == "PNG"
         assert image.width >= 300 and image.height >= 200
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) >= min_colours
+
+
+def vgg_layers(graph):
+    """``(kernels, biases, pool_after, logits_kernel)`` of a VGG-pattern layer graph (conv, neuron, optional 2x2
+    average pooling, ..., GAP, dense), for references written out layer by layer."""
+    convs = [n for n in graph.nodes if n.op == "conv"]
+    pooled = {graph_node.inputs[0] for graph_node in graph.nodes if graph_node.op == "avg_pool"}
+    neuron_of = {n.inputs[0]: n.name for n in graph.nodes if n.op == "neuron"}
+    logits = next(n for n in graph.nodes if n.op == "dense")
+    return ([c.kernel for c in convs], [c.bias for c in convs], [neuron_of[c.name] in pooled for c in convs],
+            logits.kernel)

@@ -1,4 +1,4 @@
-"""The seven deliberate bugs of issue 13 and four more: plant each, run the tests named for it, restore.
+"""The seven deliberate bugs of issue 13 and seven more: plant each, run the tests named for it, restore.
 
 Run by hand, not by pytest: ``.venv/bin/python tests/mutants.py [name ...]``. Every line should list a
 failing test; NONE means the suite would not notice that bug.
@@ -27,15 +27,25 @@ MUTANTS = [
     ("LIF > not >=", "snn4vision/layers.py",
      "tf.cast(v >= 0.0, v.dtype)", "tf.cast(v > 0.0, v.dtype)",
      ["tests/test_spiking_transformers.py"]),
-    ("IF > not >=", "snn4vision/simulation.py",
-     "count = tf.cast(voltage >= threshold, voltage.dtype)", "count = tf.cast(voltage > threshold, voltage.dtype)",
+    ("IF > not >=", "snn4vision/neurons.py",
+     "        voltage = state[0] + h\n        count = tf.cast(voltage >= threshold, voltage.dtype)",
+     "        voltage = state[0] + h\n        count = tf.cast(voltage > threshold, voltage.dtype)",
      ["tests/test_layers.py"]),
     ("STE from h", "snn4vision/simulation.py",
      "spikes = _straight_through(drive, spikes)", "spikes = _straight_through(h, spikes)",
      ["tests/test_conversion.py"]),
-    ("gain halved", "snn4vision/conversion.py",
-     "gains = [float(max_rate / p) for p in percentiles]", "gains = [float(0.5 * max_rate / p) for p in percentiles]",
+    ("gain halved", "snn4vision/layer_graph.py",
+     "gains = {n.name: float(max_rate / p)", "gains = {n.name: float(0.5 * max_rate / p)",
      ["tests/test_conversion.py"]),
+    ("residual branches not rescaled", "snn4vision/layer_graph.py",
+     "    if have == need:\n        return x\n", "    if True:\n        return x\n",
+     ["tests/test_layer_graph.py"]),
+    ("max pool gated by this step", "snn4vision/simulation.py",
+     "gates[name] = gates[name] + xs[0]", "gates[name] = xs[0]",
+     ["tests/test_layer_graph.py"]),
+    ("BN folded into a shared conv", "snn4vision/layer_graph.py",
+     "self.builder.readers[inputs[0]] > 1", "self.builder.readers[inputs[0]] > 2",
+     ["tests/test_layer_graph.py"]),
     ("convert drops the edge filter", "snn4vision/convert.py",
      'test_batches = run.batches("test", config.batch_size)',
      'test_batches = data.evaluation_batches(run.decoded("test"), config.batch_size)',

@@ -1,12 +1,12 @@
-import dataclasses
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from snn4vision import conversion, models, simulation
+from snn4vision import layer_graph, models, neurons, simulation
 from snn4vision.convert import accuracy_over_time, readout_steps, timestep_grid
 from snn4vision.errors import UserError
+
+from .conftest import vgg_layers
 
 
 @pytest.fixture(scope="module")
@@ -28,28 +28,35 @@ def images():
 
 
 def test_folding_reproduces_ann_logits(ann, images):
-    net = conversion.fold_ann(ann)
-    assert net.num_layers == 13 and sum(net.pool_after) == 4
-    np.testing.assert_allclose(conversion.rate_forward(net, images).numpy(), ann(images).numpy(),
+    net = layer_graph.build_graph(ann)
+    _, _, pool_after, _ = vgg_layers(net)
+    assert len(net.neurons) == 13 and sum(pool_after) == 4
+    assert not any(n.op == "batch_norm" for n in net.nodes)  # folded
+    np.testing.assert_allclose(layer_graph.rate_forward(net, images).numpy(), ann(images).numpy(),
                                rtol=1e-4, atol=1e-5)
 
 
 def test_normalisation_keeps_logits_and_maps_percentile_to_max_rate(ann, images):
-    net = conversion.fold_ann(ann)
-    percentiles = conversion.activation_percentiles(net, [images], percentile=99.0)
-    normalised = conversion.normalise(net, percentiles, max_rate=500.0)
-    logits, activations = conversion.rate_forward(normalised, images, return_activations=True)
+    net = layer_graph.build_graph(ann)
+    percentiles = layer_graph.activation_percentiles(net, [images], percentile=99.0)
+    normalised = layer_graph.normalise(net, percentiles, max_rate=500.0)
+    logits, activations = layer_graph.rate_forward(normalised, images, return_activations=True)
     np.testing.assert_allclose(logits.numpy(), ann(images).numpy(), rtol=1e-4, atol=1e-5)
-    for act in activations:
+    for act in activations.values():
         assert np.percentile(act.numpy(), 99.0) == pytest.approx(500.0, rel=1e-3)
 
 
-def test_unconvertible_layer_is_named():
-    model = tf.keras.Sequential([tf.keras.Input((8, 8, 3)), tf.keras.layers.Conv2D(4, 3, padding="same"),
-                                 tf.keras.layers.MaxPooling2D(name="maxpool"),
-                                 tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(2, use_bias=False)])
-    with pytest.raises(UserError, match="maxpool"):
-        conversion.fold_ann(model)
+def test_every_unconvertible_layer_is_named_in_one_line():
+    L = tf.keras.layers
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 3)), L.Conv2D(4, 3, padding="same"), L.LeakyReLU(name="leaky"),
+                                 L.Conv2D(4, 3, dilation_rate=2, name="dilated"), L.ReLU(),
+                                 L.GlobalAveragePooling2D(), L.Dense(2, use_bias=False)])
+    with pytest.raises(UserError) as error:
+        layer_graph.build_graph(model)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "leaky: LeakyReLU has no converter" in message
+    assert "dilated: dilation_rate=(2, 2) is not supported" in message
 
 
 def _reference_simulation(kernels, biases, logits_kernel, pool_after, images, timesteps, dt, tau, seed):
@@ -59,7 +66,7 @@ def _reference_simulation(kernels, biases, logits_kernel, pool_after, images, ti
         b, t = x.shape[:2]
         h = tf.nn.conv2d(x.reshape(b * t, *x.shape[2:]), kernel, 1, "SAME").numpy() + bias
         h = h.reshape(b, t, *h.shape[1:])
-        v = tf.random.stateless_uniform(h[:, 0].shape, seed=(simulation.layer_seed(seed, i),) * 2).numpy()
+        v = tf.random.stateless_uniform(h[:, 0].shape, seed=(neurons.layer_seed(seed, i),) * 2).numpy()
         out = np.zeros_like(h)
         level = np.zeros_like(h[:, 0])
         a = np.exp(-dt / tau, dtype=np.float32) if tau else None
@@ -84,33 +91,34 @@ def _independently_normalised_weights(net, images, max_rate):
     """
     x, previous = images, 1.0
     kernels, biases = [], []
-    for kernel, bias, pool in zip(net.kernels, net.biases, net.pool_after):
+    net_kernels, net_biases, pool_after, logits_kernel = vgg_layers(net)
+    for kernel, bias, pool in zip(net_kernels, net_biases, pool_after):
         act = np.maximum(tf.nn.conv2d(x, kernel, 1, "SAME").numpy() + bias, 0)
         gain = max_rate / np.percentile(act, 99.9)
         kernels.append(kernel * gain / previous)
         biases.append(bias * gain)
         previous = gain
         x = act.reshape(act.shape[0], act.shape[1] // 2, 2, act.shape[2] // 2, 2, -1).mean(axis=(2, 4)) if pool else act
-    return kernels, biases, net.logits_kernel / previous
+    return kernels, biases, logits_kernel / previous
 
 
 @pytest.mark.parametrize("tau", [0.005, None])
 def test_simulator_matches_numpy_reference_and_keras_spiking(ann, images, tau):
-    net = conversion.fold_ann(ann)
-    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
-    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=12, tau=tau, seed=3)
+    net = layer_graph.build_graph(ann)
+    net = layer_graph.normalise(net, layer_graph.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingNetwork.from_graph(net, timesteps=12, tau=tau, seed=3)
     ours = snn.simulate(images, 12)["logits"].numpy()
-    reference = _reference_simulation(*_independently_normalised_weights(conversion.fold_ann(ann), images, 1000.0),
-                                      net.pool_after, images, 12, 0.001, tau, 3)
+    reference = _reference_simulation(*_independently_normalised_weights(layer_graph.build_graph(ann), images, 1000.0),
+                                      vgg_layers(net)[2], images, 12, 0.001, tau, 3)
     np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-3 * np.abs(reference).max())
     naive = simulation.keras_spiking_model(snn)(np.repeat(images[:, None], 12, axis=1), training=False).numpy()
     np.testing.assert_array_equal(ours, naive)
 
 
 def test_spike_at_step_t_only_affects_later_steps(ann, images):
-    net = conversion.fold_ann(ann)
-    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
-    snn = simulation.SpikingVGG.from_folded(net, 32, tau=0.01, seed=0)
+    net = layer_graph.build_graph(ann)
+    net = layer_graph.normalise(net, layer_graph.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingNetwork.from_graph(net, tau=0.01, seed=0)
     long = snn.simulate(images, 10)
     short = snn.simulate(images, 4)
     np.testing.assert_array_equal(long["logits"][:, :4].numpy(), short["logits"].numpy())
@@ -121,11 +129,10 @@ def test_straight_through_gradient_is_relu_gradient(ann, images):
     """Backward, each spiking layer is ReLU: a channel whose pre-activation is negative everywhere gets
     exactly zero gradient (an identity straight-through estimator would give it one), and one that is
     positive everywhere gets the gradient of its unclipped input."""
-    net = conversion.fold_ann(ann)
-    biases = [b.copy() for b in net.biases]
-    biases[0][0], biases[0][1] = -1e3, 1e3  # channel 0 always off, channel 1 always on
-    net = dataclasses.replace(net, biases=biases)
-    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=3, tau=None, seed=0)
+    net = layer_graph.build_graph(ann)
+    net.linear[0].bias = net.linear[0].bias.copy()
+    net.linear[0].bias[0], net.linear[0].bias[1] = -1e3, 1e3  # channel 0 always off, channel 1 always on
+    snn = simulation.SpikingNetwork.from_graph(net, timesteps=3, tau=None, seed=0)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(snn(images[:2], training=True))
     grads = dict(zip([v.name.split(":")[0].split("/")[-1] for v in snn.trainable_variables],
@@ -136,16 +143,16 @@ def test_straight_through_gradient_is_relu_gradient(ann, images):
 
 
 def test_simulator_save_load_round_trip(tmp_path, ann, images):
-    snn = simulation.SpikingVGG.from_folded(conversion.fold_ann(ann), 32, timesteps=4, tau=0.01, seed=2)
+    snn = simulation.SpikingNetwork.from_graph(layer_graph.build_graph(ann), timesteps=4, tau=0.01, seed=2)
     from snn4vision.checkpoints import load_variables, save_variables
     from snn4vision.errors import UserError
 
     save_variables(snn.weights, tmp_path / "snn.weights.h5")
     # trainability changes the order of Keras' weights; loading goes by name
-    copy = simulation.SpikingVGG.from_config(snn.get_config() | {"train_tau": False})
+    copy = simulation.SpikingNetwork.from_config(snn.get_config() | {"train_tau": False})
     load_variables(copy.weights, tmp_path / "snn.weights.h5")
     np.testing.assert_array_equal(copy(images).numpy(), snn(images).numpy())
-    other = simulation.SpikingVGG.from_config(snn.get_config() | {"channels": [c + 1 for c in snn.channels]})
+    other = simulation.SpikingNetwork.from_graph(layer_graph.build_graph(models.vgg16(5, image_size=32, width=0.25)))
     with pytest.raises(UserError, match="kernel_0 of shape"):
         load_variables(other.weights, tmp_path / "snn.weights.h5")
 
@@ -170,16 +177,16 @@ def test_accuracy_over_time_by_hand():
 
 
 def test_tau_and_dt_train_through_the_synaptic_filters(ann, images):
-    net = conversion.fold_ann(ann)
-    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
-    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=0.003, train_dt=True, seed=0)
+    net = layer_graph.build_graph(ann)
+    net = layer_graph.normalise(net, layer_graph.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingNetwork.from_graph(net, timesteps=4, tau=0.003, train_dt=True, seed=0)
     assert snn.dt_weight.trainable and all(tau.trainable for tau in snn.taus)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(snn(images[:2], training=True) ** 2)
     dt_grad, tau_grad = tape.gradient(loss, [snn.dt_weight, snn.taus[-1]])
     assert dt_grad is not None and float(tf.abs(dt_grad)) > 0
     assert tau_grad is not None and float(tf.reduce_sum(tf.abs(tau_grad))) > 0
-    frozen = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=0.003, train_tau=False, seed=0)
+    frozen = simulation.SpikingNetwork.from_graph(net, timesteps=4, tau=0.003, train_tau=False, seed=0)
     assert not frozen.dt_weight.trainable and not any(tau.trainable for tau in frozen.taus)
 
 
@@ -188,9 +195,9 @@ def test_rate_l2_is_keras_spikings_ranged_l2_regulariser(ann, images):
     on every SpikingActivation (Keras divides activity regularisation by the batch size)."""
     import keras_spiking
 
-    net = conversion.fold_ann(ann)
-    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=1000.0)
-    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=6, tau=0.005, seed=3, rate_band=(10.0, 20.0),
+    net = layer_graph.build_graph(ann)
+    net = layer_graph.normalise(net, layer_graph.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingNetwork.from_graph(net, timesteps=6, tau=0.005, seed=3, rate_band=(10.0, 20.0),
                                             rate_l2=1e-6)
     snn(images, training=True)
     ours = float(sum(snn.losses))
@@ -203,4 +210,4 @@ def test_rate_l2_is_keras_spikings_ranged_l2_regulariser(ann, images):
     # most neurons fire at 0 Hz or 1000 Hz in a step: both outside the band, so the penalty is large
     assert reference > 1e-6 * 10.0 ** 2 * snn.neurons_per_layer()[0]
     with pytest.raises(ValueError, match="rate_band"):
-        simulation.SpikingVGG.from_folded(net, 32, rate_l2=1e-6)
+        simulation.SpikingNetwork.from_graph(net, rate_l2=1e-6)

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from snn4vision import conversion, costs, models, simulation
+from snn4vision import costs, layer_graph, models, simulation
 from snn4vision.errors import UserError
+
+from .conftest import vgg_layers
 
 
 def test_shipped_profiles():
@@ -24,7 +26,8 @@ def test_bad_profile_is_named(tmp_path):
 def test_vgg16_macs_at_224_match_the_analytic_total():
     channels = [c for block in models.VGG16_BLOCKS for c in block]
     pool_after = [i in (1, 3, 6, 9) for i in range(13)]
-    layers = costs.vgg_layer_costs(channels, pool_after, 224, 1000)
+    layers = costs.graph_costs(layer_graph.nodes_from_spec(layer_graph.vgg_graph_spec(channels, pool_after, 1000, 224)),
+                               "logits")
     # Independent: the five blocks run at 224, 112, 56, 28 and 14 pixels.
     sizes = [224] * 2 + [112] * 2 + [56] * 3 + [28] * 3 + [14] * 3
     c_in = [3] + channels[:-1]
@@ -35,8 +38,8 @@ def test_vgg16_macs_at_224_match_the_analytic_total():
 
 
 def test_snn_operations_by_hand():
-    layers = [costs.LayerCost("a", connections=100, inputs=10, neurons=5),
-              costs.LayerCost("b", connections=60, inputs=5, neurons=3, adds=8)]
+    layers = [costs.LayerCost("a", connections=100, inputs=10, neurons=5, analog="once"),
+              costs.LayerCost("b", connections=60, inputs=5, neurons=3, adds=8, sources=(0,))]
     ops = costs.snn_operations(layers, spikes_per_layer=[7.0, 2.0], timesteps=4, synapse=True)
     assert ops[0] == {"macs": 100.0, "sops": 0.0, "updates": 40.0, "dense_synops": 100.0}
     assert ops[1] == {"macs": 0.0, "sops": 7.0 * 12, "updates": 24.0, "dense_synops": 240.0}
@@ -50,7 +53,14 @@ def test_snn_operations_by_hand():
     assert costs.ann_energy(layers, gpu) == [200 + 5, 120 + 16 + 3]
     rows = costs.energy_table(layers, ops, [None, None], {"g": gpu})
     assert [r["sop_per_mac"] for r in rows] == [1.0, 84 / 60, (100 + 84) / 160]  # the first layer's MACs count
-    assert costs.sop_weights(layers) == [5 * (60 / 5) / 160]  # 5 neurons, each spike reaching 12 synapses
+    assert costs.sop_weights(layers, [5, 3]) == [5 * (60 / 5) / 160, 0.0]  # 5 neurons, each spike reaching 12
+    # a layer after a residual add receives both layers' spikes; one reading analog values computes every step
+    merged = costs.LayerCost("c", connections=30, inputs=3, neurons=0, sources=(0, 1))
+    analog = costs.LayerCost("d", connections=20, inputs=4, neurons=0, analog="every_step")
+    ops = costs.snn_operations([merged, analog], spikes_per_layer=[7.0, 2.0], timesteps=4, synapse=False)
+    assert ops == [{"macs": 0.0, "sops": 9.0 * 10, "updates": 0.0, "dense_synops": 120.0},
+                   {"macs": 80.0, "sops": 0.0, "updates": 0.0, "dense_synops": 80.0}]
+    assert costs.sop_weights([merged, analog], [5, 3]) == [5 * 10 / 50, 3 * 10 / 50]
 
 
 def test_synops_agree_with_keras_spiking_model_energy():
@@ -65,20 +75,21 @@ def test_synops_agree_with_keras_spiking_model_energy():
 
     ann = models.vgg16(4, image_size=32, width=0.125, seed=3)
     images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
-    net = conversion.fold_ann(ann)
-    net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=500.0)
+    net = layer_graph.build_graph(ann)
+    net = layer_graph.normalise(net, layer_graph.activation_percentiles(net, [images]), max_rate=500.0)
     timesteps, dt = 6, 0.001
-    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=timesteps, tau=None, seed=1)
+    snn = simulation.SpikingNetwork.from_graph(net, timesteps=timesteps, tau=None, seed=1)
     spikes = snn.simulate(images, timesteps)["spikes"].numpy().sum(axis=1).mean(axis=0)
-    ours = costs.snn_operations(costs.vgg_layer_costs(snn.channels, snn.pool_after, 32, 4), spikes, timesteps, False)
+    ours = costs.snn_operations(snn.layer_costs(), spikes, timesteps, False)
+    pool_after = vgg_layers(net)[2]
     naive = simulation.keras_spiking_model(snn, timesteps)
     stats = keras_spiking.ModelEnergy(naive, example_data=np.repeat(images[:, None], timesteps, axis=1))
     loihi = costs.load_devices()["loihi"]
-    convs = [layer for layer in naive.layers if layer.name.startswith("conv_")]
+    convs = [naive.get_layer(node.name) for node in snn.nodes if node.op == "conv"]
     for i, layer in enumerate(convs[1:], start=1):
         synop_energy, _ = stats.layer_energy(layer, "loihi", timesteps_per_inference=timesteps, dt=dt)
         theirs = synop_energy / loihi.energy_per_synop
-        factor = 4 if snn.pool_after[i - 1] else 1
+        factor = 4 if pool_after[i - 1] else 1
         assert ours[i]["sops"] == pytest.approx(factor * theirs, rel=1e-4)
     synop_energy, _ = stats.layer_energy(naive.get_layer("logits"), "loihi", timesteps_per_inference=timesteps, dt=dt)
     assert ours[-1]["sops"] == pytest.approx(2 * 2 * synop_energy / loihi.energy_per_synop, rel=1e-4)
@@ -111,7 +122,7 @@ def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand():
 
     model = models.vgg16(4, image_size=32, width=0.125, batch_norm=True, kernel_l2=0, bias_l1=0, seed=0,
                          activation="qcfs", levels=4)
-    add_sparsity_penalty(model, 2.0, 32, 4, 0.125)
+    add_sparsity_penalty(model, 2.0)
     channels = [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
     sizes = [32] * 2 + [16] * 2 + [8] * 3 + [4] * 3 + [2] * 3
     c_in = [3] + channels[:-1]
@@ -136,24 +147,24 @@ def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand():
 
 @pytest.mark.parametrize("neuron", ["signed_if", "keras_spiking"])
 def test_fine_tuning_sparsity_penalty_is_the_measured_sop_per_mac(neuron):
-    """In training, SpikingVGG adds sparsity x (SOPs the measured spikes cause) / (ANN MACs): the same number
+    """In training, SpikingNetwork adds sparsity x (SOPs the measured spikes cause) / (ANN MACs): the same number
     the energy path gets from the integer spike counts, and it has a gradient."""
     import tensorflow as tf
 
     ann = models.vgg16(4, image_size=32, width=0.125, seed=3, activation="qcfs" if neuron == "signed_if" else "relu",
                        levels=4)
     images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
-    net = conversion.fold_ann(ann)
+    net = layer_graph.build_graph(ann)
     if neuron == "keras_spiking":
-        net = conversion.normalise(net, conversion.activation_percentiles(net, [images]), max_rate=500.0)
-    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=None, neuron=neuron, sparsity=3.0, seed=1)
+        net = layer_graph.normalise(net, layer_graph.activation_percentiles(net, [images]), max_rate=500.0)
+    snn = simulation.SpikingNetwork.from_graph(net, timesteps=4, tau=None, neuron=neuron, sparsity=3.0, seed=1)
     with tf.GradientTape() as tape:
         snn(images, training=True)
         penalty = tf.add_n(snn.losses)
     spikes = snn.simulate(images, 4)["spikes"].numpy().sum(axis=1).mean(axis=0)
-    layers = costs.vgg_layer_costs(snn.channels, snn.pool_after, 32, 4)
+    layers = snn.layer_costs()
     operations = costs.snn_operations(layers, spikes, 4, synapse=False)
     expected = 3.0 * sum(o["sops"] for o in operations) / sum(c.connections for c in layers)
     assert expected > 0 and float(penalty) == pytest.approx(expected, rel=1e-4)
-    gradient = tape.gradient(penalty, snn.kernels[1])  # (untrained: deeper layers are silent)
+    gradient = tape.gradient(penalty, snn.kernels["block1_conv2"])  # (untrained: deeper layers are silent)
     assert gradient is not None and np.abs(gradient.numpy()).sum() > 0

@@ -6,7 +6,8 @@ import pytest
 from snn4vision import cli
 from snn4vision.errors import UserError
 from snn4vision.fine_tuning import RECIPES, FineTuneConfig, _dt_bounds, dt_ceiling, schedule, tau_ceiling
-from snn4vision.simulation import SpikingVGG
+from snn4vision.layer_graph import vgg_graph_spec
+from snn4vision.simulation import SpikingNetwork
 
 
 def _recipe(**changes) -> FineTuneConfig:
@@ -37,7 +38,7 @@ def test_tau_ceiling_follows_dt_on_a_log_log_line():
 
 def test_dt_and_tau_are_bounded_after_every_optimizer_step():
     config = _recipe()
-    snn = SpikingVGG([2, 2], [False, False], 3, 4, dt=1.0, tau=0.1, train_dt=True)
+    snn = SpikingNetwork(vgg_graph_spec([2, 2], [False, False], 3, 4), dt=1.0, tau=0.1, train_dt=True)
     bounds = _dt_bounds(snn, config, 1.0, stage=0, epoch=1, epochs=4, steps=5)
     snn.dt_weight.assign(2.0)  # an optimizer step above the ceiling after batch 3 of 5, epoch 2 of 4, stage T = 1
     bounds.on_train_batch_end(2)

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from snn4vision import conversion, models, simulation
+from snn4vision import layer_graph, models, neurons, simulation
 from snn4vision.convert import verify
 from snn4vision.layers import QCFS
+
+from .conftest import vgg_layers
 
 
 def _qcfs_reference(x, lam, levels):
@@ -66,15 +68,17 @@ def qcfs_ann():
 def test_if_spike_counts_equal_qcfs_levels_layer_by_layer(qcfs_ann):
     """With T = L and a constant input, every IF neuron fires exactly the ANN's quantised level."""
     images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
-    net = conversion.fold_ann(qcfs_ann)
-    _, activations = conversion.rate_forward(net, images, return_activations=True)
+    net = layer_graph.build_graph(qcfs_ann)
+    _, activations = layer_graph.rate_forward(net, images, return_activations=True)
+    activations = list(activations.values())
     x = tf.constant(images)
-    for i, (kernel, bias, pool) in enumerate(zip(net.kernels, net.biases, net.pool_after)):
+    kernels, biases, pool_after, _ = vgg_layers(net)
+    for i, (kernel, bias, pool) in enumerate(zip(kernels, biases, pool_after)):
         h = tf.nn.conv2d(x, kernel, 1, "SAME") + bias  # this layer's constant input current
         lam = np.float32(net.thresholds[i])
         voltage, total = tf.fill(tf.shape(h), tf.constant(lam / 2, tf.float32)), tf.zeros_like(h)
         for _ in range(net.levels):
-            voltage, count, _ = simulation.if_step(voltage, h, lam)
+            (voltage,), count, _ = neurons.IFNeuron().step((voltage,), h, lam, None, None)
             total += count
         levels = np.clip(np.floor(h.numpy() * net.levels / lam + 0.5), 0, net.levels)
         np.testing.assert_array_equal(total.numpy(), levels)
@@ -84,10 +88,10 @@ def test_if_spike_counts_equal_qcfs_levels_layer_by_layer(qcfs_ann):
 
 def test_qcfs_network_converts_to_if_neurons_and_verify_reports(qcfs_ann):
     images = np.random.default_rng(1).random((4, 32, 32, 3)).astype(np.float32)
-    net = conversion.fold_ann(qcfs_ann)
-    np.testing.assert_allclose(conversion.rate_forward(net, images).numpy(), qcfs_ann(images).numpy(),
+    net = layer_graph.build_graph(qcfs_ann)
+    np.testing.assert_allclose(layer_graph.rate_forward(net, images).numpy(), qcfs_ann(images).numpy(),
                                rtol=1e-4, atol=1e-5)
-    snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=4, tau=None, neuron="if")
+    snn = simulation.SpikingNetwork.from_graph(net, timesteps=4, tau=None, neuron="if")
     ann_logits = qcfs_ann(images).numpy()
     labels = ann_logits.argmax(1)
     labels[2:] = (labels[2:] + 1) % ann_logits.shape[1]  # the ANN is right on exactly half the images
@@ -120,7 +124,7 @@ def test_if_neuron_fires_when_the_membrane_reaches_the_threshold_exactly():
     voltage = tf.zeros([3])
     counts = []
     for current in (0.25, 0.25, 0.5):
-        voltage, count, out = simulation.if_step(voltage, tf.fill([3], current), 1.0)
+        (voltage,), count, out = neurons.IFNeuron().step((voltage,), tf.fill([3], current), 1.0, None, None)
         counts.append(count.numpy()[0])
     assert counts == [0.0, 0.0, 1.0] and voltage.numpy()[0] == 0.0 and out.numpy()[0] == 1.0
 
@@ -131,10 +135,11 @@ def test_signed_if_undoes_overshoot_by_hand():
     # membrane 0.7), and 0 = floor(0.05 * 4 / 1 + 0.5), the QCFS level of the mean input at L = 4.
     currents = [1.0, -0.8, 0.0, 0.0]
     for signed, expected_counts, expected_v in [(False, [1, 0, 0, 0], -0.3), (True, [1, -1, 0, 0], 0.7)]:
-        v, net, counts = tf.constant([0.5]), tf.zeros(1), []
-        for x in currents:
-            v, n, out = simulation.if_step(v, tf.constant([x]), 1.0, net if signed else None)
-            net += n
+        cell = neurons.neuron("signed_if" if signed else "if")
+        state, counts = (tf.constant([0.5]), tf.zeros(1))[:2 if signed else 1], []
+        for t, x in enumerate(currents, start=1):
+            state, n, out = cell.step(state, tf.constant([x]), 1.0, None, t)
+            v = state[0]
             counts.append(float(n[0]))
             assert float(out[0]) == float(n[0])  # a spike carries lambda = 1
         assert counts == expected_counts
@@ -147,10 +152,10 @@ def test_signed_if_counts_the_qcfs_level_of_the_mean_input():
     rng = np.random.default_rng(3)
     lam, steps = np.float32(1.5), 8
     currents = rng.normal(0.4, 1.0, (500, steps)).astype(np.float32)
-    v, net = tf.fill([500], tf.constant(lam / 2, tf.float32)), tf.zeros(500)
+    state = neurons.SignedIFNeuron().initial_state([500], tf.constant(lam, tf.float32), seed=0)
     for t in range(steps):
-        v, n, _ = simulation.if_step(v, currents[:, t], lam, net)
-        net += n
+        state, n, _ = neurons.SignedIFNeuron().step(state, currents[:, t], lam, None, t + 1)
+    v, net = state
     reference = [_signed_if_reference(row, lam) for row in currents]
     np.testing.assert_array_equal(net.numpy(), [c for c, _ in reference])
     np.testing.assert_allclose(v.numpy(), [m for _, m in reference], atol=1e-5)
@@ -168,12 +173,13 @@ def test_signed_if_bursts_count_the_qcfs_level_of_every_neuron():
     lam, steps = np.float32(0.7), 6
     currents = rng.normal(0.3, 1.5, (400, steps)).astype(np.float32)
     for burst in (2, steps):
-        v, net = tf.fill([400], tf.constant(lam / 2, tf.float32)), tf.zeros(400)
+        cell = neurons.SignedIFNeuron(max_spikes=burst)
+        state = cell.initial_state([400], tf.constant(lam, tf.float32), seed=0)
         for t in range(steps):
-            v, n, out = simulation.if_step(v, currents[:, t], lam, net, burst, t + 1)
+            state, n, out = cell.step(state, currents[:, t], lam, None, t + 1)
             assert np.abs(n.numpy()).max() <= burst
             np.testing.assert_allclose(out.numpy(), n.numpy() * lam, rtol=1e-6)
-            net += n
+        v, net = state
         reference = [_signed_if_reference(row, lam, burst) for row in currents]
         np.testing.assert_array_equal(net.numpy(), [c for c, _ in reference])
         np.testing.assert_allclose(v.numpy(), [m for _, m in reference], atol=1e-5)
@@ -185,38 +191,40 @@ def test_signed_if_network_reproduces_the_qcfs_ann_at_t_equal_l(qcfs_ann):
     """Layer by layer, the signed network's mean output is the QCFS level of its mean input current, and it
     matches the ANN where the plain IF network does not. The two agree on layer 1 (constant input)."""
     images = np.random.default_rng(1).random((4, 32, 32, 3)).astype(np.float32)
-    net = conversion.fold_ann(qcfs_ann)
+    net = layer_graph.build_graph(qcfs_ann)
     reports = {}
     for neuron in ("if", "signed_if"):
-        snn = simulation.SpikingVGG.from_folded(net, 32, timesteps=net.levels, tau=None, neuron=neuron)
+        snn = simulation.SpikingNetwork.from_graph(net, timesteps=net.levels, tau=None, neuron=neuron)
         reports[neuron] = verify(qcfs_ann, snn, images, timesteps=net.levels)
-    outputs = snn.simulate(images, net.levels, return_outputs=True)["outputs"]  # the signed network's
+    outputs = list(snn.simulate(images, net.levels, return_outputs=True)["outputs"].values())  # the signed network's
+    kernels, biases, pool_after, _ = vgg_layers(net)
     for i in range(1, len(outputs)):
-        x = tf.nn.avg_pool2d(outputs[i - 1], 2, 2, "VALID") if net.pool_after[i - 1] else outputs[i - 1]
-        current = tf.nn.conv2d(x, net.kernels[i], 1, "SAME").numpy() + net.biases[i]
+        x = tf.nn.avg_pool2d(outputs[i - 1], 2, 2, "VALID") if pool_after[i - 1] else outputs[i - 1]
+        current = tf.nn.conv2d(x, kernels[i], 1, "SAME").numpy() + biases[i]
         level = np.clip(np.floor(current * net.levels / net.thresholds[i] + 0.5), 0, net.levels)
         assert np.mean(np.abs(level * net.thresholds[i] / net.levels - outputs[i].numpy()) < 1e-5) > 0.99
     signed = [r["mean_abs_error"] for r in reports["signed_if"]["layers"]]
     plain = [r["mean_abs_error"] for r in reports["if"]["layers"]]
     assert signed[0] == plain[0] < 1e-6
     assert max(signed) < 1e-4 < max(plain)
-    burst = simulation.SpikingVGG.from_folded(net, 32, timesteps=net.levels, tau=None, neuron="signed_if",
+    burst = simulation.SpikingNetwork.from_graph(net, timesteps=net.levels, tau=None, neuron="signed_if",
                                               max_spikes=net.levels)
     np.testing.assert_allclose(burst(images).numpy(), qcfs_ann(images).numpy(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="signed_if"):
-        simulation.SpikingVGG.from_folded(net, 32, tau=None, neuron="if", max_spikes=2)
+        simulation.SpikingNetwork.from_graph(net, tau=None, neuron="if", max_spikes=2)
 
 
 def test_verify_names_layers_it_cannot_convert():
     inputs = tf.keras.Input((8, 8, 3))
     x = tf.keras.layers.Conv2D(4, 3, padding="same", name="c")(inputs)
     x = tf.keras.layers.ReLU(name="r")(x)
-    x = tf.keras.layers.MaxPooling2D(name="maxpool")(x)
+    x = tf.keras.layers.LeakyReLU(name="leaky")(x)
+    x = tf.keras.layers.Conv2DTranspose(4, 3, name="up")(x)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     x = tf.keras.layers.Dropout(0.1, name="drop")(x)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name="head")(x))
-    problems = conversion.unconvertible_layers(model)
-    assert [p.split(":")[0] for p in problems] == ["maxpool", "drop", "head"]
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax", name="head")(x))
+    problems = layer_graph.unconvertible_layers(model)
+    assert [p.split(":")[0] for p in problems] == ["leaky", "up", "head"]  # Dropout is removed, not refused
 
 
 def test_quantisation_threshold_trades_clipping_against_step_size():
