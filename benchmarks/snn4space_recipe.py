@@ -23,10 +23,10 @@ import snn4vision  # noqa: E402,F401
 
 from snn4vision import costs  # noqa: E402
 from snn4vision.checkpoints import read_json  # noqa: E402
-from snn4vision.convert import (ConvertConfig, ann_accuracy, build_snn, layer_spikes, load_ann,  # noqa: E402
-                                readout_accuracy, readout_steps, simulate_split, timestep_grid)
-from snn4vision.fine_tuning import load_fine_tuned  # noqa: E402
-from snn4vision.training import open_run  # noqa: E402
+from snn4vision.convert import ConvertConfig, build_snn, timestep_grid  # noqa: E402
+from snn4vision.evaluation import (ann_accuracy, layer_spikes, readout_accuracy, readout_steps,  # noqa: E402
+                                   simulate_split)
+from snn4vision.rundir import load_ann, load_fine_tuned, open_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEVICES = ("loihi", "45nm")

@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from snn4vision import data  # noqa: E402
-from snn4vision.convert import load_ann, load_snn  # noqa: E402
+from snn4vision.rundir import load_ann, load_snn  # noqa: E402
 from snn4vision.simulation import keras_spiking_model  # noqa: E402
-from snn4vision.training import open_run  # noqa: E402
+from snn4vision.rundir import open_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,10 +25,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from snn4vision import costs, data  # noqa: E402
-from snn4vision.convert import (layer_spikes, load_ann, load_snn, readout_accuracy, readout_steps,  # noqa: E402
-                                timestep_grid)
-from snn4vision.fine_tuning import FINE_TUNED_CONFIG, load_fine_tuned  # noqa: E402
-from snn4vision.training import open_run  # noqa: E402
+from snn4vision.convert import timestep_grid  # noqa: E402
+from snn4vision.evaluation import layer_spikes, readout_accuracy, readout_steps  # noqa: E402
+from snn4vision.rundir import FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn, open_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,18 +1,7 @@
-"""Stage 3: fine-tune the converted SNN over doubling timesteps. See README.md for every flag."""
-import sys
-from pathlib import Path
+"""Stage 3: fine-tune the converted SNN over doubling timesteps. See README.md for every flag.
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from snn4vision import cli  # noqa: E402  (sets up tf-keras before TensorFlow loads)
-
-
-def main(argv=None):
-    from snn4vision.fine_tuning import fine_tune
-
-    args = cli.fine_tune_parser().parse_args(argv)
-    fine_tune(cli.fine_tune_config(args), resume=args.resume, overwrite=args.overwrite)
-
+The same command is installed as the console script snn4vision-fine-tune."""
+from snn4vision.cli import fine_tune_main
 
 if __name__ == "__main__":
-    cli.run(main)
+    fine_tune_main()

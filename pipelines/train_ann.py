@@ -1,18 +1,7 @@
-"""Stage 1: train the SNN4Space VGG-16 ANN. See README.md for every flag."""
-import sys
-from pathlib import Path
+"""Stage 1: train the ANN to convert (VGG-16, ResNet-18, ResNet-20). See README.md for every flag.
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from snn4vision import cli  # noqa: E402  (sets up tf-keras before TensorFlow loads)
-
-
-def main(argv=None):
-    from snn4vision.training import train_ann
-
-    args = cli.train_ann_parser().parse_args(argv)
-    train_ann(cli.train_config(args), resume=args.resume, overwrite=args.overwrite)
-
+The same command is installed as the console script snn4vision-train-ann."""
+from snn4vision.cli import train_ann_main
 
 if __name__ == "__main__":
-    cli.run(main)
+    train_ann_main()

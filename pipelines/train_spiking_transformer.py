@@ -1,18 +1,7 @@
-"""Train a Spikformer or Spike-driven Transformer directly (surrogate gradients). See README.md for every flag."""
-import sys
-from pathlib import Path
+"""Train a Spikformer or Spike-driven Transformer directly (surrogate gradients). See README.md for every flag.
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from snn4vision import cli  # noqa: E402  (sets up tf-keras before TensorFlow loads)
-
-
-def main(argv=None):
-    from snn4vision.training import train_spiking_transformer
-
-    args = cli.train_spiking_transformer_parser().parse_args(argv)
-    train_spiking_transformer(cli.transformer_config(args), resume=args.resume, overwrite=args.overwrite)
-
+The same command is installed as the console script snn4vision-train-spiking-transformer."""
+from snn4vision.cli import train_spiking_transformer_main
 
 if __name__ == "__main__":
-    cli.run(main)
+    train_spiking_transformer_main()

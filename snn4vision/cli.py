@@ -7,8 +7,18 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import edges
-from .errors import UserError
+# TensorFlow reads its C++ log level when it is first imported, which the stages below do
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from . import edges  # noqa: E402
+from .convert import ConvertConfig, convert_snn  # noqa: E402
+from .energy import estimate_energy  # noqa: E402
+from .fine_tuning import RECIPES, FineTuneConfig, fine_tune  # noqa: E402
+from .pipeline import PATHS, SUMMARY_DEVICES, PipelineConfig, run_all  # noqa: E402
+from .predict import predict  # noqa: E402
+from .rundir import ANN_ARCHITECTURES, OPTIMIZERS, TrainConfig  # noqa: E402
+from .training import PRESETS, TRANSFORMER_PRESETS, train_ann, train_spiking_transformer  # noqa: E402
+from .errors import UserError  # noqa: E402
 
 
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
@@ -115,7 +125,6 @@ def input_transform(args: argparse.Namespace) -> tuple[str, str]:
 
 def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed):
     """A TrainConfig: ``presets[args.preset]``, overridden by the flags ``names`` that were given."""
-    from .training import TrainConfig
 
     values = dict(presets[args.preset])
     values.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
@@ -125,7 +134,6 @@ def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed
 
 
 def train_ann_parser() -> argparse.ArgumentParser:
-    from .training import ANN_ARCHITECTURES, OPTIMIZERS, PRESETS
 
     p = training_parser("train_ann.py", "Train the ANN to convert (stage 1): the SNN4Space VGG-16, ResNet-18 or "
                         "ResNet-20.", PRESETS,
@@ -162,7 +170,6 @@ def train_ann_parser() -> argparse.ArgumentParser:
 
 def train_config(args: argparse.Namespace):
     """A TrainConfig from parsed flags: the preset, overridden by explicit flags."""
-    from .training import PRESETS
 
     config = preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
                                            "learning_rate", "optimizer", "augment", "qcfs_threshold",
@@ -174,7 +181,6 @@ def train_config(args: argparse.Namespace):
 
 
 def run_all_parser() -> argparse.ArgumentParser:
-    from .pipeline import PATHS, SUMMARY_DEVICES
 
     p = train_ann_parser()
     p.prog = "run_all.py"
@@ -194,7 +200,6 @@ def run_all_parser() -> argparse.ArgumentParser:
 
 
 def run_all_config(args: argparse.Namespace):
-    from .pipeline import PipelineConfig
 
     if args.activation is None:
         args.activation = args.path
@@ -203,7 +208,6 @@ def run_all_config(args: argparse.Namespace):
 
 
 def train_spiking_transformer_parser() -> argparse.ArgumentParser:
-    from .training import TRANSFORMER_PRESETS
 
     p = training_parser("train_spiking_transformer.py",
                         "Train a Spikformer or Spike-driven Transformer directly with surrogate gradients, on the "
@@ -228,7 +232,6 @@ def train_spiking_transformer_parser() -> argparse.ArgumentParser:
 
 def transformer_config(args: argparse.Namespace):
     """A TrainConfig for a spiking transformer: the preset, overridden by explicit flags."""
-    from .training import TRANSFORMER_PRESETS
 
     return preset_config(args, TRANSFORMER_PRESETS,
                          ("image_size", "depth", "dim", "heads", "timesteps", "mlp_ratio", "pooling", "batch_size",
@@ -270,7 +273,6 @@ def convert_snn_parser() -> argparse.ArgumentParser:
 
 
 def convert_config(args: argparse.Namespace):
-    from .convert import ConvertConfig
 
     return ConvertConfig(run_dir=args.run_dir, max_timesteps=args.timesteps, dt=args.dt,
                          tau=None if args.synapse == "none" else args.tau, normalise=args.normalise,
@@ -324,7 +326,6 @@ def fine_tune_parser() -> argparse.ArgumentParser:
 
 def fine_tune_config(args: argparse.Namespace):
     """A FineTuneConfig: the recipe's values (or the defaults), overridden by the flags that were given."""
-    from .fine_tuning import RECIPES, FineTuneConfig
 
     values = dict(RECIPES[args.recipe]) if args.recipe else {}
     names = ("timesteps", "epochs", "batch_size", "learning_rate", "optimizer", "train_tau", "train_dt", "dt_min",
@@ -360,3 +361,72 @@ def energy_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier estimate")
     return p
+
+
+# --------------------------------------------------------------------------
+# Commands: pipelines/<name>.py and the console scripts snn4vision-<name> (setup.cfg) run these
+# --------------------------------------------------------------------------
+def _train_ann(argv=None) -> None:
+    args = train_ann_parser().parse_args(argv)
+    train_ann(train_config(args), resume=args.resume, overwrite=args.overwrite)
+
+
+def _train_spiking_transformer(argv=None) -> None:
+    args = train_spiking_transformer_parser().parse_args(argv)
+    train_spiking_transformer(transformer_config(args), resume=args.resume, overwrite=args.overwrite)
+
+
+def _convert_snn(argv=None) -> None:
+    args = convert_snn_parser().parse_args(argv)
+    convert_snn(convert_config(args), overwrite=args.overwrite)
+
+
+def _fine_tune(argv=None) -> None:
+    args = fine_tune_parser().parse_args(argv)
+    fine_tune(fine_tune_config(args), resume=args.resume, overwrite=args.overwrite)
+
+
+def _energy_estimation(argv=None) -> None:
+    args = energy_parser().parse_args(argv)
+    estimate_energy(args.run_dir, args.devices, args.timesteps, args.model, args.profiles, args.batch_size,
+                    args.data_dir, args.overwrite)
+
+
+def _predict(argv=None) -> None:
+    args = predict_parser().parse_args(argv)
+    for row in predict(args.run_dir, args.images, args.model, args.timesteps):
+        extra = f"  spikes {row['spikes']}" if "spikes" in row else ""
+        print(f"{row['image']}: {row['class']} ({row['probability']:.3f}){extra}")
+
+
+def _run_all(argv=None) -> None:
+    args = run_all_parser().parse_args(argv)
+    run_all(run_all_config(args), resume=args.resume, overwrite=args.overwrite)
+
+
+def train_ann_main() -> None:
+    run(_train_ann)
+
+
+def train_spiking_transformer_main() -> None:
+    run(_train_spiking_transformer)
+
+
+def convert_snn_main() -> None:
+    run(_convert_snn)
+
+
+def fine_tune_main() -> None:
+    run(_fine_tune)
+
+
+def energy_estimation_main() -> None:
+    run(_energy_estimation)
+
+
+def predict_main() -> None:
+    run(_predict)
+
+
+def run_all_main() -> None:
+    run(_run_all)

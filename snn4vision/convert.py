@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from . import data, layer_graph, resources, rundir
-from .checkpoints import atomic_save_figure, atomic_write_json, load_variables, read_json, save_variables
+from .checkpoints import atomic_save_figure, atomic_write_json, save_variables
 from .errors import UserError, check_keras
-from .progress import Progress
+from .evaluation import ann_accuracy, layer_spikes, readout_accuracy, readout_steps, firing_rates, simulate_split
+from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS, load_ann, open_run
 from .simulation import SpikingNetwork
-
-from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS
 
 #: How conversion.json names the integrate-and-fire neurons of QCFS networks (simulation.IF_NEURONS).
 IF_NAMES = {"if": "IF neurons", "signed_if": "signed IF neurons"}
@@ -75,60 +74,6 @@ def timestep_grid(max_timesteps: int) -> list:
     return grid if grid[-1] == max_timesteps else grid + [max_timesteps]
 
 
-def readout_steps(timesteps: int, fraction: float) -> int:
-    return max(1, math.ceil(fraction * timesteps))
-
-
-def load_ann(run_dir: Path, config, num_classes: int):
-    """Rebuild a run's ANN from its TrainConfig and load its trained weights."""
-    from .training import load_trained_model
-
-    if config.spiking:
-        raise UserError(f"{run_dir} holds a directly trained {config.architecture}, which is already a spiking "
-                        "network: there is no ANN to convert or fine-tune; cost it with energy_estimation.py")
-    return load_trained_model(run_dir, config, num_classes)
-
-
-def simulate_split(model, batches, timesteps: int, label: str | None = None) -> dict:
-    """Per-step logits and spike counts of ``model`` (a SpikingNetwork) on all ``batches``.
-
-    ``label``: report progress (batches done) under this name.
-    """
-    import tensorflow as tf
-
-    simulate = tf.function(lambda x: model.simulate(x, timesteps), reduce_retracing=True)
-    count = int(batches.cardinality()) if hasattr(batches, "cardinality") else -1
-    progress = Progress(label, count if count > 0 else None) if label else None
-    outputs = []
-    for images, _ in batches:
-        outputs.append(simulate(images))
-        if progress:
-            progress.update(len(outputs), "batches")
-    if progress:
-        progress.close()
-    return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes", "rates")}
-
-
-def readout_accuracy(per_step_logits, labels, steps: int) -> float:
-    """Accuracy of the mean logit over the last ``steps`` steps of ``(images, time, classes)`` logits."""
-    return float(np.mean(np.asarray(per_step_logits)[:, -steps:].mean(axis=1).argmax(axis=1) == labels))
-
-
-def layer_spikes(spikes) -> np.ndarray:
-    """Spikes per image of each layer, from ``(images, time, layers)`` counts."""
-    return np.asarray(spikes).sum(axis=1).mean(axis=0)
-
-
-def firing_rates(spikes_per_layer, neurons: list, timesteps: int, dt: float) -> list:
-    """Mean firing rate (Hz) of each neuron layer."""
-    return [float(s / n / (timesteps * dt)) for s, n in zip(spikes_per_layer, neurons)]
-
-
-def ann_accuracy(ann, batches, labels) -> float:
-    """Test accuracy of a Keras classifier on ``(image, label)`` batches."""
-    return float(np.mean(ann.predict(batches, verbose=0).argmax(axis=1) == labels))
-
-
 def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: float, neurons: list,
                        dt: float) -> list:
     """Accuracy and per-layer firing rates at each T of ``grid`` from one simulation of max(grid) steps.
@@ -186,8 +131,6 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
 
 
 def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
-    from .training import open_run
-
     check_keras()
     config.validate()
     run_dir = Path(config.run_dir)
@@ -340,24 +283,3 @@ def plot_accuracy(report: dict, path: Path) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     atomic_save_figure(fig, path)
-
-
-def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN_CONFIG,
-             weights_name: str = SNN_WEIGHTS, **overrides):
-    """Rebuild a run's SpikingNetwork from its JSON config and weights file.
-
-    ``timesteps`` and ``overrides`` replace entries of the saved config.
-    """
-    run_dir = Path(run_dir)
-    rundir.require(run_dir, config_name, weights_name)
-    rundir.check_inputs(run_dir, [config_name, weights_name])
-    config = read_json(run_dir / config_name) | overrides
-    if timesteps is not None:
-        config["timesteps"] = timesteps
-    try:
-        snn = SpikingNetwork.from_config(config)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise UserError(f"{run_dir / config_name} does not describe a spiking network ({exc}): re-run the stage "
-                        f"that wrote it") from None
-    load_variables(snn.weights, run_dir / weights_name, what="SNN weights")
-    return snn

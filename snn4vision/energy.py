@@ -10,11 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import resources, rundir
+from . import data, resources, rundir
+from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
 from .costs import (device_table, energy_table, load_devices, rows_to_csv, snn_operations, summary,
                     transformer_costs)
 from .errors import UserError
-from .rundir import ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT
+from .evaluation import (ann_accuracy, firing_rates, layer_spikes, readout_accuracy, readout_steps,
+                         simulate_split)
+from .rundir import (ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn,
+                     load_trained, open_run)
+from .transformers import measure, total_spikes
 
 
 def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps: int | None = None,
@@ -33,9 +38,6 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
 
 def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_size, data_dir, overwrite,
                      verbose) -> dict:
-    from .checkpoints import atomic_write_json, atomic_write_text
-    from .training import open_run
-
     available = load_devices(profiles)
     names = list(available) if not devices else list(devices)
     unknown = [n for n in names if n not in available]
@@ -74,9 +76,6 @@ def _report(costs, operations, rates, devices: dict, **fields) -> dict:
 
 def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None, batch_size: int) -> dict:
     """Energy of a directly trained spiking transformer, from activity measured on the test split."""
-    from . import data
-    from .transformers import load_trained, measure, total_spikes
-
     dataclasses.replace(run.config, timesteps=timesteps or run.config.timesteps).check_transformer_memory(
         batch_size, training=False)
     model = load_trained(run_dir, run.config, len(run.classes), timesteps)
@@ -100,11 +99,6 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
 
 def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, model: str, batch_size: int) -> dict:
     """Energy of the run's ANN and its converted (or fine-tuned) SNN, counted per node of the layer graph."""
-    from . import data
-    from .convert import (ann_accuracy, firing_rates, layer_spikes, load_ann, load_snn, readout_accuracy,
-                          readout_steps, simulate_split)
-    from .fine_tuning import FINE_TUNED_CONFIG, load_fine_tuned
-
     if model == "auto":
         model = "fine-tuned" if (run_dir / FINE_TUNED_CONFIG).exists() else "converted"
     snn = load_fine_tuned(run_dir, timesteps) if model == "fine-tuned" else load_snn(run_dir, timesteps)
@@ -149,7 +143,6 @@ def plot_energy(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoints import atomic_save_figure
 
     names = list(report["summary"])
     x = np.arange(len(names))

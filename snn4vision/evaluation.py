@@ -1,10 +1,13 @@
-"""Classification metrics shared by every stage."""
+"""Evaluation shared by every stage: classification metrics, and simulating and scoring a spiking network."""
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
 import numpy as np
+import tensorflow as tf
+
+from .progress import Progress
 
 
 def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
@@ -32,3 +35,45 @@ def diverging(num_classes: int, *losses: float) -> bool:
     and an exploding one gets there (8.7e13 after one epoch of SGD at 1e3) before it overflows."""
     bound = 100 * math.log(max(num_classes, 2))
     return any(not math.isfinite(loss) or loss > bound for loss in losses)
+
+
+def simulate_split(model, batches, timesteps: int, label: str | None = None) -> dict:
+    """Per-step logits and spike counts of ``model`` (a SpikingNetwork) on all ``batches``.
+
+    ``label``: report progress (batches done) under this name.
+    """
+    simulate = tf.function(lambda x: model.simulate(x, timesteps), reduce_retracing=True)
+    count = int(batches.cardinality()) if hasattr(batches, "cardinality") else -1
+    progress = Progress(label, count if count > 0 else None) if label else None
+    outputs = []
+    for images, _ in batches:
+        outputs.append(simulate(images))
+        if progress:
+            progress.update(len(outputs), "batches")
+    if progress:
+        progress.close()
+    return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes", "rates")}
+
+
+def readout_accuracy(per_step_logits, labels, steps: int) -> float:
+    """Accuracy of the mean logit over the last ``steps`` steps of ``(images, time, classes)`` logits."""
+    return float(np.mean(np.asarray(per_step_logits)[:, -steps:].mean(axis=1).argmax(axis=1) == labels))
+
+
+def layer_spikes(spikes) -> np.ndarray:
+    """Spikes per image of each layer, from ``(images, time, layers)`` counts."""
+    return np.asarray(spikes).sum(axis=1).mean(axis=0)
+
+
+def firing_rates(spikes_per_layer, neurons: list, timesteps: int, dt: float) -> list:
+    """Mean firing rate (Hz) of each neuron layer."""
+    return [float(s / n / (timesteps * dt)) for s, n in zip(spikes_per_layer, neurons)]
+
+
+def ann_accuracy(ann, batches, labels) -> float:
+    """Test accuracy of a Keras classifier on ``(image, label)`` batches."""
+    return float(np.mean(ann.predict(batches, verbose=0).argmax(axis=1) == labels))
+
+
+def readout_steps(timesteps: int, fraction: float) -> int:
+    return max(1, math.ceil(fraction * timesteps))

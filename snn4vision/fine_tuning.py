@@ -29,12 +29,11 @@ import numpy as np
 
 from . import data, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_write_json, save_variables
-from .convert import SNN_CONFIG, SNN_WEIGHTS, load_snn, readout_steps
 from .errors import UserError, check_keras
-from .evaluation import diverging
+from .evaluation import diverging, firing_rates, layer_spikes, readout_accuracy, readout_steps, simulate_split
 from .progress import BatchProgress
 
-from .rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS
+from .rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, SNN_CONFIG, SNN_WEIGHTS, load_snn, open_run
 
 
 @dataclass
@@ -153,8 +152,6 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
 
 def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
     import tensorflow as tf
-
-    from .training import open_run
 
     check_keras()
     config.validate()
@@ -294,8 +291,6 @@ def _dt_bounds(snn, config: FineTuneConfig, dt_start: float, stage: int, epoch: 
 def _evaluate_stage(snn, batches, labels, stage, config, writer, step) -> dict:
     import tensorflow as tf
 
-    from .convert import firing_rates, layer_spikes, readout_accuracy, simulate_split
-
     result = simulate_split(snn, batches, stage["timesteps"])
     accuracy = readout_accuracy(result["logits"], labels, readout_steps(stage["timesteps"], config.readout_fraction))
     spikes = layer_spikes(result["spikes"])
@@ -307,8 +302,3 @@ def _evaluate_stage(snn, batches, labels, stage, config, writer, step) -> dict:
             tf.summary.scalar(f"firing_rate_hz/layer_{i + 1}", rate)
     return {"timesteps": stage["timesteps"], "accuracy": accuracy, "spikes_per_image": float(spikes.sum()),
             "firing_rate_hz": rates}
-
-
-def load_fine_tuned(run_dir: Path, timesteps: int | None = None):
-    """The fine-tuned SNN of a run."""
-    return load_snn(run_dir, timesteps, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS)

@@ -9,7 +9,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import tensorflow as tf
+
+from .checkpoints import load_weights
 from .errors import UserError
+from .layers import QCFS
+from .transformers import SpikingTransformer
 
 #: Conv channels of VGG-16's five blocks; "P" is a 2x2 pooling.
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -52,7 +57,6 @@ def vgg16(
     threshold ``qcfs_threshold``, which converts to integrate-and-fire
     neurons almost losslessly at T = levels.
     """
-    import tensorflow as tf
 
     layers = tf.keras.layers
     regularizers = tf.keras.regularizers
@@ -84,8 +88,6 @@ def vgg16(
             if batch_norm:
                 x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{i}")(x)
             if activation == "qcfs":
-                from .layers import QCFS
-
                 x = QCFS(levels, qcfs_threshold, name=f"block{b}_qcfs{i}")(x)
             else:
                 x = layers.ReLU(name=f"block{b}_relu{i}")(x)
@@ -120,9 +122,6 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
     ``width`` scales every channel count; ``activation`` "qcfs" puts QCFS with ``levels`` levels at every
     activation, which converts to integrate-and-fire neurons almost losslessly at T = levels.
     """
-    import tensorflow as tf
-
-    from .layers import QCFS
 
     layers = tf.keras.layers
     if depth not in RESNET_STAGES:
@@ -186,14 +185,12 @@ def vgg16_layout(width: float) -> tuple[list, list]:
 
 def conv_layers(model) -> list:
     """The Conv2D layers of a model, in order."""
-    import tensorflow as tf
 
     return [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)]
 
 
 def load_initial_weights(model, weights: str, width: float) -> None:
     """Apply ``--weights`` (none, imagenet or a file path) to a fresh VGG-16."""
-    from .checkpoints import load_weights
 
     if weights in (None, "", "none"):
         return
@@ -204,7 +201,6 @@ def load_initial_weights(model, weights: str, width: float) -> None:
 
 
 def _load_imagenet(model, width: float) -> None:
-    import tensorflow as tf
 
     if width != 1.0:
         raise UserError("--weights imagenet needs --width 1.0 (the pretrained VGG-16 has full width)")
@@ -267,9 +263,6 @@ def spike_driven_transformer(num_classes: int, depth: int = 2, dim: int = 512, h
 
 
 def _spiking_transformer(kind, num_classes, depth, dim, heads, timesteps, image_size, mlp_ratio, pooling, tau, alpha):
-    import tensorflow as tf
-
-    from .transformers import SpikingTransformer
 
     try:
         model = SpikingTransformer(kind, num_classes, depth, dim, heads, timesteps, mlp_ratio, pooling, tau, alpha)

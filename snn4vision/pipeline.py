@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import rundir
-from .rundir import ENERGY_JSON, SUMMARY_JSON, SUMMARY_MD
+from .rundir import ENERGY_JSON, SUMMARY_JSON, SUMMARY_MD, TrainConfig, load_snn
 from .checkpoints import atomic_write_json, atomic_write_text, read_json
-from .convert import ConvertConfig, convert_snn, load_snn
+from .convert import ConvertConfig, convert_snn
 from .energy import estimate_energy
 from .errors import UserError
 from .fine_tuning import FineTuneConfig, fine_tune
-from .training import TrainConfig, train_ann
+from .training import train_ann
 
 PATHS = ("qcfs", "relu")
 PIPELINE_STATE = "pipeline.json"  # under checkpoints/: seconds per finished stage

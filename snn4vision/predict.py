@@ -9,6 +9,9 @@ import numpy as np
 from . import data, resources, rundir
 from .checkpoints import read_json
 from .errors import UserError
+from .rundir import TrainConfig, load_ann, load_fine_tuned, load_snn, load_trained
+from .simulation import readout
+from .transformers import total_spikes
 
 
 def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: int | None = None) -> list:
@@ -18,10 +21,6 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
     run of ``train_spiking_transformer.py``, whose model is the SNN.
     """
     import tensorflow as tf
-
-    from .convert import load_ann, load_snn
-    from .fine_tuning import load_fine_tuned
-    from .training import TrainConfig
 
     run_dir = Path(run_dir)
     rundir.require(run_dir, rundir.CONFIG, rundir.CLASSES)
@@ -36,8 +35,6 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
         batch = config.transform(batch).numpy()
     spikes = None
     if config.spiking:  # a directly trained spiking transformer: it is the only model of the run
-        from .transformers import load_trained, total_spikes
-
         dataclasses.replace(config, timesteps=timesteps or config.timesteps).check_transformer_memory(
             len(batch), training=False)
         logits, entries = load_trained(run_dir, config, len(classes), timesteps).activity(batch)
@@ -47,8 +44,6 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
     elif model in ("snn", "fine-tuned"):
         snn = load_snn(run_dir, timesteps) if model == "snn" else load_fine_tuned(run_dir, timesteps)
         result = snn.simulate(batch, snn.timesteps)
-        from .simulation import readout
-
         logits = readout(result["logits"], snn.readout_steps).numpy()
         spikes = result["spikes"].numpy().sum(axis=(1, 2))
     else:

@@ -1,21 +1,38 @@
-"""The run directory: the contract between pipeline stages.
+"""The run: the one module every stage builds on.
 
-Each stage reads what earlier stages wrote and adds its own files; a stage
-that finds something missing names the file and the stage that makes it.
+- The run directory, the contract between pipeline stages: each stage reads
+  what earlier stages wrote and adds its own files; a stage that finds
+  something missing names the file and the stage that makes it (file names,
+  ``--overwrite``, the lock, provenance).
+- The run's config (:class:`TrainConfig`, saved as ``config.json``) and data
+  (:class:`RunData`, :func:`open_run`).
+- The loaders of what the stages wrote: :func:`load_trained_model`,
+  :func:`load_ann`, :func:`load_snn`, :func:`load_fine_tuned`,
+  :func:`load_trained`.
+
+Stages import this module and never each other.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
+import math
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .checkpoints import atomic_write_json, read_json
+import numpy as np
+
+from . import data, edges, models, resources
+from .checkpoints import atomic_write_json, load_variables, load_weights, read_json
 from .errors import UserError
+from .simulation import SpikingNetwork
+from .transformers import SpikingTransformer
 
 CONFIG = "config.json"
 CLASSES = "classes.json"
@@ -332,3 +349,282 @@ def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
                 os.rmdir(run_dir)
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+
+# --------------------------------------------------------------------------
+# The run's config and loaders
+# --------------------------------------------------------------------------
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
+#: ANNs that train_ann.py trains and convert_snn.py converts.
+ANN_ARCHITECTURES = ("vgg16", "resnet18", "resnet20")
+#: The ANNs, then the spiking transformers that train_spiking_transformer.py trains directly.
+ARCHITECTURES = ANN_ARCHITECTURES + ("spikformer", "sdt")
+LR_SCHEDULES = ("plateau", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json``); the defaults are the quick preset.
+
+    ``architecture`` "vgg16", "resnet18" or "resnet20" is an ANN of ``train_ann.py``; "spikformer" and
+    "sdt" are spiking transformers (``train_spiking_transformer.py``),
+    shaped by ``depth``, ``dim``, ``heads``, ``timesteps``, ``mlp_ratio`` and
+    ``pooling``.
+    """
+
+    run_dir: str
+    dataset: str = "uc_merced"
+    data_dir: str | None = None
+    image_size: int = 64
+    width: float = 0.25
+    batch_norm: bool = True
+    weights: str = "none"
+    batch_size: int = 32
+    epochs: int = 100
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    split: tuple = (0.8, 0.1, 0.1)
+    augment: str = "geometric"  # a name in data.AUGMENTATIONS
+    lr_patience: int = 3  # epochs without val_loss improvement before the LR drops
+    lr_factor: float = 0.5
+    min_learning_rate: float = 1e-5
+    stop_patience: int = 8  # epochs without val_accuracy improvement before stopping
+    preset: str | None = None
+    kernel_l2: float = 1e-4
+    bias_l1: float = 1e-5
+    activation: str = "relu"  # or "qcfs"
+    levels: int = 4  # QCFS quantisation levels
+    qcfs_threshold: float = 2.0  # initial (trainable) QCFS threshold lambda
+    architecture: str = "vgg16"
+    depth: int = 2
+    dim: int = 256
+    heads: int = 8
+    timesteps: int = 4
+    mlp_ratio: int = 4
+    pooling: str = "0011"
+    weight_decay: float = 0.0  # decoupled weight decay (adamw)
+    lr_schedule: str = "cosine"  # or "plateau" (per epoch, to min_learning_rate, after warmup_epochs)
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.0
+    # QCFS ANNs: train this fraction of the epochs as ReLU, then quantise, each lambda where QCFS reproduces the
+    # layer's activations best (0: QCFS from the start)
+    qcfs_warmup: float = 0.75
+    # weight of the SNN's expected synaptic operations per ANN MAC in the loss (0: off); see add_sparsity_penalty
+    sparsity: float = 0.0
+    # edge-filter input (edges.parse): "none", "prewitt", "sobel_sq_mask", ...; applied by every stage
+    input_transform: str = "none"
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        checks = [
+            (self.image_size >= 16, f"--image-size must be at least 16, got {self.image_size}"),
+            (self.width > 0, f"--width must be positive, got {self.width}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.learning_rate > 0, f"--learning-rate must be positive, got {self.learning_rate}"),
+            (self.augment in data.AUGMENTATIONS,
+             f"--augment must be one of {', '.join(data.AUGMENTATIONS)}, got {self.augment!r}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.architecture in ARCHITECTURES,
+             f"unknown architecture {self.architecture!r}: use one of {', '.join(ARCHITECTURES)}"),
+            (self.batch_norm or not self.architecture.startswith("resnet"),
+             f"{self.architecture} always has BatchNorm (folded at conversion): drop --no-batch-norm"),
+            (self.lr_schedule in LR_SCHEDULES,
+             f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.sparsity >= 0 and math.isfinite(self.sparsity),
+             f"--sparsity must be 0 (off) or positive, got {self.sparsity}"),
+            (not self.sparsity or not self.spiking, "--sparsity applies to the ANNs of train_ann.py only"),
+            (0 <= self.qcfs_warmup < 1, f"--qcfs-warmup must be in [0, 1) so that the network ends quantised, "
+                                        f"got {self.qcfs_warmup}"),
+            (not self.spiking or (self.dim % 8 == 0 and self.dim % self.heads == 0),
+             f"--dim must be a multiple of 8 and of --heads ({self.heads}), got {self.dim}"),
+            (not self.spiking or (len(self.pooling) == 4 and set(self.pooling) <= {"0", "1"}),
+             f"--pooling must be four 0/1 flags such as 0011, got {self.pooling!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        edges.parse(self.input_transform)
+        if self.spiking:
+            resources.check_timesteps(self.timesteps)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"split": list(self.split)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(obj) - names
+        if unknown:
+            raise UserError(f"config.json has unknown keys {sorted(unknown)}: was it written by another version?")
+        # runs written before these keys existed trained without them
+        obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0, "sparsity": 0.0, "input_transform": "none"} | obj
+        return cls(**{k: tuple(v) if k == "split" else v for k, v in obj.items()})
+
+    @property
+    def transform(self) -> edges.EdgeFilter | None:
+        """The input transform every stage applies to every batch (None: plain images)."""
+        return edges.parse(self.input_transform)
+
+    @property
+    def qcfs_from_epoch(self) -> int:
+        """The first QCFS epoch (0-based) after the ReLU warm-up; 0 without one."""
+        if self.activation != "qcfs" or self.spiking:
+            return 0
+        return int(math.floor(self.qcfs_warmup * self.epochs))
+
+    @property
+    def spiking(self) -> bool:
+        """True for a directly trained spiking transformer."""
+        return self.architecture not in ANN_ARCHITECTURES
+
+    def check_transformer_memory(self, batch_size: int, training: bool) -> None:
+        """Refuse a spiking transformer's batch (all T steps unrolled at once) that would not fit in memory."""
+        needed = resources.transformer_bytes(self.image_size, self.dim, self.depth, self.heads, self.mlp_ratio,
+                                             self.pooling, batch_size, self.timesteps, training)
+        resources.check_memory(needed, f"{'training' if training else 'running'} the {self.architecture} at "
+                                       f"T = {self.timesteps} on batches of {batch_size}",
+                               "lower --timesteps or --batch-size")
+
+    def learning_rate_at(self, epoch: int) -> float | None:
+        """The cosine schedule's rate for ``epoch`` (0-based); None under the plateau schedule."""
+        if self.lr_schedule != "cosine":
+            return None
+        if epoch < self.warmup_epochs:
+            return self.learning_rate * (epoch + 1) / (self.warmup_epochs + 1)
+        progress = (epoch - self.warmup_epochs) / max(1, self.epochs - self.warmup_epochs)
+        low = min(self.min_learning_rate, self.learning_rate)
+        return low + (self.learning_rate - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_model(config: TrainConfig, num_classes: int, weights: str | None = None):
+    """The model a config describes (``weights`` overrides ``config.weights`` of an ANN)."""
+    if config.spiking:
+        build = models.spikformer if config.architecture == "spikformer" else models.spike_driven_transformer
+        return build(num_classes, config.depth, config.dim, config.heads, config.timesteps, config.image_size,
+                     config.mlp_ratio, config.pooling)
+    weights = config.weights if weights is None else weights
+    if config.architecture != "vgg16":
+        return models.resnet(config.architecture, num_classes, config.image_size, config.width, weights,
+                             config.kernel_l2, config.bias_l1, seed=config.seed, activation=config.activation,
+                             levels=config.levels, qcfs_threshold=config.qcfs_threshold)
+    return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm, weights, config.kernel_l2,
+                        config.bias_l1, seed=config.seed, activation=config.activation, levels=config.levels,
+                        qcfs_threshold=config.qcfs_threshold)
+
+
+@dataclass
+class RunData:
+    """The data of a run directory: source, class names, split manifest."""
+
+    config: TrainConfig
+    source: data.ImageSource
+    classes: list
+    manifest: dict
+
+    def indices(self, split: str) -> np.ndarray:
+        return data.manifest_indices(self.source, self.manifest, split)
+
+    def sample(self, split: str, count: int | None, seed: int) -> np.ndarray:
+        """A seeded random subset of ``count`` images of ``split`` (all if None).
+
+        Splits are stored class by class, so a prefix would hold few classes.
+        """
+        indices = self.indices(split)
+        if count is None or count >= len(indices):
+            return indices
+        return np.sort(np.random.default_rng(seed).choice(indices, count, replace=False))
+
+    def batches(self, split: str, batch_size: int, count: int | None = None, seed: int = 0):
+        """Evaluation batches of ``split`` (of ``count`` of its images drawn by :meth:`sample`), input
+        transform applied."""
+        decoded = data.decoded_dataset(self.source, self.sample(split, count, seed), self.config.image_size)
+        return data.evaluation_batches(decoded, batch_size, self.config.transform)
+
+    def decoded(self, split: str, image_size: int | None = None):
+        return data.decoded_dataset(self.source, self.indices(split), image_size or self.config.image_size)
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.asarray([label for _, label in self.manifest[split]], np.int64)
+
+
+def open_run(run_dir: str | Path, data_dir: str | None = None) -> RunData:
+    """Load a trained run's config, classes and split, and reopen its data.
+
+    ``data_dir`` replaces the saved data location (for a run moved to another
+    machine); the split must still find every file it lists.
+    """
+    run_dir = Path(run_dir)
+    require(run_dir, CONFIG, CLASSES, SPLIT)
+    check_inputs(run_dir, [CONFIG, CLASSES, SPLIT])
+    config = TrainConfig.from_json(read_json(run_dir / CONFIG))
+    classes = read_json(run_dir / CLASSES)
+    manifest = read_json(run_dir / SPLIT)
+    if data_dir is not None:
+        config.data_dir = data_dir
+        if config.dataset not in data.TFDS_NAMES:
+            config.dataset = data_dir
+    source = data.open_source(config.dataset, config.data_dir)
+    if source.classes != classes:
+        raise UserError(f"the data at {source.name} has classes {source.classes[:3]}... but the run was trained on "
+                        f"{classes[:3]}...: point --data-dir at the data the run was trained on")
+    return RunData(config, source, classes, manifest)
+
+
+def weights_file(config: TrainConfig) -> str:
+    """The run-directory file that holds the trained model's weights."""
+    return TRANSFORMER_WEIGHTS if config.spiking else ANN_WEIGHTS
+
+
+def load_trained_model(run_dir: str | Path, config: TrainConfig, num_classes: int):
+    """Rebuild the model ``config`` describes and load the run's trained weights into it."""
+    run_dir = Path(run_dir)
+    name = weights_file(config)
+    require(run_dir, name)
+    check_inputs(run_dir, [name])
+    model = build_model(config, num_classes, weights="none")
+    load_weights(model, run_dir / name, what="transformer weights" if config.spiking else "ANN weights")
+    return model
+
+
+def load_ann(run_dir: Path, config, num_classes: int):
+    """Rebuild a run's ANN from its TrainConfig and load its trained weights."""
+    if config.spiking:
+        raise UserError(f"{run_dir} holds a directly trained {config.architecture}, which is already a spiking "
+                        "network: there is no ANN to convert or fine-tune; cost it with energy_estimation.py")
+    return load_trained_model(run_dir, config, num_classes)
+
+
+def load_snn(run_dir: Path, timesteps: int | None = None, config_name: str = SNN_CONFIG,
+             weights_name: str = SNN_WEIGHTS, **overrides):
+    """Rebuild a run's SpikingNetwork from its JSON config and weights file.
+
+    ``timesteps`` and ``overrides`` replace entries of the saved config.
+    """
+    run_dir = Path(run_dir)
+    require(run_dir, config_name, weights_name)
+    check_inputs(run_dir, [config_name, weights_name])
+    config = read_json(run_dir / config_name) | overrides
+    if timesteps is not None:
+        config["timesteps"] = timesteps
+    try:
+        snn = SpikingNetwork.from_config(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise UserError(f"{run_dir / config_name} does not describe a spiking network ({exc}): re-run the stage "
+                        f"that wrote it") from None
+    load_variables(snn.weights, run_dir / weights_name, what="SNN weights")
+    return snn
+
+
+def load_fine_tuned(run_dir: Path, timesteps: int | None = None):
+    """The fine-tuned SNN of a run."""
+    return load_snn(run_dir, timesteps, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS)
+
+
+def load_trained(run_dir, config, num_classes: int, timesteps: int | None = None) -> SpikingTransformer:
+    """A run's trained spiking transformer (optionally run for another number of ``timesteps``)."""
+    if timesteps is not None:
+        config = dataclasses.replace(config, timesteps=int(timesteps))
+    return load_trained_model(run_dir, config, num_classes)

@@ -1,165 +1,21 @@
 """Stage 1: train the ANN to convert (``pipelines/train_ann.py``) or a spiking transformer."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import data, edges, layer_graph, models, resources, rundir
+from . import data, layer_graph, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
 from .costs import graph_costs, sop_weights
 from .errors import UserError, check_keras
 from .evaluation import classification_metrics, diverging
+from .layers import QCFS
 from .progress import BatchProgress
-
-OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
-#: ANNs that train_ann.py trains and convert_snn.py converts.
-ANN_ARCHITECTURES = ("vgg16", "resnet18", "resnet20")
-#: The ANNs, then the spiking transformers that train_spiking_transformer.py trains directly.
-ARCHITECTURES = ANN_ARCHITECTURES + ("spikformer", "sdt")
-LR_SCHEDULES = ("plateau", "cosine")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (saved as ``config.json``); the defaults are the quick preset.
-
-    ``architecture`` "vgg16", "resnet18" or "resnet20" is an ANN of ``train_ann.py``; "spikformer" and
-    "sdt" are spiking transformers (``train_spiking_transformer.py``),
-    shaped by ``depth``, ``dim``, ``heads``, ``timesteps``, ``mlp_ratio`` and
-    ``pooling``.
-    """
-
-    run_dir: str
-    dataset: str = "uc_merced"
-    data_dir: str | None = None
-    image_size: int = 64
-    width: float = 0.25
-    batch_norm: bool = True
-    weights: str = "none"
-    batch_size: int = 32
-    epochs: int = 100
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    seed: int = 0
-    split: tuple = (0.8, 0.1, 0.1)
-    augment: str = "geometric"  # a name in data.AUGMENTATIONS
-    lr_patience: int = 3  # epochs without val_loss improvement before the LR drops
-    lr_factor: float = 0.5
-    min_learning_rate: float = 1e-5
-    stop_patience: int = 8  # epochs without val_accuracy improvement before stopping
-    preset: str | None = None
-    kernel_l2: float = 1e-4
-    bias_l1: float = 1e-5
-    activation: str = "relu"  # or "qcfs"
-    levels: int = 4  # QCFS quantisation levels
-    qcfs_threshold: float = 2.0  # initial (trainable) QCFS threshold lambda
-    architecture: str = "vgg16"
-    depth: int = 2
-    dim: int = 256
-    heads: int = 8
-    timesteps: int = 4
-    mlp_ratio: int = 4
-    pooling: str = "0011"
-    weight_decay: float = 0.0  # decoupled weight decay (adamw)
-    lr_schedule: str = "cosine"  # or "plateau" (per epoch, to min_learning_rate, after warmup_epochs)
-    warmup_epochs: int = 1
-    label_smoothing: float = 0.0
-    # QCFS ANNs: train this fraction of the epochs as ReLU, then quantise, each lambda where QCFS reproduces the
-    # layer's activations best (0: QCFS from the start)
-    qcfs_warmup: float = 0.75
-    # weight of the SNN's expected synaptic operations per ANN MAC in the loss (0: off); see add_sparsity_penalty
-    sparsity: float = 0.0
-    # edge-filter input (edges.parse): "none", "prewitt", "sobel_sq_mask", ...; applied by every stage
-    input_transform: str = "none"
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        checks = [
-            (self.image_size >= 16, f"--image-size must be at least 16, got {self.image_size}"),
-            (self.width > 0, f"--width must be positive, got {self.width}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.learning_rate > 0, f"--learning-rate must be positive, got {self.learning_rate}"),
-            (self.augment in data.AUGMENTATIONS,
-             f"--augment must be one of {', '.join(data.AUGMENTATIONS)}, got {self.augment!r}"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.architecture in ARCHITECTURES,
-             f"unknown architecture {self.architecture!r}: use one of {', '.join(ARCHITECTURES)}"),
-            (self.batch_norm or not self.architecture.startswith("resnet"),
-             f"{self.architecture} always has BatchNorm (folded at conversion): drop --no-batch-norm"),
-            (self.lr_schedule in LR_SCHEDULES,
-             f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
-            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.sparsity >= 0 and math.isfinite(self.sparsity),
-             f"--sparsity must be 0 (off) or positive, got {self.sparsity}"),
-            (not self.sparsity or not self.spiking, "--sparsity applies to the ANNs of train_ann.py only"),
-            (0 <= self.qcfs_warmup < 1, f"--qcfs-warmup must be in [0, 1) so that the network ends quantised, "
-                                        f"got {self.qcfs_warmup}"),
-            (not self.spiking or (self.dim % 8 == 0 and self.dim % self.heads == 0),
-             f"--dim must be a multiple of 8 and of --heads ({self.heads}), got {self.dim}"),
-            (not self.spiking or (len(self.pooling) == 4 and set(self.pooling) <= {"0", "1"}),
-             f"--pooling must be four 0/1 flags such as 0011, got {self.pooling!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
-        edges.parse(self.input_transform)
-        if self.spiking:
-            resources.check_timesteps(self.timesteps)
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self) | {"split": list(self.split)}
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(obj) - names
-        if unknown:
-            raise UserError(f"config.json has unknown keys {sorted(unknown)}: was it written by another version?")
-        # runs written before these keys existed trained without them
-        obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0, "sparsity": 0.0, "input_transform": "none"} | obj
-        return cls(**{k: tuple(v) if k == "split" else v for k, v in obj.items()})
-
-    @property
-    def transform(self) -> edges.EdgeFilter | None:
-        """The input transform every stage applies to every batch (None: plain images)."""
-        return edges.parse(self.input_transform)
-
-    @property
-    def qcfs_from_epoch(self) -> int:
-        """The first QCFS epoch (0-based) after the ReLU warm-up; 0 without one."""
-        if self.activation != "qcfs" or self.spiking:
-            return 0
-        return int(math.floor(self.qcfs_warmup * self.epochs))
-
-    @property
-    def spiking(self) -> bool:
-        """True for a directly trained spiking transformer."""
-        return self.architecture not in ANN_ARCHITECTURES
-
-    def check_transformer_memory(self, batch_size: int, training: bool) -> None:
-        """Refuse a spiking transformer's batch (all T steps unrolled at once) that would not fit in memory."""
-        needed = resources.transformer_bytes(self.image_size, self.dim, self.depth, self.heads, self.mlp_ratio,
-                                             self.pooling, batch_size, self.timesteps, training)
-        resources.check_memory(needed, f"{'training' if training else 'running'} the {self.architecture} at "
-                                       f"T = {self.timesteps} on batches of {batch_size}",
-                               "lower --timesteps or --batch-size")
-
-    def learning_rate_at(self, epoch: int) -> float | None:
-        """The cosine schedule's rate for ``epoch`` (0-based); None under the plateau schedule."""
-        if self.lr_schedule != "cosine":
-            return None
-        if epoch < self.warmup_epochs:
-            return self.learning_rate * (epoch + 1) / (self.warmup_epochs + 1)
-        progress = (epoch - self.warmup_epochs) / max(1, self.epochs - self.warmup_epochs)
-        low = min(self.min_learning_rate, self.learning_rate)
-        return low + (self.learning_rate - low) * 0.5 * (1 + math.cos(math.pi * progress))
-
+from .rundir import RunData, TrainConfig, build_model, weights_file
+from .transformers import firing_rates, measure, total_spikes
 
 #: Presets of train_spiking_transformer.py; explicit flags override them.
 TRANSFORMER_PRESETS = {
@@ -222,83 +78,8 @@ def distribution_strategy():
     return tf.distribute.get_strategy()
 
 
-def build_model(config: TrainConfig, num_classes: int, weights: str | None = None):
-    """The model a config describes (``weights`` overrides ``config.weights`` of an ANN)."""
-    if config.spiking:
-        build = models.spikformer if config.architecture == "spikformer" else models.spike_driven_transformer
-        return build(num_classes, config.depth, config.dim, config.heads, config.timesteps, config.image_size,
-                     config.mlp_ratio, config.pooling)
-    weights = config.weights if weights is None else weights
-    if config.architecture != "vgg16":
-        return models.resnet(config.architecture, num_classes, config.image_size, config.width, weights,
-                             config.kernel_l2, config.bias_l1, seed=config.seed, activation=config.activation,
-                             levels=config.levels, qcfs_threshold=config.qcfs_threshold)
-    return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm, weights, config.kernel_l2,
-                        config.bias_l1, seed=config.seed, activation=config.activation, levels=config.levels,
-                        qcfs_threshold=config.qcfs_threshold)
-
-
-@dataclass
-class RunData:
-    """The data of a run directory: source, class names, split manifest."""
-
-    config: TrainConfig
-    source: data.ImageSource
-    classes: list
-    manifest: dict
-
-    def indices(self, split: str) -> np.ndarray:
-        return data.manifest_indices(self.source, self.manifest, split)
-
-    def sample(self, split: str, count: int | None, seed: int) -> np.ndarray:
-        """A seeded random subset of ``count`` images of ``split`` (all if None).
-
-        Splits are stored class by class, so a prefix would hold few classes.
-        """
-        indices = self.indices(split)
-        if count is None or count >= len(indices):
-            return indices
-        return np.sort(np.random.default_rng(seed).choice(indices, count, replace=False))
-
-    def batches(self, split: str, batch_size: int, count: int | None = None, seed: int = 0):
-        """Evaluation batches of ``split`` (of ``count`` of its images drawn by :meth:`sample`), input
-        transform applied."""
-        decoded = data.decoded_dataset(self.source, self.sample(split, count, seed), self.config.image_size)
-        return data.evaluation_batches(decoded, batch_size, self.config.transform)
-
-    def decoded(self, split: str, image_size: int | None = None):
-        return data.decoded_dataset(self.source, self.indices(split), image_size or self.config.image_size)
-
-    def labels(self, split: str) -> np.ndarray:
-        return np.asarray([label for _, label in self.manifest[split]], np.int64)
-
-
-def open_run(run_dir: str | Path, data_dir: str | None = None) -> RunData:
-    """Load a trained run's config, classes and split, and reopen its data.
-
-    ``data_dir`` replaces the saved data location (for a run moved to another
-    machine); the split must still find every file it lists.
-    """
-    run_dir = Path(run_dir)
-    rundir.require(run_dir, rundir.CONFIG, rundir.CLASSES, rundir.SPLIT)
-    rundir.check_inputs(run_dir, [rundir.CONFIG, rundir.CLASSES, rundir.SPLIT])
-    config = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG))
-    classes = read_json(run_dir / rundir.CLASSES)
-    manifest = read_json(run_dir / rundir.SPLIT)
-    if data_dir is not None:
-        config.data_dir = data_dir
-        if config.dataset not in data.TFDS_NAMES:
-            config.dataset = data_dir
-    source = data.open_source(config.dataset, config.data_dir)
-    if source.classes != classes:
-        raise UserError(f"the data at {source.name} has classes {source.classes[:3]}... but the run was trained on "
-                        f"{classes[:3]}...: point --data-dir at the data the run was trained on")
-    return RunData(config, source, classes, manifest)
-
-
 def _test_activity(model, run: RunData, batch_size: int) -> dict:
     """Firing rates per layer (spikes per neuron per step) and spikes per image on the test split."""
-    from .transformers import firing_rates, measure, total_spikes
 
     if not run.manifest["test"]:
         return {}
@@ -354,22 +135,6 @@ class _Schedule:
 
 TRAIN_OUTPUTS = [rundir.CONFIG, rundir.CLASSES, rundir.SPLIT, rundir.ANN_WEIGHTS, rundir.TRANSFORMER_WEIGHTS,
                  rundir.METRICS, rundir.CHECKPOINTS, rundir.TENSORBOARD]
-
-
-def weights_file(config: TrainConfig) -> str:
-    """The run-directory file that holds the trained model's weights."""
-    return rundir.TRANSFORMER_WEIGHTS if config.spiking else rundir.ANN_WEIGHTS
-
-
-def load_trained_model(run_dir: str | Path, config: TrainConfig, num_classes: int):
-    """Rebuild the model ``config`` describes and load the run's trained weights into it."""
-    run_dir = Path(run_dir)
-    name = weights_file(config)
-    rundir.require(run_dir, name)
-    rundir.check_inputs(run_dir, [name])
-    model = build_model(config, num_classes, weights="none")
-    load_weights(model, run_dir / name, what="transformer weights" if config.spiking else "ANN weights")
-    return model
 
 
 def stage_name(config: TrainConfig) -> str:
@@ -428,7 +193,6 @@ def add_sparsity_penalty(model, strength: float) -> None:
     """
     import tensorflow as tf
 
-    from .layers import QCFS
 
     graph = layer_graph.build_graph(model, trained=False)
     neurons = [int(np.prod(n.shape)) for n in graph.neurons]
@@ -444,7 +208,6 @@ def add_sparsity_penalty(model, strength: float) -> None:
 
 def qcfs_layers(model) -> list:
     """The QCFS layers of a model, in order."""
-    from .layers import QCFS
 
     return [layer for layer in model.layers if isinstance(layer, QCFS)]
 
@@ -491,7 +254,6 @@ def _log_firing_rates(model, images, writer, step: int) -> float:
     """Per-layer firing rates of one fixed batch to TensorBoard; returns their mean."""
     import tensorflow as tf
 
-    from .transformers import firing_rates, measure
 
     rates = firing_rates(measure(model, [(images, None)])["layers"])
     with writer.as_default(step=step):

@@ -120,14 +120,3 @@ def firing_rates(layers: list) -> dict:
 def total_spikes(layers: list):
     """Spikes of all neuron layers together, from :func:`measure`'s or :meth:`SpikingTransformer.activity`'s entries."""
     return sum(e["spikes"] for e in layers if e["kind"] == "neurons")
-
-
-def load_trained(run_dir, config, num_classes: int, timesteps: int | None = None) -> SpikingTransformer:
-    """A run's trained spiking transformer (optionally run for another number of ``timesteps``)."""
-    import dataclasses
-
-    from .training import load_trained_model
-
-    if timesteps is not None:
-        config = dataclasses.replace(config, timesteps=int(timesteps))
-    return load_trained_model(run_dir, config, num_classes)

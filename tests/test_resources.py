@@ -7,7 +7,7 @@ from snn4vision import resources
 from snn4vision.convert import ConvertConfig
 from snn4vision.errors import UserError
 from snn4vision.fine_tuning import FineTuneConfig
-from snn4vision.training import TrainConfig
+from snn4vision.rundir import TrainConfig
 
 
 def test_timesteps_are_bounded_in_every_config():

@@ -2,7 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
-from snn4vision.training import TrainConfig, _Schedule
+from snn4vision.rundir import TrainConfig
+from snn4vision.training import _Schedule
 
 
 def test_plateau_and_early_stopping_match_keras_callbacks():

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from snn4vision.convert import ConvertConfig, convert_snn, load_snn
+from snn4vision.convert import ConvertConfig, convert_snn
+from snn4vision.rundir import load_snn
 from snn4vision.data import load_image_file
 from snn4vision.energy import estimate_energy
 from snn4vision.errors import UserError
@@ -153,7 +154,7 @@ def test_fine_tune_survives_kill_9_and_resumes(converted, tmp_path):
 
 
 def test_training_subsets_are_seeded_and_span_classes(trained_run):
-    from snn4vision.training import open_run
+    from snn4vision.rundir import open_run
 
     run = open_run(trained_run[0])
     a, b = run.sample("train", 12, seed=0), run.sample("train", 12, seed=0)
@@ -280,9 +281,9 @@ def test_fine_tuning_lowers_the_loss_of_the_converted_snn(converted, tmp_path):
     of the images are right (measured: loss 1.55 -> 1.38, 12 -> 17 of 48 images)."""
     import tensorflow as tf
 
-    from snn4vision.fine_tuning import load_fine_tuned
+    from snn4vision.rundir import load_fine_tuned
     from snn4vision.simulation import readout
-    from snn4vision.training import open_run
+    from snn4vision.rundir import open_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(converted[0], run_dir)

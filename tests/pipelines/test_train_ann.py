@@ -106,7 +106,8 @@ def test_divergence_in_the_first_epoch_is_one_line_and_saves_nothing(tmp_path, s
 def test_divergence_after_a_kept_epoch_stops_and_keeps_it(tmp_path):
     """With a best epoch committed, a later non-finite loss stops training and keeps that epoch."""
     from snn4vision.checkpoints import EpochCheckpointer
-    from snn4vision.training import TrainConfig, _divergence
+    from snn4vision.rundir import TrainConfig
+    from snn4vision.training import _divergence
 
     model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
     checkpointer = EpochCheckpointer(tmp_path / "ckpt", model=model)

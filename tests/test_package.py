@@ -1,0 +1,75 @@
+"""The package's architecture, read from its source: stages build on the run module and never on each other, no
+import cycles, and no import hidden inside a function."""
+import ast
+import importlib
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "snn4vision"
+#: The pipeline stages; pipeline.py (which runs them all) and cli.py (the commands) sit above them.
+STAGES = {"training", "convert", "fine_tuning", "energy", "predict"}
+
+
+def package_imports() -> dict:
+    """``{module: {(imported module, line, at module level?)}}`` of the imports between snn4vision's modules."""
+    graph = {}
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        top_level = {id(node) for node in tree.body}
+        edges = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [alias.name for alias in node.names]
+                edges |= {(name.split(".")[0], node.lineno, id(node) in top_level) for name in names}
+            elif isinstance(node, ast.Import):
+                edges |= {(alias.name.split(".")[1], node.lineno, id(node) in top_level)
+                          for alias in node.names if alias.name.startswith("snn4vision.")}
+        graph[path.stem] = edges
+    return graph
+
+
+def dependency_order(graph: dict) -> list:
+    """The modules, each after every module it imports; fails naming a cycle's modules if there is one."""
+    order, done = [], set()
+    remaining = {module: {target for target, _, _ in edges if target != module} for module, edges in graph.items()}
+    while remaining:
+        ready = sorted(m for m, targets in remaining.items() if targets <= done)
+        assert ready, f"import cycle among {sorted(remaining)}"
+        for module in ready:
+            order.append(module)
+            done.add(module)
+            del remaining[module]
+    return order
+
+
+def test_the_import_graph_reads_real_imports():
+    graph = package_imports()
+    assert {"rundir", "evaluation", "layer_graph", "simulation"} <= {t for t, _, _ in graph["convert"]}
+    assert {"layer_graph", "neurons", "costs"} <= {t for t, _, _ in graph["simulation"]}
+
+
+def test_every_import_is_at_module_level():
+    hidden = [f"{module}.py:{line} imports {target}" for module, edges in package_imports().items()
+              for target, line, top in edges if not top]
+    assert hidden == []
+
+
+def test_no_import_cycles_and_every_module_imports_in_dependency_order():
+    order = dependency_order(package_imports())
+    assert order.index("rundir") < min(order.index(stage) for stage in STAGES)
+    for module in order:
+        importlib.import_module(f"snn4vision.{module}" if module != "__init__" else "snn4vision")
+
+
+def test_stages_never_import_each_other():
+    crossings = [f"{module} imports {target}" for module, edges in package_imports().items() if module in STAGES
+                 for target, _, _ in edges if target in STAGES - {module}]
+    assert crossings == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    try:
+        dependency_order({"a": {("b", 1, True)}, "b": {("c", 1, True)}, "c": {("a", 1, True)}, "d": set()})
+    except AssertionError as error:
+        assert "['a', 'b', 'c']" in str(error)
+    else:
+        raise AssertionError("a cycle went unnoticed")
