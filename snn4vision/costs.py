@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import importlib.resources
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +26,9 @@ import numpy as np
 
 from .errors import UserError
 
-#: The profiles shipped with the package (package data, so a non-editable install finds them too).
-ENERGY_DIR = Path(__file__).resolve().parent / "profiles"
+#: The profiles shipped with the package (package data, read through importlib.resources so that any install,
+#: zipped included, finds them).
+ENERGY_DIR = importlib.resources.files("snn4vision").joinpath("profiles")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ def load_devices(directory: str | Path | None = None) -> dict:
         import tomli as tomllib
 
     directory = Path(directory) if directory else ENERGY_DIR
-    files = sorted(directory.glob("*.toml")) if directory.is_dir() else []
+    files = sorted((f for f in directory.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name) \
+        if directory.is_dir() else []
     if not files:
         raise UserError(f"no device profiles (*.toml) in {directory}: pass --profiles with the folder that holds them")
     devices = {}
