@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from snn4vision import layers, models  # noqa: E402
-from snn4vision.layers import LIF, sigmoid_surrogate_spike  # noqa: E402
+from snn4vision.layers import LIF  # noqa: E402
+from snn4vision.neurons import sigmoid_surrogate_spike  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -11,6 +11,8 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from .neurons import LIFNeuron
+
 
 @tf.custom_gradient
 def floor_straight_through(x):
@@ -99,23 +101,6 @@ class QCFS(tf.keras.layers.Layer):
 
 #: Spikformer's fixed attention scale (no softmax).
 ATTENTION_SCALE = 0.125
-
-
-def sigmoid_surrogate_spike(x, alpha: float):
-    """Heaviside step ``x >= 0`` forward; sigmoid surrogate gradient backward.
-
-    The backward pass uses ``d/dx sigmoid(alpha * x) = alpha * s * (1 - s)``
-    with ``s = sigmoid(alpha * x)`` (spikingjelly's ``surrogate.Sigmoid``).
-    """
-    @tf.custom_gradient
-    def heaviside(v):
-        def grad(dy):
-            s = tf.sigmoid(alpha * v)
-            return dy * alpha * s * (1.0 - s)
-
-        return tf.cast(v >= 0.0, v.dtype), grad
-
-    return heaviside(x)
 
 
 def _register(cls):
@@ -259,15 +244,13 @@ class LIF(tf.keras.layers.Layer):
         # One unstack (gradient: one stack) instead of T strided slices, whose gradients would each
         # write a full (batch, time, ...) tensor: 2.5x faster forward + backward.
         currents = tf.unstack(tf.cast(inputs, tf.float32) / self.tau, axis=1)
-        keep = 1.0 - 1.0 / self.tau
-        voltage = tf.zeros_like(currents[0])
-        spikes = []
+        # H = V + (X - V) / tau is the LIF neuron's V * (1 - 1/tau) + X / tau
+        cell = LIFNeuron(leak=1.0 - 1.0 / self.tau, reset="zero" if self.reset == "hard" else "subtract",
+                         surrogate_alpha=self.alpha)
+        state, spikes = (tf.zeros_like(currents[0]),), []
         for current in currents:
-            h = voltage * keep + current
-            s = sigmoid_surrogate_spike(h - self.threshold, self.alpha)
-            fired = tf.stop_gradient(s)
-            voltage = h * (1.0 - fired) if self.reset == "hard" else h - fired * self.threshold
-            spikes.append(s)
+            state, fired, _ = cell.step(state, current, self.threshold, None, None)
+            spikes.append(fired)
         return tf.stack(spikes, axis=1)
 
     def get_config(self):

@@ -19,6 +19,23 @@ import tensorflow as tf
 NEURONS: dict = {}
 
 
+def sigmoid_surrogate_spike(x, alpha: float):
+    """Heaviside step ``x >= 0`` forward; sigmoid surrogate gradient backward.
+
+    The backward pass uses ``d/dx sigmoid(alpha * x) = alpha * s * (1 - s)``
+    with ``s = sigmoid(alpha * x)`` (spikingjelly's ``surrogate.Sigmoid``).
+    """
+    @tf.custom_gradient
+    def heaviside(v):
+        def grad(dy):
+            s = tf.sigmoid(alpha * v)
+            return dy * alpha * s * (1.0 - s)
+
+        return tf.cast(v >= 0.0, v.dtype), grad
+
+    return heaviside(x)
+
+
 def registered(cls):
     """Class decorator: make a neuron selectable by its ``name``."""
     NEURONS[cls.name] = cls
@@ -146,18 +163,33 @@ class SignedIFNeuron(Neuron):
 
 @registered
 class LIFNeuron(Neuron):
-    """Leaky integrate-and-fire with reset by subtraction: ``v <- leak * v + h``; a spike carrying ``threshold``
-    when ``v >= threshold``. ``leak`` in (0, 1] is the membrane's decay per step (1: the IF neuron)."""
+    """Leaky integrate-and-fire: ``v <- leak * v + h``; a spike carrying ``threshold`` when ``v >= threshold``,
+    then reset by subtraction (``reset="subtract"``) or to 0 (``"zero"``). ``leak`` in [0, 1] is the membrane's
+    decay per step (1: the IF neuron).
+
+    With ``surrogate_alpha`` the spike passes spikingjelly's sigmoid surrogate gradient backward
+    (:func:`sigmoid_surrogate_spike`) and the reset is detached from the gradient: the neuron of the directly
+    trained spiking transformers (:class:`snn4vision.layers.LIF`), trained through time.
+    """
 
     name = "lif"
+    RESETS = ("subtract", "zero")
 
-    def __init__(self, max_spikes: int = 1, leak: float = 0.9):
+    def __init__(self, max_spikes: int = 1, leak: float = 0.9, reset: str = "subtract",
+                 surrogate_alpha: float | None = None):
         super().__init__(max_spikes)
-        if not 0.0 < leak <= 1.0:
-            raise ValueError(f"leak must be in (0, 1], got {leak}")
-        self.leak = float(leak)
+        if not 0.0 <= leak <= 1.0:
+            raise ValueError(f"leak must be in [0, 1], got {leak}")
+        if reset not in self.RESETS:
+            raise ValueError(f"reset must be one of {self.RESETS}, got {reset!r}")
+        self.leak, self.reset, self.surrogate_alpha = float(leak), reset, surrogate_alpha
 
     def step(self, state, h, threshold, dt, t):
         voltage = self.leak * state[0] + h
-        count = tf.cast(voltage >= threshold, voltage.dtype)
-        return (voltage - count * threshold,), count, count * threshold
+        if self.surrogate_alpha is None:
+            count = fired = tf.cast(voltage >= threshold, voltage.dtype)
+        else:
+            count = sigmoid_surrogate_spike(voltage - threshold, self.surrogate_alpha)
+            fired = tf.stop_gradient(count)
+        voltage = voltage - fired * threshold if self.reset == "subtract" else voltage * (1.0 - fired)
+        return (voltage,), count, count * threshold

@@ -183,6 +183,8 @@ def test_lif_neuron_by_hand():
     assert float(state[0][0]) == pytest.approx(0.6125, abs=1e-6)
     with pytest.raises(ValueError, match="leak"):
         neurons.neuron("lif", leak=1.5)
+    with pytest.raises(ValueError, match="reset"):
+        neurons.neuron("lif", reset="hard")
     with pytest.raises(ValueError, match="must be one of"):
         neurons.neuron("izhikevich")
 
