@@ -73,3 +73,16 @@ def test_the_cycle_check_finds_a_cycle():
         assert "['a', 'b', 'c']" in str(error)
     else:
         raise AssertionError("a cycle went unnoticed")
+
+
+def test_a_pipeline_script_and_its_console_script_run_the_same_command(tmp_path):
+    """Both print the same single line (no TensorFlow log noise: the log level is set before it loads) and exit 2."""
+    import subprocess
+    import sys
+
+    missing = tmp_path / "nothing"
+    console_script = Path(sys.executable).parent / "snn4vision-convert-snn"
+    expected = [f"error: run directory {missing} does not exist: run pipelines/train_ann.py --run {missing} first"]
+    for command in ([str(console_script)], [sys.executable, str(PACKAGE.parent / "pipelines" / "convert_snn.py")]):
+        result = subprocess.run([*command, "--run", str(missing)], capture_output=True, text=True, cwd=tmp_path)
+        assert (result.returncode, result.stderr.splitlines()) == (2, expected), command
