@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import sys
 from typing import Callable, Sequence
@@ -404,29 +405,11 @@ def _run_all(argv=None) -> None:
     run_all(run_all_config(args), resume=args.resume, overwrite=args.overwrite)
 
 
-def train_ann_main() -> None:
-    run(_train_ann)
-
-
-def train_spiking_transformer_main() -> None:
-    run(_train_spiking_transformer)
-
-
-def convert_snn_main() -> None:
-    run(_convert_snn)
-
-
-def fine_tune_main() -> None:
-    run(_fine_tune)
-
-
-def energy_estimation_main() -> None:
-    run(_energy_estimation)
-
-
-def predict_main() -> None:
-    run(_predict)
-
-
-def run_all_main() -> None:
-    run(_run_all)
+# The entry points: each runs one command under run(); pipelines/<name>.py and the console scripts call them.
+train_ann_main = functools.partial(run, _train_ann)
+train_spiking_transformer_main = functools.partial(run, _train_spiking_transformer)
+convert_snn_main = functools.partial(run, _convert_snn)
+fine_tune_main = functools.partial(run, _fine_tune)
+energy_estimation_main = functools.partial(run, _energy_estimation)
+predict_main = functools.partial(run, _predict)
+run_all_main = functools.partial(run, _run_all)
