@@ -52,7 +52,7 @@ def simulate_split(model, batches, timesteps: int, label: str | None = None) -> 
             progress.update(len(outputs), "batches")
     if progress:
         progress.close()
-    return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes", "rates")}
+    return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes")}
 
 
 def readout_accuracy(per_step_logits, labels, steps: int) -> float:

@@ -190,12 +190,12 @@ class SpikingNetwork(tf.keras.Model):
 
     # ------------------------------------------------------------------
     def simulate(self, images, timesteps=None, training=False, return_outputs=False):
-        """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "rates": (B,T,L),
-        "activity": (B,T,L)}`` over the ``L`` neuron layers in graph order.
+        """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "activity": (B,T,L)}``
+        over the ``L`` neuron layers in graph order, and in training ``"rates": (B,T,L)``.
 
-        ``spikes`` counts spikes (of either sign) per image, step and layer; ``rates`` is each layer's mean
-        filtered output (Hz) per step; ``activity`` is each layer's spikes per neuron and step, differentiable
-        in training (straight-through). With ``return_outputs``, ``"outputs"`` maps each neuron node to its
+        ``spikes`` counts spikes (of either sign) per image, step and layer; ``activity`` is each layer's spikes
+        per neuron and step, differentiable in training (straight-through); ``rates`` is each layer's mean
+        filtered output (Hz) per step (only the rate-band penalty needs it, so inference skips it). With ``return_outputs``, ``"outputs"`` maps each neuron node to its
         output averaged over time, in the ANN's units (``(B, ...)``), for comparison with the ANN.
         """
         timesteps = self.timesteps if timesteps is None else timesteps
@@ -224,17 +224,16 @@ class SpikingNetwork(tf.keras.Model):
         sums = {n.name: tf.zeros(full(n)) for n in self.neuron_nodes} if return_outputs else {}
         features = tf.TensorArray(tf.float32, size=timesteps)
         counts = tf.TensorArray(tf.float32, size=timesteps)
-        rates = tf.TensorArray(tf.float32, size=timesteps)
-        activity = tf.TensorArray(tf.float32, size=timesteps)
+        rates = tf.TensorArray(tf.float32, size=timesteps if training else 0, dynamic_size=not training)
         band = training and self.rate_l2 > 0
         outside = tf.zeros([batch])  # per image: squared distance of the spike rates from the band, summed
         looped = [n for n in self.nodes if n.name not in self.static and n is not self.tail]
         read = self.tail.inputs[0] if self.tail is not None else self.graph["output"]
 
-        def step(t, states, filters, gates, sums, features, counts, rates, activity, outside):
+        def step(t, states, filters, gates, sums, features, counts, rates, outside):
             values = dict(static)
             states, filters, gates, sums = dict(states), dict(filters), dict(gates), dict(sums)
-            step_counts, step_rates, step_activity = [], [], []
+            step_counts, step_rates = [], []
             for node in looped:
                 xs = [values[i] for i in node.inputs]
                 name = node.name
@@ -244,14 +243,13 @@ class SpikingNetwork(tf.keras.Model):
                     drive = cell.drive(h, threshold)
                     states[name], n, spikes = cell.step(tuple(tf.stop_gradient(s) for s in states[name]),
                                                         tf.stop_gradient(h), threshold, dt, t + 1)
-                    fired = tf.abs(n)  # spikes of either sign
+                    fired = tf.abs(n) if cell.signed else n  # spikes of either sign
                     if training:
                         spikes = _straight_through(drive, spikes)
                         # backward, spikes per step follow the drive in spike units: the gradient of the rate
                         fired = _straight_through(drive * cell.spike_unit(threshold, dt), fired)
                     axes = list(range(1, len(node.shape) + 1))
                     step_counts.append(tf.reduce_sum(fired, axis=axes))
-                    step_activity.append(tf.reduce_mean(fired, axis=axes))
                     if band:
                         outside = outside + tf.reduce_sum(outside_band(spikes, self.rate_band) ** 2, axis=axes)
                     if self.taus:
@@ -259,7 +257,8 @@ class SpikingNetwork(tf.keras.Model):
                         filters[name] = out
                     else:
                         out = spikes
-                    step_rates.append(tf.reduce_mean(out, axis=axes))
+                    if training:
+                        step_rates.append(tf.reduce_mean(out, axis=axes))
                     if return_outputs:
                         sums[name] = sums[name] + out
                     values[name] = out
@@ -273,13 +272,13 @@ class SpikingNetwork(tf.keras.Model):
                     values[name] = self._apply(node, xs, weights, gains)
             features = features.write(t, values[read])
             counts = counts.write(t, tf.stack(step_counts, axis=1))
-            rates = rates.write(t, tf.stack(step_rates, axis=1))
-            activity = activity.write(t, tf.stack(step_activity, axis=1))
-            return t + 1, states, filters, gates, sums, features, counts, rates, activity, outside
+            if training:
+                rates = rates.write(t, tf.stack(step_rates, axis=1))
+            return t + 1, states, filters, gates, sums, features, counts, rates, outside
 
-        _, _, _, _, sums, features, counts, rates, activity, outside = tf.while_loop(
+        _, _, _, _, sums, features, counts, rates, outside = tf.while_loop(
             lambda t, *_: t < timesteps, step,
-            (tf.constant(0), states, filters, gates, sums, features, counts, rates, activity, outside))
+            (tf.constant(0), states, filters, gates, sums, features, counts, rates, outside))
         per_step = tf.transpose(features.stack(), [1, 0, *range(2, 1 + len(self._node(read).shape) + 1)])
         if self.tail is not None:
             kernel, bias = weights[self.tail.name]
@@ -287,10 +286,11 @@ class SpikingNetwork(tf.keras.Model):
             logits = logits if bias is None else logits + bias
         else:
             logits = rescale(per_step, plan[read].output, ONE, gains)
-        result = {"logits": logits,
-                  "spikes": tf.transpose(counts.stack(), [1, 0, 2]),
-                  "rates": tf.transpose(rates.stack(), [1, 0, 2]),
-                  "activity": tf.transpose(activity.stack(), [1, 0, 2])}
+        spikes = tf.transpose(counts.stack(), [1, 0, 2])
+        result = {"logits": logits, "spikes": spikes,
+                  "activity": spikes / np.asarray(self.neurons_per_layer(), np.float32)}
+        if training:
+            result["rates"] = tf.transpose(rates.stack(), [1, 0, 2])
         if band:
             result["rate_band_l2"] = outside
         if return_outputs:
