@@ -30,7 +30,7 @@ from snn4vision.rundir import open_run  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def images_per_second(fn, batches, repeats=2):
+def images_per_second(fn, batches, repeats=5):
     fn(batches[0])  # trace / warm up
     best = 0.0
     for _ in range(repeats):
