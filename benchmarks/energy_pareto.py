@@ -44,6 +44,7 @@ def points(run_dir: Path, devices: dict) -> tuple[dict, list]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     layers = snn.layer_costs()
     neurons = snn.neurons_per_layer()
+    names = [(node.name, n) for node, n in zip(snn.neuron_nodes, neurons)]
     label = run_label(config)
     ann = {"run": label, "path": str(run_dir), "variant": "ANN", "timesteps": None,
            "accuracy": metrics["test"]["accuracy"], "sop_per_mac": None,
@@ -53,9 +54,10 @@ def points(run_dir: Path, devices: dict) -> tuple[dict, list]:
         for row in variant["by_timesteps"]:
             t = row["timesteps"]
             spikes = [rate * n * t * variant["dt"] for rate, n in zip(row["firing_rate_hz"], neurons)]
-            operations = costs.snn_operations(layers, spikes, t, synapse=variant["tau"] is not None)
+            records = costs.network_activity(layers, names, spikes, t, synapse=variant["tau"] is not None)
+            counted, operations, _ = costs.activity_costs(records, t)
             rows.append({"run": label, "path": str(run_dir), "variant": variant["name"], "timesteps": t,
-                         "accuracy": row["accuracy"], "sop_per_mac": costs.sop_per_mac(operations, layers),
+                         "accuracy": row["accuracy"], "sop_per_mac": costs.sop_per_mac(operations, counted),
                          **{f"J_{name}": sum(costs.snn_energy(operations, device))
                             for name, device in devices.items()}})
     return ann, rows

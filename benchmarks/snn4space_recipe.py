@@ -35,11 +35,10 @@ DEVICES = ("loihi", "45nm")
 def rows_by_timesteps(snn, batches, labels, grid, fraction, devices) -> list:
     """Accuracy, spikes and joules per image at every T of ``grid``, from one simulation of max(grid) steps."""
     result = simulate_split(snn, batches, max(grid))
-    layers = snn.layer_costs()
     rows = []
     for t in grid:
         spikes = layer_spikes(result["spikes"][:, :t])
-        operations = costs.snn_operations(layers, spikes, t, synapse=snn.tau is not None)
+        layers, operations, _ = costs.activity_costs(snn.activity(spikes, t), t)
         accuracy = readout_accuracy(result["logits"][:, :t], labels, readout_steps(t, fraction))
         row = {"timesteps": t, "accuracy": accuracy,
                "spikes_per_image": float(spikes.sum()), "sop_per_mac": costs.sop_per_mac(operations, layers)}

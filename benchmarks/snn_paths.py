@@ -39,7 +39,6 @@ def ann_accuracy(run_dir, run, batches, labels):
 
 
 def snn_rows(snn, batches, labels, grid, fraction):
-    layers = snn.layer_costs()
     rows = []
     for t in grid:
         simulate = tf.function(lambda x, t=t: snn.simulate(x, t))
@@ -49,10 +48,10 @@ def snn_rows(snn, batches, labels, grid, fraction):
         seconds = time.perf_counter() - began
         logits = np.concatenate([o["logits"].numpy() for o in outputs])
         spikes = layer_spikes(np.concatenate([o["spikes"].numpy() for o in outputs]))
-        ops = costs.snn_operations(layers, spikes, t, synapse=snn.tau is not None)
+        _, ops, _ = costs.activity_costs(snn.activity(spikes, t), t)
         rows.append({"timesteps": t, "accuracy": readout_accuracy(logits, labels, readout_steps(t, fraction)),
                      "ms_per_image": 1000 * seconds / len(labels), "sops_per_image": sum(o["sops"] for o in ops),
-                     "first_layer_macs": ops[0]["macs"], "spikes_per_image": float(spikes.sum())})
+                     "first_layer_macs": sum(o["macs"] for o in ops), "spikes_per_image": float(spikes.sum())})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -77,9 +77,10 @@ class LayerCost:
 
     ``connections``: synapses (= MACs of one dense evaluation); ``inputs``:
     the size of the layer's input, so ``connections / inputs`` is the mean
-    fan-out of one input value; ``neurons``: spiking/ReLU units it feeds;
-    ``adds``: additions before it (pooling, residual adds). ``sources``: the
-    neuron layers (indices) whose spikes reach it; ``analog``: ``"once"``
+    fan-out of one input value; ``neurons``: spiking/ReLU units it feeds
+    (``feeds``: those neuron layers' indices); ``adds``: additions before it
+    (pooling, residual adds). ``sources``: the neuron layers (indices) whose
+    spikes reach it; ``analog``: ``"once"``
     when it reads the constant image (MACs once per inference),
     ``"every_step"`` when it reads analog values that change every step,
     ``""`` when it reads spikes.
@@ -92,6 +93,7 @@ class LayerCost:
     adds: int = 0
     sources: tuple = ()
     analog: str = ""
+    feeds: tuple = ()
 
     @property
     def fan_out(self) -> float:
@@ -168,7 +170,9 @@ def graph_costs(nodes: list, output: str) -> list:
 
     for node in nodes:
         if node.op == "neuron":
-            upstream_linear(node.inputs[0]).neurons += _size(node.shape)
+            row = upstream_linear(node.inputs[0])
+            row.neurons += _size(node.shape)
+            row.feeds += (neuron_index[node.name],)
         elif node.op in ("avg_pool", "max_pool", "gap"):
             downstream_linear(node.name).adds += _size(by_name[node.inputs[0]].shape)
         elif node.op == "add":
@@ -176,25 +180,45 @@ def graph_costs(nodes: list, output: str) -> list:
     return list(rows.values())
 
 
-def transformer_costs(layers: list, timesteps: int, dt: float = 0.001) -> tuple:
-    """Counts of a spiking transformer from its measured activity (:func:`snn4vision.transformers.measure`).
+def network_activity(layers: list, neurons: list, spikes_per_layer, timesteps: int, synapse: bool) -> list:
+    """The activity records (:func:`activity_costs`) of a converted network from its measured spikes.
 
-    Returns ``(costs, operations, rates_hz)``, one row per recorded entry:
-    synapses (convs and dense layers: one SOP per input spike, or per unit
-    of a spike count, and synapse; the analog stem and an averaged head as
-    MACs, once per evaluation), attention products (the measured
-    accumulates; the same product with dense operands on non-spiking
-    hardware) and neuron layers (one update per neuron per step; firing
-    rate in Hz at ``dt`` seconds per step). ``connections`` of the
-    attention rows and of the neurons is what one dense (ANN-like) pass of
-    the same network computes.
+    ``layers``: :func:`graph_costs`' rows; ``neurons``: ``(name, size)`` of each neuron layer;
+    ``spikes_per_layer[l]``: spikes of neuron layer ``l`` per image over the ``timesteps`` steps. Each linear
+    node is a ``synapse`` record whose events are its sources' spikes (none where it reads analog values: the
+    image once, or analog values every step), followed by the ``neurons`` records of the layers it feeds
+    (with a synaptic filter, two updates per neuron and step).
+    """
+    records = []
+    for cost in layers:
+        records.append({"kind": "synapse", "name": cost.name, "connections": cost.connections, "inputs": cost.inputs,
+                        "adds": cost.adds, "evaluations": timesteps if cost.analog == "every_step" else 1,
+                        "events": None if cost.analog else float(sum(float(spikes_per_layer[s]) for s in cost.sources))})
+        for index in cost.feeds:
+            name, size = neurons[index]
+            spikes = float(spikes_per_layer[index])
+            records.append({"kind": "neurons", "name": name, "neurons": size, "spikes": spikes,
+                            "rate": spikes / (size * timesteps), "updates_per_step": 2 if synapse else 1})
+    return records
+
+
+def activity_costs(records: list, timesteps: int, dt: float = 0.001) -> tuple:
+    """Counts of a spiking network from its measured activity records: the one counting path of converted
+    networks (:func:`network_activity`) and spiking transformers (:func:`snn4vision.transformers.measure`).
+
+    Returns ``(costs, operations, rates_hz)``, one row per record: synapses (one SOP per measured input spike,
+    or unit of a spike count, and synapse; analog inputs as MACs per evaluation), attention products (the
+    measured accumulates; the same product with dense operands on non-spiking hardware) and neuron layers
+    (``updates_per_step`` updates per neuron and step, default 1; firing rate in Hz at ``dt`` seconds per
+    step). ``connections`` of the attention rows and the neuron counts are what one dense (ANN-like) pass of
+    the same network computes, ``adds`` (pooling, residual adds) what it adds besides.
     """
     costs, operations, rates = [], [], []
-    for e in layers:
+    for e in records:
         if e["kind"] == "neurons":
             costs.append(LayerCost(e["name"], 0, 0, e["neurons"]))
-            operations.append({"macs": 0.0, "sops": 0.0, "updates": float(e["neurons"] * timesteps),
-                               "dense_synops": 0.0})
+            operations.append({"macs": 0.0, "sops": 0.0, "dense_synops": 0.0,
+                               "updates": float(e["neurons"] * timesteps * e.get("updates_per_step", 1))})
             rates.append(e["rate"] / dt)
             continue
         if e["kind"] == "attention":
@@ -203,10 +227,10 @@ def transformer_costs(layers: list, timesteps: int, dt: float = 0.001) -> tuple:
                                "dense_synops": float(e["dense_macs"] * timesteps)})
         elif e["events"] is None:  # analog input: multiply-accumulates
             macs = float(e["connections"] * e["evaluations"])
-            costs.append(LayerCost(e["name"], e["connections"], e["inputs"], 0))
+            costs.append(LayerCost(e["name"], e["connections"], e["inputs"], 0, e.get("adds", 0)))
             operations.append({"macs": macs, "sops": 0.0, "updates": 0.0, "dense_synops": macs})
         else:
-            cost = LayerCost(e["name"], e["connections"], e["inputs"], 0)
+            cost = LayerCost(e["name"], e["connections"], e["inputs"], 0, e.get("adds", 0))
             costs.append(cost)
             operations.append({"macs": 0.0, "sops": float(e["events"]) * cost.fan_out, "updates": 0.0,
                                "dense_synops": float(e["connections"] * timesteps)})
@@ -231,24 +255,6 @@ def ann_energy(costs: list, device: Device) -> list:
     """Joules per inference of each layer of the ANN on ``device``."""
     return [c.connections * device.mac + c.adds * device.energy_per_synop + c.neurons * device.energy_per_neuron
             for c in costs]
-
-
-def snn_operations(costs: list, spikes_per_layer, timesteps: int, synapse: bool) -> list:
-    """Per layer: ``{"macs", "sops", "updates"}`` of the SNN per inference.
-
-    ``spikes_per_layer[l]``: spikes of neuron layer ``l`` per image over the
-    ``timesteps`` steps (measured); each row receives those of its ``sources``.
-    A row reading the constant image computes its MACs once, a row reading
-    analog values every step.
-    """
-    rows = []
-    for cost in costs:
-        sops = float(sum(float(spikes_per_layer[s]) for s in cost.sources)) * cost.fan_out
-        evaluations = {"once": 1, "every_step": timesteps, "": 0}[cost.analog]
-        updates = cost.neurons * timesteps * (2 if synapse else 1)
-        rows.append({"macs": float(cost.connections) * evaluations, "sops": sops, "updates": float(updates),
-                     "dense_synops": float(cost.connections) * (1 if cost.analog == "once" else timesteps)})
-    return rows
 
 
 def snn_energy(operations: list, device: Device) -> list:

@@ -12,10 +12,9 @@ import numpy as np
 
 from . import data, resources, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
-from .costs import (device_table, energy_table, load_devices, rows_to_csv, snn_operations, summary,
-                    transformer_costs)
+from .costs import activity_costs, device_table, energy_table, load_devices, rows_to_csv, summary
 from .errors import UserError
-from .evaluation import (ann_accuracy, firing_rates, layer_spikes, readout_accuracy, readout_steps,
+from .evaluation import (ann_accuracy, layer_spikes, readout_accuracy, readout_steps,
                          simulate_split)
 from .rundir import (ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn,
                      load_trained, open_run)
@@ -84,7 +83,7 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
     with data.explain_bad_images(run.source, run.indices("test")):
         result = measure(model, run.batches("test", batch_size))
     accuracy = float(np.mean(result["logits"].argmax(axis=1) == labels))
-    costs, operations, rates = transformer_costs(result["layers"], model.timesteps)
+    costs, operations, rates = activity_costs(result["layers"], model.timesteps)
     spikes = total_spikes(result["layers"])
     return _report(costs, operations, rates, devices, model=config.architecture, timesteps=model.timesteps,
                    dt=0.001, test_images=int(len(labels)), ann_test_accuracy=None, snn_test_accuracy=accuracy,
@@ -111,9 +110,7 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
     k = readout_steps(snn.timesteps, 1.0) if snn.readout_steps is None else snn.readout_steps
     snn_accuracy = readout_accuracy(result["logits"], labels, k)
     spikes = layer_spikes(result["spikes"])
-    costs = snn.layer_costs()
-    operations = snn_operations(costs, spikes, snn.timesteps, synapse=snn.tau is not None)
-    rates = firing_rates(spikes, snn.neurons_per_layer(), snn.timesteps, snn.dt)
+    costs, operations, rates = activity_costs(snn.activity(spikes, snn.timesteps), snn.timesteps, snn.dt)
     return _report(costs, operations, rates, devices, model=model, timesteps=snn.timesteps, dt=snn.dt,
                    test_images=int(len(labels)), ann_test_accuracy=ann_test_accuracy, snn_test_accuracy=snn_accuracy,
                    spikes_per_image=float(spikes.sum()),

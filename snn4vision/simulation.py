@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import neurons as neuron_models
-from .costs import graph_costs, sop_weights
+from .costs import graph_costs, network_activity, sop_weights
 from .layer_graph import (LINEAR_OPS, ONE, LayerGraph, apply_op, nodes_from_spec, rescale, scale_plan, scaled_weights,
                           vgg_graph_spec)
 from .neurons import layer_seed
@@ -329,6 +329,12 @@ class SpikingNetwork(tf.keras.Model):
     def layer_costs(self) -> list:
         """Per-inference counts of every linear node (:func:`costs.graph_costs`)."""
         return graph_costs(self.nodes, self.graph["output"])
+
+    def activity(self, spikes_per_layer, timesteps: int) -> list:
+        """The activity records of :func:`costs.activity_costs` for measured spikes per image and neuron layer
+        over ``timesteps`` steps (:func:`costs.network_activity`)."""
+        neurons = [(n.name, size) for n, size in zip(self.neuron_nodes, self.neurons_per_layer())]
+        return network_activity(self.layer_costs(), neurons, spikes_per_layer, timesteps, self.tau is not None)
 
     def sop_weights(self) -> np.ndarray:
         """Synaptic operations per ANN MAC that one spike per neuron of each neuron layer causes

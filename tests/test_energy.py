@@ -37,27 +37,36 @@ def test_vgg16_macs_at_224_match_the_analytic_total():
     assert sum(c.neurons for c in layers) == sum(s * s * c for s, c in zip(sizes, channels))
 
 
-def test_snn_operations_by_hand():
-    layers = [costs.LayerCost("a", connections=100, inputs=10, neurons=5, analog="once"),
-              costs.LayerCost("b", connections=60, inputs=5, neurons=3, adds=8, sources=(0,))]
-    ops = costs.snn_operations(layers, spikes_per_layer=[7.0, 2.0], timesteps=4, synapse=True)
-    assert ops[0] == {"macs": 100.0, "sops": 0.0, "updates": 40.0, "dense_synops": 100.0}
-    assert ops[1] == {"macs": 0.0, "sops": 7.0 * 12, "updates": 24.0, "dense_synops": 240.0}
+def test_network_costs_by_hand():
+    """A layer "a" reading the image (MACs once) feeds 5 neurons; "b" reads their 7 spikes (fan-out 12) after 8
+    pooling adds and feeds 3 neurons; with a synapse every neuron takes two updates per step."""
+    layers = [costs.LayerCost("a", connections=100, inputs=10, neurons=5, analog="once", feeds=(0,)),
+              costs.LayerCost("b", connections=60, inputs=5, neurons=3, adds=8, sources=(0,), feeds=(1,))]
+    records = costs.network_activity(layers, [("n0", 5), ("n1", 3)], [7.0, 2.0], timesteps=4, synapse=True)
+    assert [r["name"] for r in records] == ["a", "n0", "b", "n1"]
+    rows, ops, rates = costs.activity_costs(records, timesteps=4, dt=0.001)
+    assert ops == [{"macs": 100.0, "sops": 0.0, "updates": 0.0, "dense_synops": 100.0},
+                   {"macs": 0.0, "sops": 0.0, "updates": 40.0, "dense_synops": 0.0},
+                   {"macs": 0.0, "sops": 7.0 * 12, "updates": 0.0, "dense_synops": 240.0},
+                   {"macs": 0.0, "sops": 0.0, "updates": 24.0, "dense_synops": 0.0}]
+    assert rates == [None, pytest.approx(7 / 5 / 4 / 0.001), None, pytest.approx(2 / 3 / 4 / 0.001)]
     loihi = costs.Device("l", True, energy_per_synop=2.0, energy_per_neuron=1.0, energy_per_mac=3.0)
     gpu = costs.Device("g", False, energy_per_synop=2.0, energy_per_neuron=1.0)
-    assert costs.snn_energy(ops, loihi) == [300 + 40, 2 * 84 + 24]
-    assert costs.snn_energy(ops, gpu) == [200 + 40, 480 + 24]
+    assert costs.snn_energy(ops, loihi) == [300, 40, 2 * 84, 24]
+    assert costs.snn_energy(ops, gpu) == [200, 40, 480, 24]
     # The ANN's MACs cost energy_per_mac (3), its pooling additions energy_per_synop (2): a device
     # whose two energies differ tells them apart.
-    assert costs.ann_energy(layers, loihi) == [100 * 3 + 5, 60 * 3 + 8 * 2 + 3]
-    assert costs.ann_energy(layers, gpu) == [200 + 5, 120 + 16 + 3]
-    rows = costs.energy_table(layers, ops, [None, None], {"g": gpu})
-    assert [r["sop_per_mac"] for r in rows] == [1.0, 84 / 60, (100 + 84) / 160]  # the first layer's MACs count
+    assert costs.ann_energy(rows, loihi) == [100 * 3, 5, 60 * 3 + 8 * 2, 3]
+    assert costs.ann_energy(rows, gpu) == [200, 5, 120 + 16, 3]
+    table = costs.energy_table(rows, ops, rates, {"g": gpu})
+    assert table[-1]["sop_per_mac"] == (100 + 84) / 160  # the first layer's MACs count
+    assert table[-1]["ann_J_g"] == 200 + 5 + 136 + 3 and table[-1]["snn_J_g"] == 200 + 40 + 480 + 24
     assert costs.sop_weights(layers, [5, 3]) == [5 * (60 / 5) / 160, 0.0]  # 5 neurons, each spike reaching 12
     # a layer after a residual add receives both layers' spikes; one reading analog values computes every step
     merged = costs.LayerCost("c", connections=30, inputs=3, neurons=0, sources=(0, 1))
     analog = costs.LayerCost("d", connections=20, inputs=4, neurons=0, analog="every_step")
-    ops = costs.snn_operations([merged, analog], spikes_per_layer=[7.0, 2.0], timesteps=4, synapse=False)
+    records = costs.network_activity([merged, analog], [("n0", 5), ("n1", 3)], [7.0, 2.0], 4, synapse=False)
+    _, ops, _ = costs.activity_costs(records, timesteps=4)
     assert ops == [{"macs": 0.0, "sops": 9.0 * 10, "updates": 0.0, "dense_synops": 120.0},
                    {"macs": 80.0, "sops": 0.0, "updates": 0.0, "dense_synops": 80.0}]
     assert costs.sop_weights([merged, analog], [5, 3]) == [5 * 10 / 50, 3 * 10 / 50]
@@ -80,7 +89,8 @@ def test_synops_agree_with_keras_spiking_model_energy():
     timesteps, dt = 6, 0.001
     snn = simulation.SpikingNetwork.from_graph(net, timesteps=timesteps, tau=None, seed=1)
     spikes = snn.simulate(images, timesteps)["spikes"].numpy().sum(axis=1).mean(axis=0)
-    ours = costs.snn_operations(snn.layer_costs(), spikes, timesteps, False)
+    rows, operations, _ = costs.activity_costs(snn.activity(spikes, timesteps), timesteps)
+    ours = {row.name: ops for row, ops in zip(rows, operations)}
     pool_after = vgg_layers(net)[2]
     naive = simulation.keras_spiking_model(snn, timesteps)
     stats = keras_spiking.ModelEnergy(naive, example_data=np.repeat(images[:, None], timesteps, axis=1))
@@ -90,9 +100,9 @@ def test_synops_agree_with_keras_spiking_model_energy():
         synop_energy, _ = stats.layer_energy(layer, "loihi", timesteps_per_inference=timesteps, dt=dt)
         theirs = synop_energy / loihi.energy_per_synop
         factor = 4 if pool_after[i - 1] else 1
-        assert ours[i]["sops"] == pytest.approx(factor * theirs, rel=1e-4)
+        assert ours[layer.name]["sops"] == pytest.approx(factor * theirs, rel=1e-4)
     synop_energy, _ = stats.layer_energy(naive.get_layer("logits"), "loihi", timesteps_per_inference=timesteps, dt=dt)
-    assert ours[-1]["sops"] == pytest.approx(2 * 2 * synop_energy / loihi.energy_per_synop, rel=1e-4)
+    assert ours["logits"]["sops"] == pytest.approx(2 * 2 * synop_energy / loihi.energy_per_synop, rel=1e-4)
 
 
 def test_profiles_are_found_by_a_non_editable_install(tmp_path):
@@ -162,8 +172,7 @@ def test_fine_tuning_sparsity_penalty_is_the_measured_sop_per_mac(neuron):
         snn(images, training=True)
         penalty = tf.add_n(snn.losses)
     spikes = snn.simulate(images, 4)["spikes"].numpy().sum(axis=1).mean(axis=0)
-    layers = snn.layer_costs()
-    operations = costs.snn_operations(layers, spikes, 4, synapse=False)
+    layers, operations, _ = costs.activity_costs(snn.activity(spikes, 4), 4)
     expected = 3.0 * sum(o["sops"] for o in operations) / sum(c.connections for c in layers)
     assert expected > 0 and float(penalty) == pytest.approx(expected, rel=1e-4)
     gradient = tape.gradient(penalty, snn.kernels["block1_conv2"])  # (untrained: deeper layers are silent)
