@@ -24,7 +24,7 @@ MUTANTS = [
      "            atomic_write_json(self.state_path, state)\n",
      "            self._clean(keep={name, state[\"best_weights\"]})\n            atomic_write_json(self.state_path, state)\n",
      ["tests/test_checkpoints.py"]),
-    ("LIF > not >=", "snn4vision/layers.py",
+    ("LIF > not >=", "snn4vision/neurons.py",
      "tf.cast(v >= 0.0, v.dtype)", "tf.cast(v > 0.0, v.dtype)",
      ["tests/test_spiking_transformers.py"]),
     ("IF > not >=", "snn4vision/neurons.py",
