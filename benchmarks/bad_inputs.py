@@ -185,7 +185,10 @@ def cases() -> list:
                         (["--weights", "imagenet"], "imagenet weights offline"),
                         (["--label-smoothing", "1"], "label smoothing 1"), (["--qcfs-warmup", "1"], "qcfs warm-up 1"),
                         (["--levels", "0"], "qcfs levels 0"), (["--mask"], "--mask without an edge filter"),
-                        (["--input-transform", "canny"], "unknown edge filter")]:
+                        (["--input-transform", "canny"], "unknown edge filter"),
+                        (["--architecture", "resnet50"], "unknown architecture"),
+                        (["--architecture", "resnet18", "--no-batch-norm"], "resnet without BatchNorm"),
+                        (["--architecture", "resnet20", "--weights", "imagenet"], "resnet with imagenet weights")]:
         add(Case("train_ann", name, ["--run", "{work}/new", "--dataset", "{data}", *tiny, *flags]))
     add(Case("train_ann", "unknown edge filter in a dataset name",
              ["--run", "{work}/new", "--dataset", "ucm_prewitt_blur", *tiny]))

@@ -2,8 +2,9 @@
 
 A neuron knows its initial membrane, one step of its dynamics, the
 differentiable rate that stands in for its spikes in training (the
-straight-through "drive") and what one spike is worth in drive units (for
-the spike counts' gradient). The simulator
+straight-through "drive"), what one spike is worth in drive units (for
+the spike counts' gradient) and how its counts are counted as spikes for
+energy. The simulator
 (:class:`snn4vision.simulation.SpikingNetwork`) calls only these, so a new
 neuron is one class here, registered with :func:`registered`.
 
@@ -84,6 +85,10 @@ class Neuron:
     def step(self, state, h, threshold, dt, t):
         """One step: ``(state, count, output)``. ``t``: the steps done, this one included."""
         raise NotImplementedError
+
+    def spikes(self, count):
+        """The spikes a step's ``count`` stands for in spike totals and energy: a negative spike is a spike too."""
+        return tf.abs(count) if self.signed else count
 
 
 @registered

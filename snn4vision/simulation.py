@@ -243,7 +243,7 @@ class SpikingNetwork(tf.keras.Model):
                     drive = cell.drive(h, threshold)
                     states[name], n, spikes = cell.step(tuple(tf.stop_gradient(s) for s in states[name]),
                                                         tf.stop_gradient(h), threshold, dt, t + 1)
-                    fired = tf.abs(n) if cell.signed else n  # spikes of either sign
+                    fired = cell.spikes(n)
                     if training:
                         spikes = _straight_through(drive, spikes)
                         # backward, spikes per step follow the drive in spike units: the gradient of the rate
