@@ -191,9 +191,10 @@ def network_activity(layers: list, neurons: list, spikes_per_layer, timesteps: i
     """
     records = []
     for cost in layers:
+        events = None if cost.analog else float(sum(float(spikes_per_layer[s]) for s in cost.sources))
         records.append({"kind": "synapse", "name": cost.name, "connections": cost.connections, "inputs": cost.inputs,
                         "adds": cost.adds, "evaluations": timesteps if cost.analog == "every_step" else 1,
-                        "events": None if cost.analog else float(sum(float(spikes_per_layer[s]) for s in cost.sources))})
+                        "events": events})
         for index in cost.feeds:
             name, size = neurons[index]
             spikes = float(spikes_per_layer[index])

@@ -153,8 +153,10 @@ class LayerConverter:
         for attribute, allowed in self.unsupported.items():
             value = getattr(self.layer, attribute)
             value = getattr(value, "__name__", value)  # activations are functions
+            value = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value  # ReLU's settings
             if value not in allowed:
-                return f"{attribute}={value!r} is not supported (supported: {', '.join(map(repr, allowed))})"
+                shown = f"{value:g}" if isinstance(value, float) else repr(value)
+                return f"{attribute}={shown} is not supported (supported: {', '.join(map(repr, allowed))})"
         return None
 
     def convert(self, inputs: list) -> str:
@@ -247,12 +249,6 @@ class BatchNormConverter(LayerConverter):
 @converts(tf.keras.layers.ReLU)
 class ReLUConverter(LayerConverter):
     unsupported = {"max_value": [None], "negative_slope": [0.0], "threshold": [0.0]}
-
-    def problem(self):  # ReLU keeps its settings as NumPy scalars
-        layer = self.layer
-        if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-            return "only a plain ReLU converts to spiking neurons (no max_value, negative_slope or threshold)"
-        return None
 
     def convert(self, inputs):
         return self.add("neuron", inputs, {"threshold": None})

@@ -140,9 +140,12 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
                         "(--weights none) or give an .h5 file of this architecture")
     seeds = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
+    def next_seed():
+        return None if seed is None else next(seeds)
+
     def conv(x, channels, kernel, strides, name):
         return layers.Conv2D(channels, kernel, strides, padding="same", use_bias=False, name=name,
-                             kernel_initializer=tf.keras.initializers.HeNormal(seed=None if seed is None else next(seeds)),
+                             kernel_initializer=tf.keras.initializers.HeNormal(seed=next_seed()),
                              kernel_regularizer=tf.keras.regularizers.L2(kernel_l2) if kernel_l2 else None)(x)
 
     def act(x, name):
@@ -165,7 +168,7 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
             x = act(layers.Add(name=f"{name}_add")([x, y]), f"{name}_act2")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, name="logits",
-                           kernel_initializer=tf.keras.initializers.GlorotUniform(seed=None if seed is None else next(seeds)),
+                           kernel_initializer=tf.keras.initializers.GlorotUniform(seed=next_seed()),
                            kernel_regularizer=tf.keras.regularizers.L2(kernel_l2) if kernel_l2 else None,
                            bias_regularizer=tf.keras.regularizers.L1(bias_l1) if bias_l1 else None)(x)
     model = tf.keras.Model(inputs, outputs, name=depth)

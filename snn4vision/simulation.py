@@ -164,12 +164,13 @@ class SpikingNetwork(tf.keras.Model):
         if graph.thresholds:
             self.thresholds.assign(np.asarray(graph.thresholds, np.float32))
 
-    def gain_of(self) -> dict:
+    def _gains(self) -> dict:
+        """``{neuron node: its gain}`` (tensors)."""
         return dict(zip([n.name for n in self.neuron_nodes], tf.unstack(self.gains)))
 
     def effective_weights(self) -> dict:
         """``{linear node: (kernel, bias)}`` with the gains applied (what the neurons see); bias may be None."""
-        gains = self.gain_of()
+        gains = self._gains()
         return {name: scaled_weights(self.plan[name], kernel, self.biases.get(name), gains)
                 for name, kernel in self.kernels.items()}
 
@@ -195,14 +196,15 @@ class SpikingNetwork(tf.keras.Model):
 
         ``spikes`` counts spikes (of either sign) per image, step and layer; ``activity`` is each layer's spikes
         per neuron and step, differentiable in training (straight-through); ``rates`` is each layer's mean
-        filtered output (Hz) per step (only the rate-band penalty needs it, so inference skips it). With ``return_outputs``, ``"outputs"`` maps each neuron node to its
+        filtered output (Hz) per step (only the rate-band penalty needs it, so inference skips it). With
+        ``return_outputs``, ``"outputs"`` maps each neuron node to its
         output averaged over time, in the ANN's units (``(B, ...)``), for comparison with the ANN.
         """
         timesteps = self.timesteps if timesteps is None else timesteps
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
         dt = tf.maximum(self.dt_weight, 1e-8)
-        gains = self.gain_of()
+        gains = self._gains()
         thresholds = dict(zip(gains, tf.unstack(self.thresholds)))
         weights = self.effective_weights()
         plan, cell = self.plan, self.cell

@@ -50,7 +50,7 @@ def test_normalisation_keeps_logits_and_maps_percentile_to_max_rate(ann, images)
 def test_every_unconvertible_layer_is_named_in_one_line():
     L = tf.keras.layers
     model = tf.keras.Sequential([tf.keras.Input((8, 8, 3)), L.Conv2D(4, 3, padding="same"), L.LeakyReLU(name="leaky"),
-                                 L.Conv2D(4, 3, dilation_rate=2, name="dilated"), L.ReLU(),
+                                 L.Conv2D(4, 3, dilation_rate=2, name="dilated"), L.ReLU(max_value=6.0, name="relu6"),
                                  L.GlobalAveragePooling2D(), L.Dense(2, use_bias=False)])
     with pytest.raises(UserError) as error:
         layer_graph.build_graph(model)
@@ -58,6 +58,7 @@ def test_every_unconvertible_layer_is_named_in_one_line():
     assert "\n" not in message
     assert "leaky: LeakyReLU has no converter" in message
     assert "dilated: dilation_rate=(2, 2) is not supported" in message
+    assert "relu6: max_value=6 is not supported (supported: None)" in message
 
 
 def _reference_simulation(kernels, biases, logits_kernel, pool_after, images, timesteps, dt, tau, seed):
