@@ -12,7 +12,7 @@ import numpy as np
 from . import data, layer_graph, resources, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, save_variables
 from .errors import UserError, check_keras
-from .evaluation import ann_accuracy, layer_spikes, readout_accuracy, readout_steps, firing_rates, simulate_split
+from .evaluation import ann_accuracy, firing_rates, layer_spikes, readout_accuracy, readout_steps, simulate_split
 from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS, load_ann, open_run
 from .simulation import SpikingNetwork
 

@@ -76,7 +76,7 @@ def test_qcfs_warm_up_ends_quantised(pipeline_run):
     assert "epoch 6: ReLU warm-up over" in stdout
     config = json.loads((run_dir / "config.json").read_text())
     assert config["qcfs_warmup"] == 0.5 and config["activation"] == "qcfs"
-    # the converted network is quantised (fold_ann refuses a layer still in its warm-up)
+    # the converted network is quantised (build_graph refuses a QCFS layer still in its warm-up)
     assert json.loads((run_dir / "conversion.json").read_text())["neuron"] == "signed_if"
 
 
