@@ -370,8 +370,9 @@ class _Builder:
 
 def _inbound_layers(model, layer) -> list:
     """The layers whose outputs ``layer`` reads in ``model`` (one call of the layer only)."""
+    in_model = getattr(model, "_network_nodes", None)  # the calls of layers that belong to this model
     calls = [node for i, node in enumerate(layer._inbound_nodes)
-             if f"{layer.name}_ib-{i}" in getattr(model, "_network_nodes", {f"{layer.name}_ib-{i}"})]
+             if in_model is None or f"{layer.name}_ib-{i}" in in_model]
     if len(calls) != 1:
         raise _NotConvertible("a layer called more than once (shared weights) does not convert")
     return [inbound.name for inbound in tf.nest.flatten(calls[0].inbound_layers)]
@@ -383,6 +384,24 @@ def build_graph(model, trained: bool = True) -> LayerGraph:
     Raises one UserError naming every layer that does not convert and why. ``trained=False`` takes the
     structure of a model still in training (its QCFS layers may be in their ReLU warm-up).
     """
+    graph, problems = _convert_layers(model, trained)
+    if problems:
+        raise UserError("cannot convert " + "; ".join(problems))
+    return graph
+
+
+def unconvertible_layers(model) -> list:
+    """``["name: reason", ...]`` for every layer of ``model`` that cannot be converted (or the one rule the whole
+    model breaks)."""
+    try:
+        return _convert_layers(model, trained=True)[1]
+    except UserError as exc:
+        return [str(exc)]
+
+
+def _convert_layers(model, trained: bool) -> tuple:
+    """``(graph, [])``, or ``(None, ["name: reason", ...])`` naming every layer that does not convert. A rule of
+    the whole model (one input and output, some activation, no mixed activations) raises a UserError."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UserError(f"model {model.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs: "
                         "only single-input, single-output models convert")
@@ -425,7 +444,7 @@ def build_graph(model, trained: bool = True) -> LayerGraph:
         if problem:
             problems.append(f"{layer.name}: {problem}")
     if problems:
-        raise UserError("cannot convert " + "; ".join(problems))
+        return None, problems
     nodes = list(builder.nodes.values())
     output = carried[model.outputs[0]._keras_history.layer.name]
     levels = {n.params.get("levels") for n in nodes if n.op == "neuron"}
@@ -433,17 +452,7 @@ def build_graph(model, trained: bool = True) -> LayerGraph:
         raise UserError(f"model {model.name} has no ReLU or QCFS activation: there is nothing to make spike")
     if len(levels) != 1:
         raise UserError("mixed activations: every activation must be QCFS (with the same levels) or every one ReLU")
-    return LayerGraph(nodes, output, levels=levels.pop())
-
-
-def unconvertible_layers(model) -> list:
-    """``["name: reason", ...]`` for every layer of ``model`` that cannot be converted."""
-    try:
-        build_graph(model)
-    except UserError as exc:
-        text = str(exc)
-        return text.removeprefix("cannot convert ").split("; ") if text.startswith("cannot convert ") else [text]
-    return []
+    return LayerGraph(nodes, output, levels=levels.pop()), []
 
 
 # --------------------------------------------------------------------------
