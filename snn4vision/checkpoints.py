@@ -23,7 +23,8 @@ from typing import Any, Callable
 from .errors import UserError
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Make ``path`` by ``write(temporary path)`` and a rename: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same full name at the end, so format-by-extension (".weights.h5") is kept.
@@ -40,7 +41,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def strict_json(obj: Any) -> tuple[Any, list]:
@@ -74,14 +75,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_weights(model, path: Path) -> None:
     """Save a Keras model's weights to an ``.h5`` file atomically."""
-    _atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
+    atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
 
 
 def atomic_save_figure(figure, path: Path) -> None:
     """Save a Matplotlib figure (format from the suffix) atomically and close it."""
     import matplotlib.pyplot as plt
 
-    _atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100))
     plt.close(figure)
 
 
@@ -102,7 +103,7 @@ def save_variables(variables, path: Path) -> None:
             for variable in variables:
                 handle.create_dataset(_variable_name(variable), data=variable.numpy())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _read_h5(path: Path, what: str, read: Callable) -> Any:

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from . import edges  # noqa: E402
 from .convert import ConvertConfig, convert_snn  # noqa: E402
 from .energy import estimate_energy  # noqa: E402
+from .export import CHECKS, MODELS, ExportConfig, export_nir  # noqa: E402
 from .fine_tuning import RECIPES, FineTuneConfig, fine_tune  # noqa: E402
 from .pipeline import PATHS, SUMMARY_DEVICES, PipelineConfig, run_all  # noqa: E402
 from .predict import predict  # noqa: E402
@@ -364,6 +365,27 @@ def energy_parser() -> argparse.ArgumentParser:
     return p
 
 
+def export_nir_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="export_nir.py",
+                                description="Write the run's SNN as a NIR graph (snn.nir) for neuromorphic hardware "
+                                            "toolchains and other simulators, and measure its test accuracy.")
+    p.add_argument("--run", dest="run_dir", required=True, metavar="RUN_DIR")
+    p.add_argument("--model", choices=MODELS, default="converted", help="which SNN of the run (default: converted)")
+    p.add_argument("--timesteps", type=positive_int, help="T the graph is meant to run for (default: the SNN's)")
+    p.add_argument("--out", help="the .nir file to write (default: RUN_DIR/snn.nir)")
+    p.add_argument("--approximate", action="store_true",
+                   help="export plain IF neurons with one spike per step where the SNN fires signed spikes or "
+                        "bursts, which NIR cannot express; the accuracy this costs is measured")
+    p.add_argument("--check", choices=CHECKS, default="none",
+                   help="also run the written file in sinabs and compare predictions and spike counts with ours "
+                        "(needs pip install -e \".[nir]\")")
+    p.add_argument("--check-images", type=positive_int, help="test images for --check (default: all)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--data-dir", help="where the run's images are now, if they moved")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+    return p
+
+
 # --------------------------------------------------------------------------
 # Commands: pipelines/<name>.py and the console scripts snn4vision-<name> (setup.cfg) run these
 # --------------------------------------------------------------------------
@@ -400,6 +422,13 @@ def _predict(argv=None) -> None:
         print(f"{row['image']}: {row['class']} ({row['probability']:.3f}){extra}")
 
 
+def _export_nir(argv=None) -> None:
+    args = export_nir_parser().parse_args(argv)
+    config = ExportConfig(args.run_dir, args.model, args.timesteps, args.out, args.approximate, args.check,
+                          args.check_images, args.batch_size, args.data_dir)
+    export_nir(config, overwrite=args.overwrite)
+
+
 def _run_all(argv=None) -> None:
     args = run_all_parser().parse_args(argv)
     run_all(run_all_config(args), resume=args.resume, overwrite=args.overwrite)
@@ -413,3 +442,4 @@ fine_tune_main = functools.partial(run, _fine_tune)
 energy_estimation_main = functools.partial(run, _energy_estimation)
 predict_main = functools.partial(run, _predict)
 run_all_main = functools.partial(run, _run_all)
+export_nir_main = functools.partial(run, _export_nir)

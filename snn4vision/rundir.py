@@ -54,6 +54,8 @@ ENERGY_CSV = "energy.csv"
 ENERGY_PLOT = "energy.png"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+NIR_FILE = "snn.nir"
+NIR_REPORT = "nir_export.json"
 STALE = "stale"
 
 #: What each stage's results feed, in pipeline order: re-running a stage makes all of these stale.
@@ -61,10 +63,11 @@ _SUMMARY = [SUMMARY_JSON, SUMMARY_MD]
 _ENERGY = [ENERGY_JSON, ENERGY_CSV, ENERGY_PLOT]
 _FINE_TUNED = [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE, f"{CHECKPOINTS}/fine_tune", f"{TENSORBOARD}/fine_tune"]
 _CONVERTED = [SNN_CONFIG, SNN_WEIGHTS, CONVERSION, CONVERSION_PLOT]
+_EXPORTED = [NIR_FILE, NIR_REPORT]
 DOWNSTREAM = {
-    "train": _CONVERTED + _FINE_TUNED + _ENERGY + _SUMMARY,
-    "convert": _FINE_TUNED + _ENERGY + _SUMMARY,
-    "fine_tune": _ENERGY + _SUMMARY,
+    "train": _CONVERTED + _FINE_TUNED + _ENERGY + _SUMMARY + _EXPORTED,
+    "convert": _FINE_TUNED + _ENERGY + _SUMMARY + _EXPORTED,
+    "fine_tune": _ENERGY + _SUMMARY + _EXPORTED,
     "energy": _SUMMARY,
 }
 
@@ -106,7 +109,7 @@ PROVENANCE = "provenance.json"
 #: The script behind each stage name, for messages.
 STAGE_SCRIPTS = {"train": "pipelines/train_ann.py", "train_transformer": "pipelines/train_spiking_transformer.py",
                  "convert": "pipelines/convert_snn.py", "fine_tune": "pipelines/fine_tune.py",
-                 "energy": "pipelines/energy_estimation.py"}
+                 "energy": "pipelines/energy_estimation.py", "export_nir": "pipelines/export_nir.py"}
 
 
 def file_hash(path: Path) -> str:

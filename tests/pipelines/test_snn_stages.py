@@ -1,5 +1,6 @@
 """End-to-end: convert_snn.py, fine_tune.py and predict.py on a tiny ANN trained on real images."""
 import errno
+import importlib.util
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import nir
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from snn4vision.rundir import load_snn
 from snn4vision.data import load_image_file
 from snn4vision.energy import estimate_energy
 from snn4vision.errors import UserError
+from snn4vision.export import ExportConfig, export_nir
 from snn4vision.fine_tuning import FineTuneConfig, fine_tune, schedule
 from snn4vision.predict import predict
 
@@ -313,3 +316,37 @@ def data_batches(run, indices):
 
     decoded = data.decoded_dataset(run.source, indices, run.config.image_size)
     return data.evaluation_batches(decoded, 64).as_numpy_iterator()
+
+
+def test_export_nir_of_a_qcfs_run(qcfs_converted, tmp_path):
+    """export_nir.py refuses signed bursts in one line; with --approximate it writes plain IF neurons whose test
+    accuracy is the convert stage's own 'IF neurons' variant at the same T (an independent run of the same
+    network), and with --check sinabs (when installed) sinabs runs the file to our predictions."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(qcfs_converted[0], run_dir)
+    conversion = json.loads((run_dir / "conversion.json").read_text())
+    default, plain = ({r["timesteps"]: r for r in v["by_timesteps"]} for v in conversion["variants"][:2])
+    script = [sys.executable, str(ROOT / "pipelines" / "export_nir.py"), "--run", str(run_dir)]
+    result = subprocess.run(script, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "negative spikes" in result.stderr and "--approximate" in result.stderr
+    assert not (run_dir / "snn.nir").exists()
+    check = "sinabs" if importlib.util.find_spec("sinabs") else "none"
+    report = export_nir(ExportConfig(str(run_dir), approximate=True, check=check, check_images=8),
+                        verbose=False)
+    assert report["timesteps"] == 8 and report["neuron"] == "if"
+    assert report["accuracy"] == pytest.approx(plain[8]["accuracy"])
+    assert report["accuracy_before_approximation"] == pytest.approx(default[8]["accuracy"])
+    assert report["spikes_per_image"] == pytest.approx(plain[8]["spikes_per_image"], rel=1e-5)
+    graph = nir.read(run_dir / "snn.nir")
+    assert report["node_types"]["IF"] == 13 and graph.metadata["timesteps"] == 8
+    assert json.loads((run_dir / "nir_export.json").read_text())["accuracy"] == report["accuracy"]
+    if check == "sinabs":
+        agreement = report["sinabs"]
+        assert agreement["images"] == 8 and agreement["same_predictions"] == 1.0
+        assert agreement["max_abs_logit_difference"] < 1e-3 * max(1.0, agreement["spikes_per_image"])
+    with pytest.raises(UserError, match="already holds nir_export.json, snn.nir: pass --overwrite"):
+        export_nir(ExportConfig(str(run_dir), approximate=True), verbose=False)
+    with pytest.raises(UserError, match="folder .* does not exist"):
+        export_nir(ExportConfig(str(run_dir), approximate=True, out=str(tmp_path / "no" / "x.nir")),
+                   verbose=False, overwrite=True)

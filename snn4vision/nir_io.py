@@ -1,0 +1,353 @@
+"""Converted spiking networks as NIR graphs (the Neuromorphic Intermediate Representation, ``nir`` on PyPI).
+
+:func:`to_nir` writes a :class:`~snn4vision.simulation.SpikingNetwork` as NIR
+primitives that hardware toolchains (Lava for Loihi 2, SpiNNaker2, SynSense's
+Speck and Xylo) and other frameworks (sinabs, snntorch, norse, rockpool,
+spikingjelly) read. Keras layouts become NIR's: kernels ``(out, in, kh, kw)``,
+maps ``(channels, height, width)``, dense weights ``(out, in)``.
+
+Exact where NIR can say it:
+
+- A neuron's spike is 1 in NIR and ``threshold`` in our simulator: the
+  threshold is folded into the weights of the layers the spike feeds.
+- Average pooling becomes ``SumPool2d`` (what event-driven chips implement)
+  with its ``1 / window`` folded into the next layer's weights; global
+  average pooling becomes a ``SumPool2d`` over the whole map and a ``Flatten``.
+- A gain or scale that reaches a neuron directly is folded into its
+  threshold; elsewhere it becomes a ``Scale`` node.
+- Keras's 'same' padding with stride 2 pads one more row at the bottom than
+  at the top, which NIR's symmetric padding cannot state: such a kernel gets
+  a leading row (column) of zeros and one more padding on each side, which
+  reads exactly the same pixels.
+- A residual add becomes what NIR does with several edges into one node: it
+  sums them.
+
+Two things a discrete-time run needs that NIR 1.0's primitives do not hold
+go into each neuron node's ``metadata`` (and are summarised in the graph's):
+
+- ``reset``: ``"subtract"`` (our IF neurons keep what exceeds the threshold)
+  or ``"zero"``. NIR's neurons are defined in continuous time, where the two
+  are the same (the membrane never exceeds the threshold); a time-stepped
+  importer chooses, and should choose what the metadata says.
+- ``v_initial``: the membrane at t = 0 (half the threshold for QCFS-converted
+  IF neurons; NIR has no initial state).
+
+The graph's ``metadata`` holds ``dt``, ``timesteps``, the input's layout and
+encoding, and the read-out (mean of the output over the last
+``readout_steps`` steps). What NIR cannot express stops the export with a
+:class:`~snn4vision.errors.UserError` that names the way out
+(:func:`nir_problems`).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+
+from .checkpoints import atomic_write
+from .errors import UserError
+from .layer_graph import LINEAR_OPS, ONE, rescale
+from .simulation import SpikingNetwork
+
+#: Neurons NIR can express (signed IF has negative spikes; keras-spiking's neuron integrates relu(input) from
+#: random initial voltages).
+EXPORTABLE_NEURONS = ("if", "lif")
+#: How the image enters the network, written into the graph's metadata.
+INPUT_ENCODING = ("the image, channels first, as an input current held constant over all timesteps: each step "
+                  "adds the first layer's response to the image to its neurons' membranes")
+
+
+@dataclass
+class _Term:
+    """One NIR node's output times ``factor``: a node of our graph is the sum of such terms in NIR."""
+
+    source: str
+    factor: float
+
+
+def nir_problems(model: SpikingNetwork) -> list:
+    """What stops ``model`` from being written as NIR, one line each naming the fix (empty: it can be)."""
+    problems = []
+    if model.neuron == "signed_if":
+        problems.append("signed IF neurons fire negative spikes, which NIR's neurons cannot: pass --approximate "
+                        "to export plain IF neurons (its accuracy cost is measured and reported)")
+    elif model.neuron not in EXPORTABLE_NEURONS:
+        problems.append(f"{model.neuron} neurons integrate relu(input) from random initial voltages, which NIR's "
+                        f"IF and LIF neurons cannot: convert a QCFS network (train_ann.py --activation qcfs), "
+                        f"whose IF neurons export exactly")
+    if model.max_spikes > 1:
+        problems.append(f"bursts of up to {model.max_spikes} spikes per step: NIR's neurons fire at most one; "
+                        f"pass --approximate to export single spikes")
+    if model.tau is not None:
+        problems.append("the low-pass synapses follow keras-spiking neurons, which NIR cannot express (above)")
+    if model.neuron == "lif" and not 0.0 < model.leak <= 1.0:
+        problems.append(f"LIF leak {model.leak}: NIR's LIF needs a leak in (0, 1] (a time constant above 0)")
+    for node in model.nodes:
+        if node.op == "max_pool":
+            problems.append(f"{node.name}: NIR has no max pooling of spikes: use AveragePooling2D in the ANN")
+        elif node.op == "concat":
+            problems.append(f"{node.name}: NIR has no concatenation: build the network without Concatenate")
+        elif node.op == "flatten" and len(node.shape) != 1:
+            problems.append(f"{node.name}: a Reshape to {tuple(node.shape)}: NIR exports only flattening to a "
+                            f"vector")
+        elif node.op == "avg_pool" and _pool_padding(model, node) != (0, 0):
+            problems.append(f"{node.name}: average pooling with 'same' padding divides border windows by fewer "
+                            f"pixels, which NIR's SumPool2d cannot: use padding='valid'")
+    return problems
+
+
+def _input(model, node):
+    return model._node(node.inputs[0])
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple:
+    """Keras/TensorFlow 'same' padding of one axis: (before, after)."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pool_padding(model, node) -> tuple:
+    if node.params["padding"] == "VALID":
+        return (0, 0)
+    size = _input(model, node).shape
+    return tuple(sum(_same_padding(size[a], node.params["pool_size"][a], node.params["strides"][a]))
+                 for a in range(2))
+
+
+def _conv_weights(model, node, kernel) -> tuple:
+    """NIR's ``(weight (out, in/groups, kh, kw), padding (ph, pw), groups)`` of a conv or depthwise node."""
+    size = _input(model, node).shape
+    k = np.asarray(kernel, np.float32)
+    if node.op == "depthwise":  # (kh, kw, in, multiplier) -> (in * multiplier, 1, kh, kw), grouped by input
+        kh, kw, cin, mult = k.shape
+        weight, groups = k.reshape(kh, kw, cin * mult).transpose(2, 0, 1)[:, None], cin
+    else:
+        weight, groups = k.transpose(3, 2, 0, 1), 1
+    padding = [0, 0]
+    if node.params["padding"] == "SAME":
+        for axis in range(2):
+            before, after = _same_padding(size[axis], weight.shape[2 + axis], node.params["strides"][axis])
+            if after == before + 1:  # one more at the end: shift the window by a leading zero row/column
+                shape = list(weight.shape)
+                shape[2 + axis] = 1
+                weight = np.concatenate([np.zeros(shape, weight.dtype), weight], axis=2 + axis)
+                before = after
+            padding[axis] = before
+    return weight, tuple(padding), groups
+
+
+def _strides(node) -> tuple:
+    return tuple(int(s) for s in node.params["strides"])
+
+
+def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
+    """``model`` as a NIR graph to be run for ``timesteps`` steps (default: the model's).
+
+    Raises :class:`UserError` listing :func:`nir_problems`.
+    """
+    problems = nir_problems(model)
+    if problems:
+        raise UserError("this SNN cannot be written as NIR: " + "; ".join(problems))
+    timesteps = int(timesteps or model.timesteps)
+    weights = {name: (np.asarray(k, np.float32), None if b is None else np.asarray(b, np.float32))
+               for name, (k, b) in model.effective_weights().items()}
+    gains = {name: float(g) for name, g in model._gains().items()}
+    thresholds = dict(zip(gains, np.asarray(model.thresholds, np.float64)))
+    plan = model.plan
+    nodes, edges = {}, []
+    terms = {}  # our node -> the NIR terms whose sum it is (in our units)
+
+    def feed(target: str, sources: list, factor: float) -> None:
+        """Edges into NIR node ``target`` from ``sources``, which it reads multiplied by ``factor`` (already
+        folded into the target): terms of another factor pass through a Scale node."""
+        for term in sources:
+            ratio = term.factor / factor
+            if math.isclose(ratio, 1.0, rel_tol=1e-6):
+                edges.append((term.source, target))
+            else:
+                name = f"{term.source}_to_{target}_scale"
+                shape = np.asarray(nodes[term.source].output_type["output"])
+                nodes[name] = nir.Scale(scale=np.full(shape, ratio, np.float32))
+                edges.extend([(term.source, name), (name, target)])
+
+    def shared_factor(sources: list) -> float:
+        """The factor folded into the node that reads ``sources``; the others get a Scale. 1 if a source has it
+        (an add of a conv and an identity shortcut: the shortcut's spikes are scaled, the conv is left as is)."""
+        factors = [t.factor for t in sources]
+        return 1.0 if 1.0 in factors else factors[0]
+
+    image = model.nodes[0].shape
+    nodes["input"] = nir.Input(input_type={"input": np.asarray([image[2], image[0], image[1]])})
+    terms["input"] = [_Term("input", 1.0)]
+    for node in model.nodes[1:]:
+        name, p = node.name, node.params
+        scale = plan[name]
+        sources = [t for i in node.inputs for t in terms[i]]
+        if node.op in ("add", "pad"):  # NIR sums the edges into a node; a pad is folded into the next conv
+            terms[name] = [_Term(t.source, t.factor * rescale(1.0, have, scale.output, gains))
+                           for i, have in zip(node.inputs, scale.inputs) for t in terms[i]] if node.op == "add" \
+                else sources
+            continue
+        if node.op in LINEAR_OPS:
+            kernel, bias = weights[name]
+            factor = shared_factor(sources)
+            if node.op == "dense":
+                source = _input(model, node)
+                if source.op == "flatten":  # ours flattens (h, w, c), NIR (c, h, w)
+                    h, w, c = _input(model, source).shape
+                    kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+                bias = np.zeros(kernel.shape[1], np.float32) if bias is None else bias
+                nodes[name] = nir.Affine(weight=(kernel * factor).T.copy(), bias=bias)
+            else:
+                weight, padding, groups = _conv_weights(model, node, kernel)
+                source = _input(model, node)
+                if source.op == "pad":
+                    pads = source.params["padding"]
+                    if p["padding"] != "VALID" or any(a != b for a, b in pads):
+                        raise UserError(f"{source.name}: padding {pads} before a '{p['padding'].lower()}' conv "
+                                        f"is not NIR's symmetric conv padding: pad evenly and use "
+                                        f"padding='valid'")
+                    padding = (int(pads[0][0]), int(pads[1][0]))
+                    source = _input(model, source)
+                bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
+                nodes[name] = nir.Conv2d(input_shape=tuple(int(s) for s in source.shape[:2]),
+                                         weight=weight * np.float32(factor), stride=_strides(node),
+                                         padding=padding, dilation=1, groups=groups, bias=bias)
+            feed(name, sources, factor)
+            terms[name] = [_Term(name, 1.0)]
+        elif node.op == "neuron":
+            # our input current is the producer's value brought to this neuron's gain
+            factor = shared_factor(sources) * rescale(1.0, scale.inputs[0], name, gains)
+            threshold = thresholds[name] / factor
+            shape = (node.shape[2], node.shape[0], node.shape[1]) if len(node.shape) == 3 else tuple(node.shape)
+            meta = {"reset": reset_rule(model), "v_initial": float(threshold / 2)}
+            if model.neuron == "lif":
+                tau = -model.dt / math.log(model.leak) if model.leak < 1.0 else math.inf
+                meta["leak_per_step"] = model.leak
+                nodes[name] = nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / model.dt if model.leak < 1
+                                                                              else 1.0),
+                                      v_leak=np.zeros(shape), v_threshold=np.full(shape, threshold),
+                                      metadata=meta)
+            else:
+                nodes[name] = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, threshold), metadata=meta)
+            feed(name, sources, shared_factor(sources))
+            terms[name] = [_Term(name, float(thresholds[name]))]
+        elif node.op in ("avg_pool", "gap"):
+            source = _input(model, node)
+            h, w = source.shape[:2]
+            window = (h, w) if node.op == "gap" else tuple(int(k) for k in p["pool_size"])
+            stride = (h, w) if node.op == "gap" else _strides(node)
+            nodes[name] = nir.SumPool2d(kernel_size=np.asarray(window), stride=np.asarray(stride),
+                                        padding=np.asarray([0, 0]))
+            factor = shared_factor(sources)
+            feed(name, sources, factor)
+            out = name
+            if node.op == "gap":
+                out = f"{name}_flatten"
+                nodes[out] = nir.Flatten(input_type={"input": np.asarray([source.shape[2], 1, 1])},
+                                         start_dim=0, end_dim=-1)
+                edges.append((name, out))
+            terms[name] = [_Term(out, factor / (window[0] * window[1]))]
+        elif node.op == "flatten":
+            h, w, c = _input(model, node).shape
+            nodes[name] = nir.Flatten(input_type={"input": np.asarray([c, h, w])}, start_dim=0, end_dim=-1)
+            feed(name, sources, shared_factor(sources))
+            terms[name] = [_Term(name, shared_factor(sources))]
+        else:  # nir_problems() lists the rest
+            raise UserError(f"{name}: NIR export has no rule for {node.op} nodes")
+    output = model.graph["output"]
+    nodes["output"] = nir.Output(output_type={"output": np.asarray([model.num_classes])})
+    feed("output", [_Term(t.source, t.factor * rescale(1.0, plan[output].output, ONE, gains))
+                    for t in terms[output]], 1.0)
+    readout_steps = model.readout_steps or timesteps
+    metadata = {"producer": "snn4vision", "dt": float(model.dt), "timesteps": timesteps,
+                "readout": f"class scores: the mean of the output over the last {readout_steps} of the "
+                           f"{timesteps} steps", "readout_steps": int(min(readout_steps, timesteps)),
+                "input_encoding": INPUT_ENCODING, "neuron": model.neuron,
+                "reset": reset_rule(model), "v_initial": "half the threshold (each neuron node's metadata)"}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def reset_rule(model: SpikingNetwork) -> str:
+    """How the model's neurons reset after a spike: ``"subtract"`` the threshold or to ``"zero"``."""
+    return getattr(model.cell, "reset", "subtract")
+
+
+def write_nir(path, graph: nir.NIRGraph) -> None:
+    """Write ``graph`` to ``path`` with ``nir.write``, atomically."""
+    atomic_write(path, lambda tmp: nir.write(tmp, graph))
+
+
+def run_in_sinabs(graph: nir.NIRGraph, images: np.ndarray, timesteps: int, batch_size: int = 32) -> dict:
+    """Run a NIR graph read with ``nir.read`` in sinabs (``pip install -e ".[nir]"``), an independent simulator.
+
+    ``images``: ``(n, h, w, c)``, held as the input for ``timesteps`` steps. Returns per-step outputs
+    ``"logits": (n, T, classes)``, ``"spikes": {neuron node: (n,) spikes over the run}`` and ``"framework"``.
+
+    The network is sinabs's own import (``sinabs.from_nir``: torch's conv, linear and sum pooling, sinabs's IAF
+    and LIF layers) with three settings taken from the file, where sinabs's importer departs from the NIR
+    primitives: one spike per step (NIR's ``z`` is 0 or 1; sinabs defaults to multi-spikes), no floor on the
+    membrane (sinabs clips it at ``-v_threshold``), and each node's ``metadata``: its reset rule and initial
+    membrane. A LIF node's time constant is given to sinabs in steps (``tau / dt``). ``Scale`` nodes, which
+    sinabs's importer lacks, multiply by their ``scale``.
+    """
+    try:
+        import nirtorch
+        import sinabs
+        import sinabs.layers as sl
+        import torch
+        from sinabs.activation import MembraneReset, MembraneSubtract, SingleSpike
+    except ImportError:
+        raise UserError('the sinabs check needs sinabs and torch: pip install -e ".[nir]"') from None
+
+    class Scale(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.register_buffer("scale", torch.as_tensor(np.asarray(scale, np.float32)))
+
+        def forward(self, x):
+            return x * self.scale
+
+    def module(node):
+        if isinstance(node, nir.Scale):
+            return Scale(node.scale)
+        return sinabs.nir._import_sinabs_module(node, batch_size=None, num_timesteps=timesteps)
+
+    dt = float(graph.metadata["dt"])
+    with warnings.catch_warnings():  # nirtorch.load is deprecated in favour of an API sinabs 3.1 does not use yet
+        warnings.simplefilter("ignore", DeprecationWarning)
+        network = nirtorch.load(graph, module)
+    original = {nirtorch.utils.sanitize_name(name): name for name in graph.nodes}
+    neurons = {}  # node name -> (sinabs layer, NIR node)
+    for name, layer in network.named_modules():
+        if isinstance(layer, (sl.IAFSqueeze, sl.LIFSqueeze)):
+            node = graph.nodes[original[name]]
+            layer.spike_fn, layer.min_v_mem = SingleSpike, None
+            reset = node.metadata["reset"]
+            reset = reset.decode() if isinstance(reset, bytes) else str(reset)
+            layer.reset_fn = MembraneSubtract() if reset == "subtract" else MembraneReset()
+            if isinstance(layer, sl.LIFSqueeze):
+                layer.tau_mem.data = torch.as_tensor(np.asarray(node.tau, np.float32) / dt)
+            neurons[original[name]] = (layer, node)
+    counts = {name: [] for name in neurons}
+    for name, (layer, _) in neurons.items():
+        layer.register_forward_hook(lambda mod, args, out, name=name: counts[name].append(
+            out.reshape(-1, timesteps, out[0].numel()).sum(dim=(1, 2))))
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.as_tensor(np.asarray(images[start:start + batch_size], np.float32)).permute(0, 3, 1, 2)
+            n = batch.shape[0]
+            for layer, node in neurons.values():
+                layer.init_state_with_shape((n, *node.v_threshold.shape))
+                layer.v_mem.fill_(float(node.metadata["v_initial"]))
+            frames = batch[:, None].expand(n, timesteps, *batch.shape[1:]).reshape(n * timesteps, *batch.shape[1:])
+            out = network(frames)
+            out = out[0] if isinstance(out, tuple) else out
+            logits.append(out.reshape(n, timesteps, -1).numpy())
+    return {"logits": np.concatenate(logits), "framework": f"sinabs {sinabs.__version__}",
+            "spikes": {name: torch.cat(c).numpy() for name, c in counts.items()}}
