@@ -9,6 +9,7 @@ predictions and per-layer spike counts are compared with ours.
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .checkpoints import atomic_write_json
 from .errors import UserError
 from .evaluation import readout_accuracy, readout_steps, simulate_split
 from .nir_io import nir_problems, run_in_sinabs, to_nir, write_nir
-from .rundir import NIR_FILE, NIR_REPORT, load_fine_tuned, load_snn, open_run
+from .rundir import NIR_FILE, NIR_REPORT, load_snn, open_run
 
 MODELS = ("converted", "fine-tuned")
 CHECKS = ("none", "sinabs")
@@ -53,6 +54,8 @@ class ExportConfig:
             raise UserError(f"--check-images must be at least 1, got {self.check_images}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.check == "sinabs" and importlib.util.find_spec("sinabs") is None:
+            raise UserError('--check sinabs needs sinabs and torch: pip install -e ".[nir]"')
 
 
 def export_nir(config: ExportConfig, overwrite: bool = False, verbose: bool = True) -> dict:
@@ -63,12 +66,14 @@ def export_nir(config: ExportConfig, overwrite: bool = False, verbose: bool = Tr
         return _export(config, run_dir, overwrite, verbose)
 
 
+#: The config and weights file of each model a run may export.
+MODEL_FILES = {"converted": [rundir.SNN_CONFIG, rundir.SNN_WEIGHTS],
+               "fine-tuned": [rundir.FINE_TUNED_CONFIG, rundir.FINE_TUNED_WEIGHTS]}
+
+
 def _load(config: ExportConfig, run_dir: Path, **overrides):
-    if config.model == "converted":
-        return load_snn(run_dir, config.timesteps, **overrides)
-    rundir.require(run_dir, rundir.FINE_TUNED_CONFIG)
-    return load_snn(run_dir, config.timesteps, rundir.FINE_TUNED_CONFIG, rundir.FINE_TUNED_WEIGHTS, **overrides) \
-        if overrides else load_fine_tuned(run_dir, config.timesteps)
+    """The run's SNN, with ``overrides`` of its saved config (another neuron, say)."""
+    return load_snn(run_dir, config.timesteps, *MODEL_FILES[config.model], **overrides)
 
 
 def _export(config: ExportConfig, run_dir: Path, overwrite: bool, verbose: bool) -> dict:
@@ -95,11 +100,11 @@ def _export(config: ExportConfig, run_dir: Path, overwrite: bool, verbose: bool)
     outputs = [NIR_REPORT] + ([out.name] if in_run else [])
     if not in_run and out.exists() and not overwrite:
         raise UserError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
-    rundir.prepare_new(run_dir, outputs, False, overwrite, resumable=False, stage="export_nir")
+    run = open_run(run_dir, config.data_dir)
     timesteps = exported.timesteps
     graph = to_nir(exported, timesteps)
+    rundir.prepare_new(run_dir, outputs, False, overwrite, resumable=False, stage="export_nir")
     write_nir(out, graph)
-    run = open_run(run_dir, config.data_dir)
     labels = run.labels("test")
     steps = readout_steps(timesteps, 1.0) if exported.readout_steps is None else min(exported.readout_steps,
                                                                                      timesteps)
@@ -118,9 +123,7 @@ def _export(config: ExportConfig, run_dir: Path, overwrite: bool, verbose: bool)
     if config.check == "sinabs":
         report["sinabs"] = _sinabs_agreement(out, run, config, exported, ours, labels, steps)
     atomic_write_json(run_dir / NIR_REPORT, report)
-    model_files = {"converted": [rundir.SNN_CONFIG, rundir.SNN_WEIGHTS],
-                   "fine-tuned": [rundir.FINE_TUNED_CONFIG, rundir.FINE_TUNED_WEIGHTS]}[config.model]
-    rundir.record_outputs(run_dir, "export_nir", outputs, model_files)
+    rundir.record_outputs(run_dir, "export_nir", outputs, MODEL_FILES[config.model])
     if verbose:
         print(format_report(report))
     return report
@@ -149,6 +152,7 @@ def _sinabs_agreement(path: Path, run, config: ExportConfig, exported, ours: dic
             "layers_with_equal_spike_counts": float(np.mean(np.all(our_spikes == their_spikes, axis=0))),
             "images_with_equal_spike_counts": float(np.mean(np.all(our_spikes == their_spikes, axis=1))),
             "max_spike_count_difference": int(np.abs(our_spikes - their_spikes).max()),
+            "spikes_differing": float(np.abs(our_spikes - their_spikes).sum() / max(our_spikes.sum(), 1.0)),
             "spikes_per_image": float(their_spikes.sum(axis=1).mean())}
 
 
@@ -167,6 +171,7 @@ def format_report(report: dict) -> str:
         lines.append(f"sinabs {s['framework']} on {s['images']} images: same predictions {s['same_predictions']:.1%}, "
                      f"accuracy {s['accuracy']:.1%}, per-layer spike counts equal on "
                      f"{s['images_with_equal_spike_counts']:.1%} of images (largest difference "
-                     f"{s['max_spike_count_difference']}), largest logit difference "
+                     f"{s['max_spike_count_difference']}, {s['spikes_differing']:.2e} of all spikes), largest logit "
+                     f"difference "
                      f"{s['max_abs_logit_difference']:.2g}")
     return "\n".join(lines)

@@ -344,7 +344,7 @@ def test_export_nir_of_a_qcfs_run(qcfs_converted, tmp_path):
     if check == "sinabs":
         agreement = report["sinabs"]
         assert agreement["images"] == 8 and agreement["same_predictions"] == 1.0
-        assert agreement["max_abs_logit_difference"] < 1e-3 * max(1.0, agreement["spikes_per_image"])
+        assert agreement["spikes_differing"] < 1e-3  # float order may flip a spike at a threshold, no more
     with pytest.raises(UserError, match="already holds nir_export.json, snn.nir: pass --overwrite"):
         export_nir(ExportConfig(str(run_dir), approximate=True), verbose=False)
     with pytest.raises(UserError, match="folder .* does not exist"):
