@@ -18,6 +18,7 @@ from .export import CHECKS, MODELS, ExportConfig, export_nir  # noqa: E402
 from .fine_tuning import RECIPES, FineTuneConfig, fine_tune  # noqa: E402
 from .pipeline import PATHS, SUMMARY_DEVICES, PipelineConfig, run_all  # noqa: E402
 from .predict import predict  # noqa: E402
+from .report import ReportConfig, write_report  # noqa: E402
 from .rundir import ANN_ARCHITECTURES, OPTIMIZERS, TrainConfig  # noqa: E402
 from .training import PRESETS, TRANSFORMER_PRESETS, train_ann, train_spiking_transformer  # noqa: E402
 from .errors import UserError  # noqa: E402
@@ -386,6 +387,24 @@ def export_nir_parser() -> argparse.ArgumentParser:
     return p
 
 
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="report.py",
+                                description="Compare finished runs side by side (accuracy, operations, sparsity, "
+                                            "latency, energy on every device) in report.html, report.md and "
+                                            "report.json, measured on each run's test images.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (converted or spiking-transformer runs)")
+    p.add_argument("--out", required=True, help="folder for the report")
+    p.add_argument("--timesteps", type=positive_int, nargs="+", default=[],
+                   help="T of the converted SNNs (default: those their conversion measured)")
+    p.add_argument("--devices", nargs="+", default=[], help="device profiles (default: all)")
+    p.add_argument("--profiles", help="folder of device profiles (*.toml); default: the shipped snn4vision/profiles/")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--timing-images", type=positive_int, default=32, help="images timed for the latency column")
+    p.add_argument("--data-dir", help="where the runs' images are now, if they moved")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
+    return p
+
+
 # --------------------------------------------------------------------------
 # Commands: pipelines/<name>.py and the console scripts snn4vision-<name> (setup.cfg) run these
 # --------------------------------------------------------------------------
@@ -429,6 +448,12 @@ def _export_nir(argv=None) -> None:
     export_nir(config, overwrite=args.overwrite)
 
 
+def _report(argv=None) -> None:
+    args = report_parser().parse_args(argv)
+    write_report(ReportConfig(args.runs, args.out, args.timesteps, args.devices, args.profiles, args.batch_size,
+                              args.timing_images, args.data_dir), overwrite=args.overwrite)
+
+
 def _run_all(argv=None) -> None:
     args = run_all_parser().parse_args(argv)
     run_all(run_all_config(args), resume=args.resume, overwrite=args.overwrite)
@@ -443,3 +468,4 @@ energy_estimation_main = functools.partial(run, _energy_estimation)
 predict_main = functools.partial(run, _predict)
 run_all_main = functools.partial(run, _run_all)
 export_nir_main = functools.partial(run, _export_nir)
+report_main = functools.partial(run, _report)

@@ -1,4 +1,5 @@
-"""The whole pipeline in one call (``pipelines/run_all.py``): train, convert, fine-tune if needed, energy, summary.
+"""The whole pipeline in one call (``pipelines/run_all.py``): train, convert, fine-tune if needed, energy, summary and
+the run's report (``RUN/report/report.html``).
 
 Two paths:
 
@@ -28,6 +29,7 @@ from .convert import ConvertConfig, convert_snn
 from .energy import estimate_energy
 from .errors import UserError
 from .fine_tuning import FineTuneConfig, fine_tune
+from .report import ReportConfig, write_report
 from .training import train_ann
 
 PATHS = ("qcfs", "relu")
@@ -70,7 +72,7 @@ class PipelineConfig:
 def _stage_done(run_dir: Path, stage: str) -> bool:
     """True when ``stage`` has written its final output."""
     final = {"train": rundir.METRICS, "convert": rundir.CONVERSION, "fine_tune": rundir.FINE_TUNE,
-             "energy": ENERGY_JSON}[stage]
+             "energy": ENERGY_JSON, "report": f"{rundir.REPORT}/report.html"}[stage]
     return (run_dir / final).exists()
 
 
@@ -90,7 +92,7 @@ def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: boo
                         "or choose another --run directory")
     state_path = run_dir / rundir.CHECKPOINTS / PIPELINE_STATE
     seconds = read_json(state_path) if resume and state_path.exists() else {}
-    stages = ["train", "convert"] + (["fine_tune"] if config.path == "relu" else []) + ["energy"]
+    stages = ["train", "convert"] + (["fine_tune"] if config.path == "relu" else []) + ["energy", "report"]
 
     def stage(name: str, work) -> None:
         if resume and _stage_done(run_dir, name):
@@ -125,6 +127,9 @@ def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: boo
     stage("energy", lambda: estimate_energy(run_dir, list(config.devices), config.energy_timesteps,
                                             data_dir=config.train.data_dir, overwrite=overwrite or resume,
                                             verbose=verbose))
+    stage("report", lambda: write_report(ReportConfig([str(run_dir)], str(run_dir / rundir.REPORT),
+                                                      data_dir=config.train.data_dir), overwrite=True,
+                                         verbose=verbose))
     summary = summarise(run_dir, seconds, fine_tuned=config.path == "relu")
     atomic_write_json(run_dir / SUMMARY_JSON, summary)
     atomic_write_text(run_dir / SUMMARY_MD, format_summary(summary))
@@ -191,4 +196,5 @@ def format_summary(summary: dict) -> str:
         lines.append(f"| {name} | {1e3 * d['ann_J']:.4g} | {1e3 * d['snn_J']:.4g} | {d['snn_over_ann']:.2f} |")
     lines += ["", "| stage | wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {s:.0f} |" for name, s in summary["wall_time_s"].items()]
+    lines += ["", f"Every model of the run side by side, with figures: {summary['run']}/{rundir.REPORT}/report.html"]
     return "\n".join(lines) + "\n"

@@ -54,12 +54,13 @@ ENERGY_CSV = "energy.csv"
 ENERGY_PLOT = "energy.png"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+REPORT = "report"  # run_all's report of its run (pipelines/report.py)
 NIR_FILE = "snn.nir"
 NIR_REPORT = "nir_export.json"
 STALE = "stale"
 
 #: What each stage's results feed, in pipeline order: re-running a stage makes all of these stale.
-_SUMMARY = [SUMMARY_JSON, SUMMARY_MD]
+_SUMMARY = [SUMMARY_JSON, SUMMARY_MD, REPORT]
 _ENERGY = [ENERGY_JSON, ENERGY_CSV, ENERGY_PLOT]
 _FINE_TUNED = [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE, f"{CHECKPOINTS}/fine_tune", f"{TENSORBOARD}/fine_tune"]
 _CONVERTED = [SNN_CONFIG, SNN_WEIGHTS, CONVERSION, CONVERSION_PLOT]

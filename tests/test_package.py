@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "snn4vision"
 #: The pipeline stages; pipeline.py (which runs them all) and cli.py (the commands) sit above them.
-STAGES = {"training", "convert", "fine_tuning", "energy", "predict", "export"}
+STAGES = {"training", "convert", "fine_tuning", "energy", "predict", "export", "report"}
 
 
 def package_imports() -> dict:

@@ -1,8 +1,11 @@
 """End-to-end: run_all.py (train a QCFS ANN with a ReLU warm-up, convert, energy, summary) on real images."""
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from snn4vision import cli
@@ -61,7 +64,7 @@ def test_summary_agrees_with_the_stages(pipeline_run):
     total = energy["layers"][-1]
     synaptic = (total["snn_J_loihi"] - total["snn_updates"] * 8.1e-11) / 2.71e-11
     assert summary["energy"]["sop_per_mac"] == pytest.approx(synaptic / total["ann_macs"], rel=1e-6)
-    assert set(summary["wall_time_s"]) == {"train", "convert", "energy"}
+    assert set(summary["wall_time_s"]) == {"train", "convert", "energy", "report"}
     assert summary["fine_tuned"] is None
     markdown = (run_dir / "summary.md").read_text()
     assert "| converted SNN | 4 |" in markdown and "| loihi |" in markdown
@@ -83,7 +86,7 @@ def test_qcfs_warm_up_ends_quantised(pipeline_run):
 def test_progress_is_plain_lines_when_redirected(pipeline_run):
     _, stdout = pipeline_run
     assert "\r" not in stdout
-    assert "== train (1/3)" in stdout and "== energy (3/3)" in stdout
+    assert "== train (1/4)" in stdout and "== energy (3/4)" in stdout and "== report (4/4)" in stdout
     assert "evaluating converted (QCFS, signed IF neurons, bursts of up to 2) (1/1)" in stdout
 
 
@@ -93,7 +96,7 @@ def test_resume_skips_finished_stages_and_keeps_the_summary(pipeline_run, small_
     result = subprocess.run([sys.executable, str(SCRIPT), *_argv(run_dir, small_subset, "--resume")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("done earlier, skipped") == 3
+    assert result.stdout.count("done earlier, skipped") == 4
     assert json.loads((run_dir / "summary.json").read_text()) == before
 
 
@@ -120,3 +123,107 @@ def test_resume_before_the_first_epoch_starts_training_again(pipeline_run, small
     assert result.returncode == 0, result.stderr
     assert "epoch 1/10" in result.stdout and (run_dir / "summary.json").is_file()
     assert json.loads((run_dir / "split.json").read_text()) == json.loads((pipeline_run[0] / "split.json").read_text())
+
+
+def test_the_report_agrees_with_the_stages(pipeline_run):
+    """run_all's report (measured again by the report stage) holds the numbers the stages wrote: the ANN's test
+    accuracy and per-class accuracy from training, the SNN's accuracy at each T from conversion, and at the
+    energy stage's T its spikes and joules on every device the energy stage priced."""
+    run_dir, stdout = pipeline_run
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    conversion = json.loads((run_dir / "conversion.json").read_text())
+    energy = json.loads((run_dir / "energy.json").read_text())
+    ann, *snns = report["models"]
+    assert ann["kind"] == "ann" and ann["accuracy"] == metrics["test"]["accuracy"]
+    assert ann["per_class_accuracy"] == metrics["test"]["per_class_accuracy"]
+    assert ann["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    assert ann["train_s_per_epoch"] == pytest.approx(np.mean([h["seconds"] for h in metrics["history"]]))
+    chosen = {r["timesteps"]: r for r in conversion["variants"][0]["by_timesteps"]}
+    assert [m["timesteps"] for m in snns] == sorted(chosen) == [1, 2, 4]
+    for m in snns:
+        assert m["accuracy"] == pytest.approx(chosen[m["timesteps"]]["accuracy"])
+        assert m["spikes_per_image"] == pytest.approx(chosen[m["timesteps"]]["spikes_per_image"], rel=1e-5)
+    at_t = next(m for m in snns if m["timesteps"] == energy["timesteps"])
+    total = energy["layers"][-1]
+    assert ann["ann_macs"] == total["ann_macs"] and at_t["sop_per_mac"] == pytest.approx(energy["sop_per_mac"])
+    for device, s in energy["summary"].items():
+        assert at_t["energy_J"][device] == pytest.approx(s["snn_J"], rel=1e-6)
+        assert ann["energy_J"][device] == pytest.approx(s["ann_J"], rel=1e-6)
+    assert {d["name"] for d in report["devices"]} > set(energy["summary"])  # every shipped profile
+    assert f"{run_dir}/report/report.html" in stdout
+
+
+def _browser(tmp_path):
+    """Headless Chromium from Debian's packages driven by Selenium; skipped where they are not installed, unless
+    SNN4VISION_BROWSER_TESTS is set (CI installs them)."""
+    chromium, driver_path = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        webdriver = None
+    if webdriver is None or not chromium.exists() or not driver_path.exists():
+        if os.environ.get("SNN4VISION_BROWSER_TESTS"):
+            pytest.fail("the browser test needs chromium, chromium-driver (Debian) and selenium (PyPI)")
+        pytest.skip("chromium, chromium-driver or selenium not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+                 "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(str(driver_path)), options=options)
+
+
+def _number(text: str):
+    """The number a table cell shows, and how far from the exact value its rounding may be."""
+    percent = text.endswith("%")
+    digits = text.rstrip("%").replace(",", "")
+    value = float(digits)
+    mantissa = digits.split("e")[0]
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    step = 10.0 ** -decimals * (10.0 ** int(digits.split("e")[1]) if "e" in digits else 1.0)
+    return (value / 100, step / 100) if percent else (value, step)
+
+
+def test_the_report_page_in_a_real_browser(pipeline_run, tmp_path):
+    """report.html opened from disk in headless Chromium: no console errors, every figure loaded and visible, and
+    every number in the table is the value in report.json (to the digits shown)."""
+    run_dir, _ = pipeline_run
+    page = run_dir / "report" / "report.html"
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    driver = _browser(tmp_path)
+    try:
+        driver.get(page.as_uri())
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == []
+        figures = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight,"
+            " i.getBoundingClientRect().width, i.getBoundingClientRect().height])")
+        assert len(figures) == 5
+        assert all(done and w > 300 and h > 200 and shown_w > 100 and shown_h > 100
+                   for done, w, h, shown_w, shown_h in figures)
+        cells = driver.execute_script(
+            "return Array.from(document.querySelectorAll('tr[data-row] td')).map(td =>"
+            " [td.parentElement.dataset.row, td.dataset.key, td.textContent])")
+        assert len(cells) == len(report["models"]) * (11 + len(report["devices"]))
+        numbers = 0
+        for row, key, text in cells:
+            expected = report["models"][int(row)]
+            for part in key.split("."):
+                expected = expected[part]
+            if isinstance(expected, str):
+                assert text == expected
+            elif expected is None:
+                assert text == "–"
+            else:
+                shown, step = _number(text)
+                assert abs(shown - expected) <= step / 2 + 1e-12 * abs(expected), (key, text, expected)
+                numbers += 1
+        assert numbers > 40
+        driver.save_screenshot(str(tmp_path / "report.png"))
+        assert (tmp_path / "report.png").stat().st_size > 10_000
+    finally:
+        driver.quit()

@@ -1,0 +1,297 @@
+"""The pages of a run comparison: figures, ``report.html`` (self-contained), ``report.md`` and ``report.json``.
+
+Everything here works from the report's JSON (:func:`snn4vision.report.write_report` builds it), so a page can be
+redrawn without measuring again. Figures are drawn with matplotlib's object API (no pyplot, no display) and
+embedded in the HTML as PNG data, so the page needs no network and no other file; it has no script.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
+
+#: The table's columns: (key in a model's JSON, heading, format).
+COLUMNS = [
+    ("model", "model", "{}"),
+    ("run", "run", "{}"),
+    ("timesteps", "T", "{:d}"),
+    ("accuracy", "test accuracy", "{:.1%}"),
+    ("parameters", "parameters", "{:,d}"),
+    ("ann_macs", "ANN MACs", "{:,.0f}"),
+    ("synaptic_ops", "SNN synaptic ops", "{:,.0f}"),
+    ("spikes_per_neuron_per_step", "spikes / neuron / step", "{:.3f}"),
+    ("sop_per_mac", "SOP / MAC", "{:.3f}"),
+    ("ms_per_image", "ms / image (this machine)", "{:.2f}"),
+    ("train_s_per_epoch", "training s / epoch", "{:.1f}"),
+]
+FIGURES = {
+    "accuracy_vs_timesteps.png": "Test accuracy against T for every SNN",
+    "accuracy_vs_energy.png": "Test accuracy against energy per inference on each device (log scale); ANNs as "
+                              "dashed lines at their energy",
+    "firing_rates.png": "Spikes per neuron per step in each neuron layer (each SNN at its chosen T)",
+    "per_class_accuracy.png": "Per-class test accuracy (each ANN and each SNN at its chosen T)",
+    "confusion_matrices.png": "Confusion matrices (rows: true class, columns: predicted)",
+}
+#: An SNN's chosen T: the least T within this much accuracy of its best T.
+WITHIN = 0.01
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: right; }
+th { background: #eee; } td:first-child, td:nth-child(2) { text-align: left; }
+tr.ann td { background: #f4f4ff; } tr.chosen td { font-weight: bold; }
+figure { margin: 1.5em 0; page-break-inside: avoid; } figure img { max-width: 100%; }
+@media print { body { margin: 0.5cm; } }
+"""
+
+
+def format_value(value, spec: str) -> str:
+    """A table cell's text; ``"–"`` for a value that does not apply."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return spec.format(value)
+
+
+def chosen(models: list) -> list:
+    """The models a reader compares: every ANN and transformer, and each SNN at its chosen T (the least T
+    within :data:`WITHIN` of its best accuracy)."""
+    picked, groups = [], {}
+    for m in models:
+        if m["kind"] == "snn":
+            groups.setdefault((m["run"], m["model"]), []).append(m)
+        else:
+            picked.append(m)
+    for rows in groups.values():
+        best = max(r["accuracy"] for r in rows)
+        picked.append(min((r for r in rows if r["accuracy"] >= best - WITHIN), key=lambda r: r["timesteps"]))
+    return picked
+
+
+def label(m: dict) -> str:
+    return f"{m['run']}: {m['model']}" + (f" T={m['timesteps']}" if m["kind"] == "snn" else "")
+
+
+def recommendations(report: dict) -> list:
+    """Per device: the least-energy model within 1 point of the best accuracy of the chosen models."""
+    models = chosen(report["models"])
+    best = max(m["accuracy"] for m in models)
+    good = [m for m in models if m["accuracy"] >= best - 0.01]
+    lines = []
+    for device in report["devices"]:
+        name = device["name"]
+        pick = min(good, key=lambda m: m["energy_J"][name])
+        lines.append({"device": name, "model": label(pick), "accuracy": pick["accuracy"],
+                      "energy_J": pick["energy_J"][name]})
+    return lines
+
+
+# --------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------
+def _accuracy_vs_timesteps(models: list) -> Figure:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    groups = {}
+    for m in models:
+        if m["kind"] != "ann":
+            groups.setdefault(f"{m['run']}: {m['model']}", []).append(m)
+    for name, rows in groups.items():
+        rows = sorted(rows, key=lambda r: r["timesteps"])
+        ax.plot([r["timesteps"] for r in rows], [100 * r["accuracy"] for r in rows], "o-", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("timesteps T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _accuracy_vs_energy(models: list, devices: list) -> Figure:
+    columns = min(4, len(devices))
+    rows = math.ceil(len(devices) / columns)
+    fig = Figure(figsize=(3.2 * columns, 3.0 * rows))
+    colours = {}
+    for i, device in enumerate(devices):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        name = device["name"]
+        groups = {}
+        for m in models:
+            groups.setdefault(f"{m['run']}: {m['model']}", []).append(m)
+        for key, group in groups.items():
+            colour = colours.setdefault(key, f"C{len(colours) % 10}")
+            if group[0]["kind"] == "ann":
+                ann = group[0]
+                ax.axvline(ann["energy_J"][name], color=colour, ls="--", lw=1)
+                ax.plot([ann["energy_J"][name]], [100 * ann["accuracy"]], "s", color=colour, ms=5,
+                        label=f"{key} ({100 * ann['accuracy']:.1f} %)")
+                continue
+            group = sorted(group, key=lambda r: r["timesteps"] or 0)
+            ax.plot([g["energy_J"][name] for g in group], [100 * g["accuracy"] for g in group], "o-", color=colour,
+                    ms=3, label=key)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a narrow decade overlap
+        ax.set_title(name + (" (spiking)" if device["spiking"] else ""), fontsize=9)
+        ax.set_xlabel("J per inference", fontsize=8)
+        ax.set_ylabel("test accuracy (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.02 + 0.12 * math.ceil(len(names) / 2) / (3.0 * rows), 1, 1))
+    return fig
+
+
+def _firing_rates(models: list) -> Figure:
+    spiking = [m for m in models if m.get("layer_rates")]
+    fig = Figure(figsize=(8, 1.9 * max(len(spiking), 1) + 0.6))
+    for i, m in enumerate(spiking):
+        ax = fig.add_subplot(len(spiking), 1, i + 1)
+        rates = list(m["layer_rates"].values())
+        ax.bar(range(len(rates)), rates, color=f"C{i % 10}")
+        ax.set_title(label(m), fontsize=8)
+        ax.set_ylabel("spikes/neuron/step", fontsize=7)
+        ax.tick_params(labelsize=7)
+    if spiking:
+        fig.axes[-1].set_xlabel("neuron layer (input to output)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _per_class(models: list) -> Figure:
+    classes = list(models[0]["per_class_accuracy"])
+    fig = Figure(figsize=(max(8, 0.45 * len(classes) * max(1, len(models) / 3)), 4.6))
+    ax = fig.add_subplot()
+    width = 0.8 / len(models)
+    x = np.arange(len(classes))
+    for i, m in enumerate(models):
+        ax.bar(x + i * width - 0.4 + width / 2, [100 * m["per_class_accuracy"].get(c, 0.0) for c in classes], width,
+               label=label(m))
+    ax.set_xticks(x, classes, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+def _confusion(models: list) -> Figure:
+    columns = min(3, len(models))
+    rows = math.ceil(len(models) / columns)
+    fig = Figure(figsize=(4 * columns, 4 * rows))
+    for i, m in enumerate(models):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        matrix = np.asarray(m["confusion_matrix"], float)
+        ax.imshow(matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(label(m), fontsize=8)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def figures(report: dict) -> dict:
+    """``{file name: Figure}`` of :data:`FIGURES`."""
+    models, picked = report["models"], chosen(report["models"])
+    return {"accuracy_vs_timesteps.png": _accuracy_vs_timesteps(models),
+            "accuracy_vs_energy.png": _accuracy_vs_energy(models, report["devices"]),
+            "firing_rates.png": _firing_rates(picked),
+            "per_class_accuracy.png": _per_class(picked),
+            "confusion_matrices.png": _confusion(picked)}
+
+
+# --------------------------------------------------------------------------
+# Pages
+# --------------------------------------------------------------------------
+def table_rows(report: dict) -> list:
+    """The table: per model, ``[(key, value, text)]`` over :data:`COLUMNS` and one energy column per device."""
+    picked = {id(m) for m in chosen(report["models"])}
+    rows = []
+    for m in report["models"]:
+        cells = [(key, m.get(key), format_value(m.get(key), spec)) for key, _, spec in COLUMNS]
+        cells += [(f"energy_J.{d['name']}", m["energy_J"][d["name"]], format_value(m["energy_J"][d["name"]], "{:.3g}"))
+                  for d in report["devices"]]
+        rows.append({"kind": m["kind"], "chosen": id(m) in picked, "cells": cells})
+    return rows
+
+
+def headings(report: dict) -> list:
+    return [h for _, h, _ in COLUMNS] + [f"J / inference, {d['name']}" for d in report["devices"]]
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Run comparison", "", "| " + " | ".join(headings(report)) + " |",
+             "|" + "---|" * len(headings(report))]
+    for row in table_rows(report):
+        lines.append("| " + " | ".join(text for _, _, text in row["cells"]) + " |")
+    lines += ["", "Least energy within 1 point of the best accuracy:", ""]
+    lines += [f"- {r['device']}: {r['model']} ({r['accuracy']:.1%}, {r['energy_J']:.3g} J)"
+              for r in recommendations(report)]
+    lines += ["", f"Latency: {report['timing']} on {report['machine']['processor']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def page(report: dict, pngs: dict) -> str:
+    """``report.html``: the table (each cell's raw value in ``data-value``), the recommendations and the figures."""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headings(report))
+    body = []
+    for i, row in enumerate(table_rows(report)):
+        classes = " ".join([row["kind"]] + (["chosen"] if row["chosen"] else []))
+        cells = "".join(f'<td data-key="{e(key)}" data-value="{e(json.dumps(value))}">{e(text)}</td>'
+                        for key, value, text in row["cells"])
+        body.append(f'<tr class="{classes}" data-row="{i}">{cells}</tr>')
+    advice = "".join(f"<li><b>{e(r['device'])}</b>: {e(r['model'])} ({r['accuracy']:.1%}, {r['energy_J']:.3g} J)</li>"
+                     for r in recommendations(report))
+    runs = ", ".join(f"<code>{e(r['path'])}</code>" for r in report["runs"])
+    shown = "".join(f'<figure><img src="data:image/png;base64,{pngs[name]}" alt="{e(caption)}">'
+                    f"<figcaption>{e(caption)}</figcaption></figure>" for name, caption in FIGURES.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>snn4vision: run comparison</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>Run comparison</h1>
+<p>Runs: {runs}. Every figure below is measured on each run's own test images. Bold rows: each SNN at its chosen T
+(the least T within {WITHIN:.0%} of its best accuracy).</p>
+<h2>Which model, at what T, on which chip</h2>
+<p>Least energy per inference within 1 point of the best accuracy:</p>
+<ul>{advice}</ul>
+<h2>Models</h2>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table>
+<p>Latency: {e(report['timing'])} on {e(report['machine']['processor'])} (TensorFlow {e(report['machine']['tensorflow'])}).
+Energy: the device profiles' costs applied to the operations and spikes measured on the test images.</p>
+<h2>Figures</h2>
+{shown}
+</body></html>
+"""
+
+
+def write_pages(report: dict, out: Path) -> None:
+    """Write ``report.json``, the figures, ``report.md`` and ``report.html`` into ``out`` (each atomically)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = figures(report)
+    pngs = {}
+    for name, fig in drawn.items():
+        atomic_save_figure(fig, out / name)
+        pngs[name] = _png(fig)
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", markdown(report))
+    atomic_write_text(out / "report.html", page(report, pngs))
