@@ -96,11 +96,18 @@ def nir_problems(model: SpikingNetwork) -> list:
         elif node.op == "avg_pool" and _pool_padding(model, node) != (0, 0):
             problems.append(f"{node.name}: average pooling with 'same' padding divides border windows by fewer "
                             f"pixels, which NIR's SumPool2d cannot: use padding='valid'")
+        elif node.op == "pad":
+            pads = node.params["padding"]
+            readers = [n for n in model.nodes if node.name in n.inputs]
+            if any(a != b for a, b in pads) or any(n.op not in ("conv", "depthwise") or n.params["padding"] != "VALID"
+                                                  for n in readers):
+                problems.append(f"{node.name}: NIR pads only inside a conv, evenly: put ZeroPadding2D with equal "
+                                f"padding on both sides only before convs with padding='valid'")
     return problems
 
 
 def _input(model, node):
-    return model._node(node.inputs[0])
+    return next(n for n in model.nodes if n.name == node.inputs[0])
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple:
@@ -197,7 +204,7 @@ def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
             factor = shared_factor(sources)
             if node.op == "dense":
                 source = _input(model, node)
-                if source.op == "flatten":  # ours flattens (h, w, c), NIR (c, h, w)
+                if source.op == "flatten" and len(_input(model, source).shape) == 3:  # ours (h, w, c), NIR (c, h, w)
                     h, w, c = _input(model, source).shape
                     kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
                 bias = np.zeros(kernel.shape[1], np.float32) if bias is None else bias
@@ -205,13 +212,8 @@ def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
             else:
                 weight, padding, groups = _conv_weights(model, node, kernel)
                 source = _input(model, node)
-                if source.op == "pad":
-                    pads = source.params["padding"]
-                    if p["padding"] != "VALID" or any(a != b for a, b in pads):
-                        raise UserError(f"{source.name}: padding {pads} before a '{p['padding'].lower()}' conv "
-                                        f"is not NIR's symmetric conv padding: pad evenly and use "
-                                        f"padding='valid'")
-                    padding = (int(pads[0][0]), int(pads[1][0]))
+                if source.op == "pad":  # nir_problems() checked that it is even, before a 'valid' conv
+                    padding = tuple(int(pad[0]) for pad in source.params["padding"])
                     source = _input(model, source)
                 bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
                 nodes[name] = nir.Conv2d(input_shape=tuple(int(s) for s in source.shape[:2]),
@@ -253,8 +255,9 @@ def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
                 edges.append((name, out))
             terms[name] = [_Term(out, factor / (window[0] * window[1]))]
         elif node.op == "flatten":
-            h, w, c = _input(model, node).shape
-            nodes[name] = nir.Flatten(input_type={"input": np.asarray([c, h, w])}, start_dim=0, end_dim=-1)
+            shape = _input(model, node).shape
+            channels_first = (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
+            nodes[name] = nir.Flatten(input_type={"input": np.asarray(channels_first)}, start_dim=0, end_dim=-1)
             feed(name, sources, shared_factor(sources))
             terms[name] = [_Term(name, shared_factor(sources))]
         else:  # nir_problems() lists the rest

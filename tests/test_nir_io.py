@@ -263,3 +263,7 @@ def test_what_nir_cannot_express_is_refused_in_one_line_naming_the_fix():
                                          tau=None, neuron="if")
     assert [p for p in nir_problems(with_max) if "max pooling" in p and "AveragePooling2D" in p]
     assert not nir_problems(SpikingNetwork.from_graph(graph, timesteps=4, tau=None, neuron="if"))
+    padded = L.Conv2D(4, 3)(L.ZeroPadding2D(((0, 1), (0, 1)))(inputs))  # uneven: not a conv's own padding
+    uneven = tf.keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(QCFS(levels=2)(padded))))
+    with_pad = SpikingNetwork.from_graph(layer_graph.build_graph(uneven), timesteps=2, tau=None, neuron="if")
+    assert [p for p in nir_problems(with_pad) if "ZeroPadding2D with equal padding" in p]
