@@ -61,6 +61,12 @@ def format_value(value, spec: str) -> str:
     return spec.format(value)
 
 
+def millijoules(joules) -> str:
+    """Joules shown in millijoules: three significant digits, whole numbers from 100 mJ up."""
+    mj = None if joules is None else 1e3 * joules
+    return format_value(mj, "{:,.0f}" if mj is not None and mj >= 100 else "{:.3g}")
+
+
 def chosen(models: list) -> list:
     """The models a reader compares: every ANN and transformer, and each SNN at its chosen T (the least T
     within :data:`WITHIN` of its best accuracy)."""
@@ -108,6 +114,9 @@ def _accuracy_vs_timesteps(models: list) -> Figure:
         rows = sorted(rows, key=lambda r: r["timesteps"])
         ax.plot([r["timesteps"] for r in rows], [100 * r["accuracy"] for r in rows], "o-", label=name)
     ax.set_xscale("log", base=2)
+    steps = sorted({m["timesteps"] for m in models if m["timesteps"]})
+    ax.set_xticks(steps, [str(t) for t in steps])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("timesteps T")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -213,19 +222,20 @@ def figures(report: dict) -> dict:
 # Pages
 # --------------------------------------------------------------------------
 def table_rows(report: dict) -> list:
-    """The table: per model, ``[(key, value, text)]`` over :data:`COLUMNS` and one energy column per device."""
+    """The table: per model, ``[(key, value, text)]`` over :data:`COLUMNS` and one energy column per device (value
+    in joules, shown in millijoules)."""
     picked = {id(m) for m in chosen(report["models"])}
     rows = []
     for m in report["models"]:
         cells = [(key, m.get(key), format_value(m.get(key), spec)) for key, _, spec in COLUMNS]
-        cells += [(f"energy_J.{d['name']}", m["energy_J"][d["name"]], format_value(m["energy_J"][d["name"]], "{:.3g}"))
+        cells += [(f"energy_J.{d['name']}", m["energy_J"][d["name"]], millijoules(m["energy_J"][d["name"]]))
                   for d in report["devices"]]
         rows.append({"kind": m["kind"], "chosen": id(m) in picked, "cells": cells})
     return rows
 
 
 def headings(report: dict) -> list:
-    return [h for _, h, _ in COLUMNS] + [f"J / inference, {d['name']}" for d in report["devices"]]
+    return [h for _, h, _ in COLUMNS] + [f"mJ / inference, {d['name']}" for d in report["devices"]]
 
 
 def markdown(report: dict) -> str:
@@ -234,7 +244,7 @@ def markdown(report: dict) -> str:
     for row in table_rows(report):
         lines.append("| " + " | ".join(text for _, _, text in row["cells"]) + " |")
     lines += ["", "Least energy within 1 point of the best accuracy:", ""]
-    lines += [f"- {r['device']}: {r['model']} ({r['accuracy']:.1%}, {r['energy_J']:.3g} J)"
+    lines += [f"- {r['device']}: {r['model']} ({r['accuracy']:.1%}, {millijoules(r['energy_J'])} mJ)"
               for r in recommendations(report)]
     lines += ["", f"Latency: {report['timing']} on {report['machine']['processor']}."]
     return "\n".join(lines) + "\n"
@@ -256,8 +266,8 @@ def page(report: dict, pngs: dict) -> str:
         cells = "".join(f'<td data-key="{e(key)}" data-value="{e(json.dumps(value))}">{e(text)}</td>'
                         for key, value, text in row["cells"])
         body.append(f'<tr class="{classes}" data-row="{i}">{cells}</tr>')
-    advice = "".join(f"<li><b>{e(r['device'])}</b>: {e(r['model'])} ({r['accuracy']:.1%}, {r['energy_J']:.3g} J)</li>"
-                     for r in recommendations(report))
+    advice = "".join(f"<li><b>{e(r['device'])}</b>: {e(r['model'])} ({r['accuracy']:.1%}, "
+                     f"{millijoules(r['energy_J'])} mJ)</li>" for r in recommendations(report))
     runs = ", ".join(f"<code>{e(r['path'])}</code>" for r in report["runs"])
     shown = "".join(f'<figure><img src="data:image/png;base64,{pngs[name]}" alt="{e(caption)}">'
                     f"<figcaption>{e(caption)}</figcaption></figure>" for name, caption in FIGURES.items())
@@ -275,7 +285,8 @@ def page(report: dict, pngs: dict) -> str:
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(body)}
 </tbody></table>
-<p>Latency: {e(report['timing'])} on {e(report['machine']['processor'])} (TensorFlow {e(report['machine']['tensorflow'])}).
+<p>Latency: {e(report['timing'])} on {e(report['machine']['processor'])}
+(TensorFlow {e(report['machine']['tensorflow'])}).
 Energy: the device profiles' costs applied to the operations and spikes measured on the test images.</p>
 <h2>Figures</h2>
 {shown}

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from snn4vision.report_pages import chosen, format_value, markdown, recommendations
+from snn4vision.report_pages import chosen, format_value, markdown, millijoules, recommendations
 
 from .conftest import ROOT
 
@@ -46,6 +46,7 @@ def test_the_recommendation_is_the_least_energy_within_a_point_of_the_best_accur
 def test_cells_show_a_dash_where_a_value_does_not_apply():
     assert format_value(None, "{:.3f}") == format_value(float("nan"), "{:.3f}") == "–"
     assert format_value(0.9285714, "{:.1%}") == "92.9%" and format_value(79628928, "{:,.0f}") == "79,628,928"
+    assert [millijoules(j) for j in (1.0735, 0.0378, 1.79e-5, None)] == ["1,074", "37.8", "0.0179", "–"]
     assert "| vgg16 converted SNN | a | 8 | 93.1% |" in markdown(dict(REPORT, models=[
         dict(m, **{k: None for k in ("parameters", "ann_macs", "synaptic_ops", "spikes_per_neuron_per_step",
                                       "sop_per_mac", "ms_per_image", "train_s_per_epoch")}) for m in REPORT["models"]]))

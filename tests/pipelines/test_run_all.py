@@ -220,6 +220,7 @@ def test_the_report_page_in_a_real_browser(pipeline_run, tmp_path):
                 assert text == "–"
             else:
                 shown, step = _number(text)
+                expected = 1e3 * expected if key.startswith("energy_J.") else expected  # shown in mJ
                 assert abs(shown - expected) <= step / 2 + 1e-12 * abs(expected), (key, text, expected)
                 numbers += 1
         assert numbers > 40
