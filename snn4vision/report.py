@@ -153,20 +153,23 @@ def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
     base = {"run": run_dir.name, "architecture": run.config.architecture,
             "train_s_per_epoch": _seconds_per_epoch(metrics)}
     if run.config.spiking:
+        run.config.check_transformer_memory(config.batch_size, training=False)
         model = load_trained(run_dir, run.config, len(run.classes))
         result = measure(model, batches)
         row = base | {"model": f"{run.config.architecture} (directly trained SNN)", "kind": "transformer",
                       "timesteps": model.timesteps, "parameters": int(model.count_params()),
-                      "ms_per_image": _latency_ms(lambda x: model(x, training=False), timing)}
+                      "ms_per_image": _latency_ms(tf.function(lambda x: model(x, training=False)), timing)}
         costs = _costs(result["layers"], model.timesteps, 0.001, devices)
         return [row | _scores(labels, result["logits"].argmax(axis=1), run.classes) | costs]
     ann = load_ann(run_dir, run.config, len(run.classes))
     ann_logits = np.concatenate([ann(x, training=False).numpy() for x, _ in batches])
     snn = load_snn(run_dir)
+    # the ANN's operations and joules do not depend on spikes: read them off a run of one silent step
     reference = _costs(snn.activity(np.zeros(len(snn.neuron_nodes)), 1), 1, snn.dt, devices)
     parameters = int(ann.count_params())
     rows = [base | {"model": f"{run.config.architecture} ANN", "kind": "ann", "timesteps": None,
-                    "parameters": parameters, "ms_per_image": _latency_ms(lambda x: ann(x, training=False), timing),
+                    "parameters": parameters,
+                    "ms_per_image": _latency_ms(tf.function(lambda x: ann(x, training=False)), timing),
                     "ann_macs": reference["ann_macs"], "synaptic_ops": None, "sop_per_mac": None,
                     "spikes_per_image": None, "spikes_per_neuron_per_step": None, "layer_rates": None,
                     "energy_J": reference["ann_J"], "ann_J": reference["ann_J"]}
