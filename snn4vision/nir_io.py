@@ -41,7 +41,6 @@ encoding, and the read-out (mean of the output over the last
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import nir
@@ -280,6 +279,19 @@ def reset_rule(model: SpikingNetwork) -> str:
     return getattr(model.cell, "reset", "subtract")
 
 
+def _topological(graph: nir.NIRGraph) -> list:
+    """The graph's node names, each after all the nodes it reads."""
+    order, done = [], set()
+    while len(order) < len(graph.nodes):
+        ready = [name for name in graph.nodes
+                 if name not in done and all(a in done for a, b in graph.edges if b == name)]
+        if not ready:
+            raise UserError("the NIR graph has a cycle: the sinabs check runs feed-forward graphs only")
+        order += ready
+        done.update(ready)
+    return order
+
+
 def write_nir(path, graph: nir.NIRGraph) -> None:
     """Write ``graph`` to ``path`` with ``nir.write``, atomically."""
     atomic_write(path, lambda tmp: nir.write(tmp, graph))
@@ -291,12 +303,14 @@ def run_in_sinabs(graph: nir.NIRGraph, images: np.ndarray, timesteps: int, batch
     ``images``: ``(n, h, w, c)``, held as the input for ``timesteps`` steps. Returns per-step outputs
     ``"logits": (n, T, classes)``, ``"spikes": {neuron node: (n,) spikes over the run}`` and ``"framework"``.
 
-    The network is sinabs's own import (``sinabs.from_nir``: torch's conv, linear and sum pooling, sinabs's IAF
-    and LIF layers) with three settings taken from the file, where sinabs's importer departs from the NIR
-    primitives: one spike per step (NIR's ``z`` is 0 or 1; sinabs defaults to multi-spikes), no floor on the
-    membrane (sinabs clips it at ``-v_threshold``), and each node's ``metadata``: its reset rule and initial
-    membrane. A LIF node's time constant is given to sinabs in steps (``tau / dt``). ``Scale`` nodes, which
-    sinabs's importer lacks, multiply by their ``scale``.
+    Each node is built by sinabs's own NIR importer (``sinabs.nir``: torch's conv, linear and sum pooling,
+    sinabs's IAF and LIF layers) and the graph is wired by nirtorch's ``nir_to_torch``, which runs any DAG (the
+    older ``nirtorch.load`` that ``sinabs.from_nir`` calls orders nodes depth first, which breaks residual
+    graphs). Where they depart from NIR, this sets what the file says: several edges into a node are summed
+    (nirtorch passes them as separate arguments); one spike per step (NIR's ``z`` is 0 or 1; sinabs defaults to
+    several); no floor on the membrane (sinabs clips it at ``-v_threshold``); each node's ``metadata``: its reset
+    rule and initial membrane. A LIF node's time constant goes to sinabs in steps (``tau / dt``). ``Scale``
+    nodes, which sinabs's importer lacks, multiply by their ``scale``.
     """
     try:
         import nirtorch
@@ -315,27 +329,39 @@ def run_in_sinabs(graph: nir.NIRGraph, images: np.ndarray, timesteps: int, batch
         def forward(self, x):
             return x * self.scale
 
-    def module(node):
-        if isinstance(node, nir.Scale):
-            return Scale(node.scale)
-        return sinabs.nir._import_sinabs_module(node, batch_size=None, num_timesteps=timesteps)
+    class Summed(torch.nn.Module):
+        """A sinabs layer fed the sum of its inputs."""
+
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, *inputs):
+            return self.layer(sum(inputs[1:], inputs[0]))
 
     dt = float(graph.metadata["dt"])
-    with warnings.catch_warnings():  # nirtorch.load is deprecated in favour of an API sinabs 3.1 does not use yet
-        warnings.simplefilter("ignore", DeprecationWarning)
-        network = nirtorch.load(graph, module)
-    original = {nirtorch.utils.sanitize_name(name): name for name in graph.nodes}
+    names = {id(node): name for name, node in graph.nodes.items()}
     neurons = {}  # node name -> (sinabs layer, NIR node)
-    for name, layer in network.named_modules():
+
+    def module(node):
+        if isinstance(node, nir.Conv2d) and int(node.groups) > 1:
+            raise UserError(f"{names[id(node)]}: sinabs's NIR importer builds grouped (depthwise) convs with the "
+                            f"wrong number of input channels: check this network without --check sinabs")
+        layer = Scale(node.scale) if isinstance(node, nir.Scale) else sinabs.nir._import_sinabs_module(
+            node, batch_size=None, num_timesteps=timesteps)
         if isinstance(layer, (sl.IAFSqueeze, sl.LIFSqueeze)):
-            node = graph.nodes[original[name]]
             layer.spike_fn, layer.min_v_mem = SingleSpike, None
             reset = node.metadata["reset"]
             reset = reset.decode() if isinstance(reset, bytes) else str(reset)
             layer.reset_fn = MembraneSubtract() if reset == "subtract" else MembraneReset()
             if isinstance(layer, sl.LIFSqueeze):
                 layer.tau_mem.data = torch.as_tensor(np.asarray(node.tau, np.float32) / dt)
-            neurons[original[name]] = (layer, node)
+            neurons[names[id(node)]] = (layer, node)
+        return Summed(layer)
+
+    ordered = nir.NIRGraph(nodes={name: graph.nodes[name] for name in _topological(graph)}, edges=graph.edges,
+                           metadata=graph.metadata)  # the interpreter gives up on nodes met long before their inputs
+    network = nirtorch.nir_to_torch(ordered, {type(n): module for n in graph.nodes.values()})
     counts = {name: [] for name in neurons}
     for name, (layer, _) in neurons.items():
         layer.register_forward_hook(lambda mod, args, out, name=name: counts[name].append(
@@ -349,8 +375,7 @@ def run_in_sinabs(graph: nir.NIRGraph, images: np.ndarray, timesteps: int, batch
                 layer.init_state_with_shape((n, *node.v_threshold.shape))
                 layer.v_mem.fill_(float(node.metadata["v_initial"]))
             frames = batch[:, None].expand(n, timesteps, *batch.shape[1:]).reshape(n * timesteps, *batch.shape[1:])
-            out = network(frames)
-            out = out[0] if isinstance(out, tuple) else out
+            out = network(frames)[0]
             logits.append(out.reshape(n, timesteps, -1).numpy())
     return {"logits": np.concatenate(logits), "framework": f"sinabs {sinabs.__version__}",
             "spikes": {name: torch.cat(c).numpy() for name, c in counts.items()}}
