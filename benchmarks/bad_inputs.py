@@ -328,6 +328,27 @@ def cases() -> list:
     add(Case("run_all", "used run directory", ["--run", "{run}", "--dataset", "{data}", *tiny], base="ann"))
     add(Case("run_all", "--resume with nothing there", ["--run", "{work}/new", "--resume"]))
     add(Case("run_all", "T 1000000", ["--run", "{work}/new", "--dataset", "{data}", "--timesteps", "1000000", *tiny]))
+    # export_nir
+    add(Case("export_nir", "keras-spiking neurons", ["--run", "{run}"], base="ann"))
+    add(Case("export_nir", "keras-spiking neurons, --approximate", ["--run", "{run}", "--approximate"], base="ann"))
+    add(Case("export_nir", "transformer run", ["--run", "{run}"], base="sdt"))
+    add(Case("export_nir", "no run directory", ["--run", "{work}/none"]))
+    add(Case("export_nir", "--out in a missing folder", ["--run", "{run}", "--out", "{work}/no/snn.nir"], base="ann"))
+    add(Case("export_nir", "--out is a folder", ["--run", "{run}", "--out", "{work}"], base="ann"))
+    add(Case("export_nir", "T 0", ["--run", "{run}", "--timesteps", "0"], base="ann"))
+    add(Case("export_nir", "--model fine-tuned, none there", ["--run", "{run}", "--model", "fine-tuned"], base="ann",
+             prepare=_remove("fine_tuned.json", "fine_tuned.weights.h5")))
+    add(Case("export_nir", "SNN weights swapped", ["--run", "{run}"], base="ann", prepare=_perturb("snn.weights.h5")))
+    # report
+    add(Case("report", "no run directory", ["{work}/none", "--out", "{work}/report"]))
+    add(Case("report", "two runs of one name", ["{run}", "{work}/other/run", "--out", "{work}/report"], base="ann"))
+    add(Case("report", "unknown device", ["{run}", "--out", "{work}/report", "--devices", "tpu"], base="ann"))
+    add(Case("report", "--out is a file", ["{run}", "--out", "{work}/file"], base="ann",
+             prepare=lambda r, w: (w / "file").write_text("x")))
+    add(Case("report", "run without its SNN", ["{run}", "--out", "{work}/report"], base="ann",
+             prepare=_remove("snn.json", "snn.weights.h5")))
+    add(Case("report", "report there, no --overwrite", ["{run}", "--out", "{work}/report"], base="ann",
+             prepare=lambda r, w: (w / "report").mkdir() or (w / "report" / "report.html").write_text("x")))
     return c
 
 

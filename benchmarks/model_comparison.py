@@ -11,10 +11,12 @@ comparison keeps every ANN and transformer and each SNN at its chosen T (the
 least T within 1 point of its best accuracy).
 
 Results: benchmarks/results/model_comparison.{md,json,html} (the HTML is the
-whole report, with every T and the figures).
+whole report, with every T and the figures); with --screenshot PNG, the top of
+the page as headless Chromium (Debian's chromium package) draws it.
 """
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -51,9 +53,20 @@ def table(report: dict) -> str:
     return "\n".join(lines + ["", "Least energy within 1 point of the best accuracy:", ""] + advice) + "\n"
 
 
+def screenshot(page: Path, png: Path, height: int = 2200) -> None:
+    """The top ``height`` pixels of ``page`` at 1400 px wide, drawn by headless Chromium."""
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        "--no-first-run", f"--user-data-dir={profile}", f"--window-size=1400,{height}",
+                        f"--screenshot={png.resolve()}", page.resolve().as_uri()],
+                       check=True, capture_output=True, timeout=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
+    parser.add_argument("--screenshot", type=Path, help="also draw the top of the page into this PNG")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
         report = write_report(ReportConfig(args.runs, out))
@@ -63,6 +76,8 @@ def main() -> None:
             f"Runs: {', '.join(r['path'] for r in report['runs'])}. Latency: {report['timing']}.\n\n" + table(report))
     atomic_write_text(RESULTS / "model_comparison.md", text)
     atomic_write_json(RESULTS / "model_comparison.json", report)
+    if args.screenshot:
+        screenshot(RESULTS / "model_comparison.html", args.screenshot)
     print(text)
 
 
