@@ -27,7 +27,7 @@ import snn4vision  # noqa: E402,F401
 
 from snn4vision.checkpoints import atomic_write_json, atomic_write_text  # noqa: E402
 from snn4vision.report import ReportConfig, write_report  # noqa: E402
-from snn4vision.report_pages import chosen, label, recommendations  # noqa: E402
+from snn4vision.report_pages import chosen, label, millijoules, recommendations  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEVICES = ("gpu", "loihi", "spinnaker2", "45nm")
@@ -47,18 +47,19 @@ def table(report: dict) -> str:
             _cell(m["train_s_per_epoch"], "{:.0f}"), f"{m['parameters']:,d}", f"{m['ann_macs'] / 1e6:.1f} M",
             _cell(m["synaptic_ops"] and m["synaptic_ops"] / 1e6, "{:.1f} M"),
             _cell(m["spikes_per_neuron_per_step"], "{:.3f}"), _cell(m["sop_per_mac"], "{:.2f}"),
-            f"{m['ms_per_image']:.1f}"] + [f"{1e3 * m['energy_J'][d]:.3g}" for d in DEVICES]) + " |")
-    advice = [f"- {r['device']}: {r['model']} ({100 * r['accuracy']:.1f} %, {1e3 * r['energy_J']:.3g} mJ)"
+            f"{m['ms_per_image']:.1f}"] + [millijoules(m["energy_J"][d]) for d in DEVICES]) + " |")
+    advice = [f"- {r['device']}: {r['model']} ({100 * r['accuracy']:.1f} %, {millijoules(r['energy_J'])} mJ)"
               for r in recommendations(report)]
     return "\n".join(lines + ["", "Least energy within 1 point of the best accuracy:", ""] + advice) + "\n"
 
 
-def screenshot(page: Path, png: Path, height: int = 2200) -> None:
-    """The top ``height`` pixels of ``page`` at 1400 px wide, drawn by headless Chromium."""
+def screenshot(page: Path, png: Path, width: int = 1900, height: int = 2600) -> None:
+    """The top ``height`` pixels of ``page`` at ``width`` pixels wide, drawn by headless Chromium."""
+    png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        "--no-first-run", f"--user-data-dir={profile}", f"--window-size=1400,{height}",
+                        "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},{height}",
                         f"--screenshot={png.resolve()}", page.resolve().as_uri()],
                        check=True, capture_output=True, timeout=120)
 
