@@ -226,11 +226,10 @@ def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
             threshold = thresholds[name] / factor
             shape = (node.shape[2], node.shape[0], node.shape[1]) if len(node.shape) == 3 else tuple(node.shape)
             meta = {"reset": reset_rule(model), "v_initial": float(threshold / 2)}
-            if model.neuron == "lif":
-                tau = -model.dt / math.log(model.leak) if model.leak < 1.0 else math.inf
+            if model.neuron == "lif" and model.leak < 1.0:  # a LIF neuron that does not leak is an IF neuron
+                tau = -model.dt / math.log(model.leak)
                 meta["leak_per_step"] = model.leak
-                nodes[name] = nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / model.dt if model.leak < 1
-                                                                              else 1.0),
+                nodes[name] = nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / model.dt),
                                       v_leak=np.zeros(shape), v_threshold=np.full(shape, threshold),
                                       metadata=meta)
             else:
@@ -265,10 +264,10 @@ def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
     nodes["output"] = nir.Output(output_type={"output": np.asarray([model.num_classes])})
     feed("output", [_Term(t.source, t.factor * rescale(1.0, plan[output].output, ONE, gains))
                     for t in terms[output]], 1.0)
-    readout_steps = model.readout_steps or timesteps
+    readout_steps = int(min(model.readout_steps or timesteps, timesteps))
     metadata = {"producer": "snn4vision", "dt": float(model.dt), "timesteps": timesteps,
                 "readout": f"class scores: the mean of the output over the last {readout_steps} of the "
-                           f"{timesteps} steps", "readout_steps": int(min(readout_steps, timesteps)),
+                           f"{timesteps} steps", "readout_steps": readout_steps,
                 "input_encoding": INPUT_ENCODING, "neuron": model.neuron,
                 "reset": reset_rule(model), "v_initial": "half the threshold (each neuron node's metadata)"}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)

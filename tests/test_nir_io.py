@@ -173,7 +173,7 @@ def test_the_file_holds_the_model_in_nir_layouts(tmp_path):
     """Shapes, parameters and edges of a VGG-16 checked against the model's own weights, by hand."""
     model = CASES["vgg16"]()
     graph = layer_graph.build_graph(model)
-    snn = SpikingNetwork.from_graph(graph, timesteps=4, tau=None, neuron="if")
+    snn = SpikingNetwork.from_graph(graph, timesteps=4, tau=None, neuron="if", readout_steps=8)
     write_nir(tmp_path / "snn.nir", to_nir(snn, timesteps=4))
     read = nir.read(tmp_path / "snn.nir")
     convs = [n for n in graph.nodes if n.op == "conv"]
@@ -218,6 +218,7 @@ def test_the_file_holds_the_model_in_nir_layouts(tmp_path):
     expected.append((previous, "output"))
     assert sorted(map(tuple, read.edges)) == sorted(expected)
     assert read.metadata["timesteps"] == 4 and read.metadata["dt"] == pytest.approx(snn.dt)
+    assert read.metadata["readout_steps"] == 4  # a read-out longer than T is all T steps
     assert list(read.nodes["input"].input_type["input"]) == [3, 16, 16]
 
 
@@ -240,6 +241,9 @@ def test_lif_time_constants_give_the_leak_per_step():
     np.testing.assert_allclose(np.exp(-0.002 / node.tau), 0.8)
     np.testing.assert_allclose(node.r * 0.002 / node.tau, 1.0)  # an input of x raises the membrane by x
     assert node.metadata["reset"] == "subtract"
+    no_leak = SpikingNetwork.from_graph(layer_graph.build_graph(model), timesteps=2, tau=None, neuron="lif", leak=1.0)
+    assert not any(isinstance(n, nir.LIF) for n in to_nir(no_leak).nodes.values())  # an IF neuron: exported as IF
+    assert sum(isinstance(n, nir.IF) for n in to_nir(no_leak).nodes.values()) == 13
 
 
 def test_what_nir_cannot_express_is_refused_in_one_line_naming_the_fix():
