@@ -14,8 +14,7 @@ from . import data, resources, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
 from .costs import activity_costs, device_table, energy_table, load_devices, rows_to_csv, summary
 from .errors import UserError
-from .evaluation import (ann_accuracy, layer_spikes, readout_accuracy, readout_steps,
-                         simulate_split)
+from .evaluation import ann_accuracy, layer_spikes, network_readout_steps, readout_accuracy, simulate_split
 from .rundir import (ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn,
                      load_trained, open_run)
 from .transformers import measure, total_spikes
@@ -107,8 +106,7 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
     with data.explain_bad_images(run.source, run.indices("test")):
         ann_test_accuracy = ann_accuracy(ann, batches, labels)
         result = simulate_split(snn, batches, snn.timesteps)
-    k = readout_steps(snn.timesteps, 1.0) if snn.readout_steps is None else snn.readout_steps
-    snn_accuracy = readout_accuracy(result["logits"], labels, k)
+    snn_accuracy = readout_accuracy(result["logits"], labels, network_readout_steps(snn, snn.timesteps))
     spikes = layer_spikes(result["spikes"])
     costs, operations, rates = activity_costs(snn.activity(spikes, snn.timesteps), snn.timesteps, snn.dt)
     return _report(costs, operations, rates, devices, model=model, timesteps=snn.timesteps, dt=snn.dt,

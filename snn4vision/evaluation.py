@@ -55,9 +55,20 @@ def simulate_split(model, batches, timesteps: int, label: str | None = None) -> 
     return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes")}
 
 
+def readout_predictions(per_step_logits, steps: int) -> np.ndarray:
+    """The class of the mean logit over the last ``steps`` steps of ``(images, time, classes)`` logits."""
+    return np.asarray(per_step_logits)[:, -steps:].mean(axis=1).argmax(axis=1)
+
+
 def readout_accuracy(per_step_logits, labels, steps: int) -> float:
     """Accuracy of the mean logit over the last ``steps`` steps of ``(images, time, classes)`` logits."""
-    return float(np.mean(np.asarray(per_step_logits)[:, -steps:].mean(axis=1).argmax(axis=1) == labels))
+    return float(np.mean(readout_predictions(per_step_logits, steps) == labels))
+
+
+def network_readout_steps(model, timesteps: int) -> int:
+    """The steps a spiking network's read-out averages in a run of ``timesteps``: its ``readout_steps`` (all
+    steps when None), at most ``timesteps``."""
+    return timesteps if model.readout_steps is None else min(model.readout_steps, timesteps)
 
 
 def layer_spikes(spikes) -> np.ndarray:

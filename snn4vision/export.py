@@ -19,7 +19,7 @@ import numpy as np
 from . import resources, rundir
 from .checkpoints import atomic_write_json
 from .errors import UserError
-from .evaluation import readout_accuracy, readout_steps, simulate_split
+from .evaluation import network_readout_steps, readout_accuracy, readout_predictions, simulate_split
 from .nir_io import nir_problems, run_in_sinabs, to_nir, write_nir
 from .rundir import NIR_FILE, NIR_REPORT, load_snn, open_run
 
@@ -106,8 +106,7 @@ def _export(config: ExportConfig, run_dir: Path, overwrite: bool, verbose: bool)
     rundir.prepare_new(run_dir, outputs, False, overwrite, resumable=False, stage="export_nir")
     write_nir(out, graph)
     labels = run.labels("test")
-    steps = readout_steps(timesteps, 1.0) if exported.readout_steps is None else min(exported.readout_steps,
-                                                                                     timesteps)
+    steps = network_readout_steps(exported, timesteps)
     ours = simulate_split(exported, run.batches("test", config.batch_size), timesteps,
                           label="exported SNN" if verbose else None)
     report = {"config": asdict(config), "file": str(out), "model": config.model, "timesteps": timesteps,
@@ -144,7 +143,7 @@ def _sinabs_agreement(path: Path, run, config: ExportConfig, exported, ours: dic
     theirs = run_in_sinabs(nir.read(path), images, exported.timesteps, config.batch_size)
     our_logits, our_spikes = ours["logits"][rows], ours["spikes"][rows].sum(axis=1)  # (images, neuron layers)
     their_spikes = np.stack([theirs["spikes"][node.name] for node in exported.neuron_nodes], axis=1)
-    predictions = (our_logits[:, -steps:].mean(1).argmax(1), theirs["logits"][:, -steps:].mean(1).argmax(1))
+    predictions = (readout_predictions(our_logits, steps), readout_predictions(theirs["logits"], steps))
     return {"images": int(len(images)), "framework": theirs["framework"],
             "same_predictions": float(np.mean(predictions[0] == predictions[1])),
             "accuracy": float(np.mean(predictions[1] == labels[rows])),

@@ -24,7 +24,8 @@ from . import resources, rundir
 from .checkpoints import read_json
 from .costs import activity_costs, device_table, energy_table, load_devices
 from .errors import UserError
-from .evaluation import classification_metrics, layer_spikes, readout_steps, simulate_split
+from .evaluation import (classification_metrics, layer_spikes, network_readout_steps, readout_predictions,
+                         simulate_split)
 from .report_pages import write_pages
 from .rundir import CONVERSION, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn, load_trained, open_run
 from .transformers import measure
@@ -182,8 +183,7 @@ def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
         for t in steps:
             snn = load(run_dir, t)
             result = simulate_split(snn, batches, t)
-            k = readout_steps(t, 1.0) if snn.readout_steps is None else min(snn.readout_steps, t)
-            predictions = result["logits"][:, -k:].mean(axis=1).argmax(axis=1)
+            predictions = readout_predictions(result["logits"], network_readout_steps(snn, t))
             simulate = tf.function(lambda x, snn=snn, t=t: snn.simulate(x, t)["logits"])
             costs = _costs(snn.activity(layer_spikes(result["spikes"]), t), t, snn.dt, devices)
             rows.append(base | {"model": f"{run.config.architecture} {name}", "kind": "snn", "timesteps": t,
