@@ -73,6 +73,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -110,6 +117,14 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
     parser.add_argument("--squared", action="store_true", help="with --input-transform: square the edge map (sq)")
     parser.add_argument("--mask", action="store_true",
                         help="with --input-transform: keep the original pixels where the edge map is nonzero")
+    parser.add_argument("--init-from", metavar="RUN_DIR",
+                        help="transfer learning: start from this finished run's weights (every weight of the same "
+                             "name and shape; a new head when the classes differ)")
+    parser.add_argument("--freeze-backbone", type=non_negative_int, default=0, metavar="EPOCHS",
+                        help="with --init-from: keep the copied backbone fixed for the first EPOCHS epochs "
+                             "(default 0)")
+    parser.add_argument("--backbone-lr-factor", type=positive_float, default=1.0, metavar="F",
+                        help="with --init-from: train the backbone at F times the learning rate (default 1)")
     return parser
 
 
@@ -133,7 +148,9 @@ def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed
     values.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
     dataset, transform = input_transform(args)
     return TrainConfig(run_dir=args.run_dir, dataset=dataset, data_dir=args.data_dir, seed=args.seed,
-                       split=tuple(args.split), preset=args.preset, input_transform=transform, **fixed, **values)
+                       split=tuple(args.split), preset=args.preset, input_transform=transform, init_from=args.init_from,
+                       freeze_backbone=args.freeze_backbone, backbone_lr_factor=args.backbone_lr_factor, **fixed,
+                       **values)
 
 
 def train_ann_parser() -> argparse.ArgumentParser:

@@ -391,6 +391,8 @@ def explain_bad_images(source: ImageSource, indices: np.ndarray) -> Iterator[Non
         if source.kind == "folder":
             for i in indices:
                 load_image_file(source.root / source.items[i])
+            if "decode" not in str(exc).lower():  # every file decodes: the error was not about the images
+                raise
         raise UserError(f"an image of {source.name} could not be decoded ({tf_error_text(exc)}): find it by "
                         "opening the images one by one, then replace or remove it") from None
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import rundir
+from . import distributed, rundir
 from .rundir import ENERGY_JSON, SUMMARY_JSON, SUMMARY_MD, TrainConfig, load_snn
 from .checkpoints import atomic_write_json, atomic_write_text, read_json
 from .convert import ConvertConfig, convert_snn
@@ -79,6 +79,11 @@ def _stage_done(run_dir: Path, stage: str) -> bool:
 def run_all(config: PipelineConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
     """Run every stage of ``config`` into ``config.train.run_dir``; returns the summary (also written to disk)."""
     config.validate()
+    cluster = distributed.cluster_from_env()
+    if cluster.multi_worker:
+        raise UserError(f"run_all.py runs on one machine, but TF_CONFIG names {cluster.workers} workers: train with "
+                        "pipelines/train_ann.py on every worker, then run run_all.py --resume on one machine "
+                        "without TF_CONFIG for the other stages")
     with rundir.locked(Path(config.train.run_dir), create=not resume):
         return _run_all(config, resume, overwrite, verbose)
 

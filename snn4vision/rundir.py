@@ -418,6 +418,12 @@ class TrainConfig:
     sparsity: float = 0.0
     # edge-filter input (edges.parse): "none", "prewitt", "sobel_sq_mask", ...; applied by every stage
     input_transform: str = "none"
+    # transfer learning: start from this run's weights (a new head for new classes), the backbone frozen for the
+    # first freeze_backbone epochs, then trained at backbone_lr_factor x the learning rate
+    init_from: str | None = None
+    freeze_backbone: int = 0
+    backbone_lr_factor: float = 1.0
+    transfer: dict = field(default_factory=dict)  # what was copied (transfer.Transfer), written by training
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -446,6 +452,16 @@ class TrainConfig:
              f"--dim must be a multiple of 8 and of --heads ({self.heads}), got {self.dim}"),
             (not self.spiking or (len(self.pooling) == 4 and set(self.pooling) <= {"0", "1"}),
              f"--pooling must be four 0/1 flags such as 0011, got {self.pooling!r}"),
+            (self.init_from is not None or (self.freeze_backbone == 0 and self.backbone_lr_factor == 1.0),
+             "--freeze-backbone and --backbone-lr-factor apply to a backbone copied by --init-from RUN: add it"),
+            (0 <= self.freeze_backbone <= self.epochs,
+             f"--freeze-backbone must be 0 to --epochs ({self.epochs}) epochs, got {self.freeze_backbone}"),
+            (self.backbone_lr_factor > 0 and math.isfinite(self.backbone_lr_factor),
+             f"--backbone-lr-factor must be positive, got {self.backbone_lr_factor}"),
+            (self.init_from is None or self.weights in ("none", None),
+             f"--init-from and --weights {self.weights} both set the initial weights: give one"),
+            (self.init_from is None or Path(self.init_from).resolve() != Path(self.run_dir).resolve(),
+             "--init-from names this run's own directory: start from another run"),
         ]
         for ok, message in checks:
             if not ok:

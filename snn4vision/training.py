@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import data, layer_graph, resources, rundir
+from . import data, distributed, layer_graph, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
 from .costs import graph_costs, sop_weights
 from .errors import UserError, check_keras
@@ -15,6 +16,7 @@ from .evaluation import classification_metrics, diverging
 from .layers import QCFS
 from .progress import BatchProgress
 from .rundir import RunData, TrainConfig, build_model, weights_file
+from .transfer import backbone_variables, transfer_weights, with_backbone_rate
 from .transformers import firing_rates, measure, total_spikes
 
 #: Presets of train_spiking_transformer.py; explicit flags override them.
@@ -57,25 +59,23 @@ PRESETS = {
 }
 
 
-def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0):
+#: The optimizers of ``--optimizer``: class and fixed arguments.
+OPTIMIZER_CLASSES = {"rmsprop": ("RMSprop", {}), "adam": ("Adam", {}), "adamw": ("AdamW", {}),
+                     "sgd": ("SGD", {"momentum": 0.9, "nesterov": True})}
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, backbone_rate: bool = False):
+    """The optimizer of ``--optimizer``; with ``backbone_rate``, one that scales the backbone's updates
+    (:class:`transfer.BackboneRate`: call its ``set_backbone``)."""
     import tensorflow as tf
 
-    if name == "rmsprop":
-        return tf.keras.optimizers.RMSprop(learning_rate)
-    if name == "adam":
-        return tf.keras.optimizers.Adam(learning_rate)
+    class_name, fixed = OPTIMIZER_CLASSES[name]
+    optimizer_class = getattr(tf.keras.optimizers, class_name)
+    if backbone_rate:
+        optimizer_class = with_backbone_rate(optimizer_class)
     if name == "adamw":
-        return tf.keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
-    return tf.keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-
-
-def distribution_strategy():
-    """MirroredStrategy over all GPUs when there is more than one, else the default."""
-    import tensorflow as tf
-
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+        fixed = dict(fixed, weight_decay=weight_decay)
+    return optimizer_class(learning_rate, **fixed)
 
 
 def _test_activity(model, run: RunData, batch_size: int) -> dict:
@@ -276,16 +276,35 @@ def _divergence(epoch: int, loss: float, val_loss: float, checkpointer, config: 
 
 
 def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
-    """The training loop shared by :func:`train_ann` and :func:`train_spiking_transformer`."""
-    with rundir.locked(Path(config.run_dir), create=not resume), rundir.replacing(Path(config.run_dir)):
-        return _train_model(config, resume, overwrite, verbose)
+    """The training loop shared by :func:`train_ann` and :func:`train_spiking_transformer`.
+
+    When ``TF_CONFIG`` names several workers (:mod:`snn4vision.distributed`),
+    every worker runs this with the same arguments; the chief alone locks and
+    writes the run directory and returns the metrics, the others return None.
+    """
+    cluster = distributed.cluster_from_env()
+    strategy = distributed.make_strategy(cluster)  # first: it configures the runtime
+    try:
+        if not cluster.is_chief:
+            return _train_model(config, resume, overwrite, False, strategy, cluster)
+        with rundir.locked(Path(config.run_dir), create=not resume), rundir.replacing(Path(config.run_dir)):
+            return _train_model(config, resume, overwrite, verbose, strategy, cluster)
+    except distributed.WORKER_FAILURES as exc:
+        if not cluster.multi_worker:
+            raise
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"a worker of the {cluster.workers}-worker job failed or became unreachable ({first}): "
+                        "start every worker again with the same command and --resume, which continues from the "
+                        "last completed epoch") from None
 
 
-def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
+def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bool, strategy,
+                 cluster: distributed.Cluster) -> dict | None:
     import tensorflow as tf
 
     check_keras()
     run_dir = Path(config.run_dir)
+    chief = cluster.is_chief
     saved = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG)) if (run_dir / rundir.CONFIG).is_file() else None
     if saved is not None and saved.spiking != config.spiking and not overwrite:
         # Never point at --overwrite here: it would delete the other kind of network.
@@ -294,16 +313,20 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         raise UserError(f"{run_dir} holds a {saved.architecture} run of pipelines/{script}: {action}")
     if resume:
         if saved is None:
-            raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}): run without --resume")
+            shared = "" if chief else (" (every worker must see the chief's run directory at the same path, on a "
+                                       "shared filesystem)")
+            raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}){shared}: run without --resume")
         if (run_dir / rundir.METRICS).exists():
             raise UserError(f"the run in {run_dir} has already finished ({rundir.METRICS} exists): "
                             "pass --overwrite to train it again")
         saved.run_dir = config.run_dir
         config = saved
     config.validate()
+    distributed.check_global_batch(config.batch_size, strategy)
     if config.spiking:
-        config.check_transformer_memory(config.batch_size, training=True)
-    rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
+        config.check_transformer_memory(config.batch_size // strategy.num_replicas_in_sync, training=True)
+    if chief:
+        rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
     tf.keras.utils.set_random_seed(config.seed)
 
     source = data.open_source(config.dataset, config.data_dir)
@@ -312,36 +335,70 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
     if not manifest["train"] or not manifest["val"]:
         raise UserError("the train or val split is empty: use more images per class or other --split fractions")
 
-    strategy = distribution_strategy()
+    transferring = config.init_from is not None
     with strategy.scope():
         model = build_model(config, len(source.classes))
-        optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
+        if cluster.multi_worker:
+            distributed.synchronise_batch_norm(model)
+        optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay,
+                                   backbone_rate=transferring)
+        if transferring:
+            optimizer.set_backbone(backbone_variables(model))
         if config.sparsity:
             add_sparsity_penalty(model, config.sparsity)
         model.compile(optimizer, classification_loss(len(source.classes), config.label_smoothing), ["accuracy"])
         optimizer.build(model.trainable_variables)
     # weights, two optimizer slots, the checkpoint's copy of all three and the best weights
-    resources.check_disk(run_dir, resources.stage_disk_bytes(model.count_params(), 7), "training")
-    if not resume:  # only now that everything has been checked
+    if chief:
+        resources.check_disk(run_dir, resources.stage_disk_bytes(model.count_params(), 7), "training")
+    checkpoints = run_dir / rundir.CHECKPOINTS / stage_name(config)
+    state = EpochCheckpointer(checkpoints, model=model, optimizer=optimizer).restore() if resume else None
+    if transferring and state is None:  # a resumed run has the copied weights in its checkpoint
+        config.transfer = transfer_weights(model, config.init_from, source.classes).to_json()
+        if verbose:
+            skipped = ", ".join(config.transfer["skipped"]) or "none"
+            print(f"copied {len(config.transfer['copied'])} layers ({config.transfer['copied_values']:,} values) "
+                  f"from {config.init_from}; new or kept fresh: {skipped}", flush=True)
+    if chief and not resume:  # only now that everything has been checked
         atomic_write_json(run_dir / rundir.SPLIT, manifest)
         atomic_write_json(run_dir / rundir.CLASSES, source.classes)
         atomic_write_json(run_dir / rundir.CONFIG, config.to_json())
-    checkpointer = EpochCheckpointer(run_dir / rundir.CHECKPOINTS / stage_name(config), model=model,
-                                     optimizer=optimizer)
-    state = checkpointer.restore() if resume else None
+    # the other workers save what the chief saves (saving may take part in collective ops), to a scratch folder
+    scratch = None if chief else tempfile.TemporaryDirectory(prefix=f"snn4vision-worker{cluster.index}-")
+    checkpointer = EpochCheckpointer(checkpoints if chief else Path(scratch.name), model=model, optimizer=optimizer)
     schedule = _Schedule(config, state["schedule"] if state else None)
     history = state["history"] if state else []
     start = state["step"] + 1 if state else 0
     wall = state["wall_time_s"] if state else 0.0
     if state:
         optimizer.learning_rate.assign(state["learning_rate"])
-        print(f"resuming {run_dir} after epoch {start} of {config.epochs}")
+        if verbose:
+            print(f"resuming {run_dir} after epoch {start} of {config.epochs}")
+    try:
+        return _epochs(config, run, model, optimizer, checkpointer, schedule, history, start, wall, verbose, strategy,
+                       cluster, state)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
 
+
+def _epochs(config: TrainConfig, run: RunData, model, optimizer, checkpointer: EpochCheckpointer,
+            schedule: _Schedule, history: list, start: int, wall: float, verbose: bool, strategy,
+            cluster: distributed.Cluster, state: dict | None) -> dict | None:
+    """Train from epoch ``start``; the chief then evaluates the best weights and writes the run's outputs."""
+    import tensorflow as tf
+
+    run_dir, manifest, source = Path(config.run_dir), run.manifest, run.source
+    chief = cluster.is_chief
     decoded_train = run.decoded("train")
     augmentation = data.augmentation(config.augment)
     val_batches = run.batches("val", config.batch_size)
-    writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / stage_name(config)))
-    probe = next(iter(val_batches))[0] if config.spiking else None  # fixed batch for firing rates
+    if cluster.multi_worker:
+        val_batches = distributed.shard_by_example(val_batches)
+    writer = (tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / stage_name(config))) if chief
+              else tf.summary.create_noop_writer())
+    # a fixed batch for firing rates, measured on every worker alike (the model's layers may run collectives)
+    probe = next(iter(val_batches))[0] if config.spiking else None
     all_indices = np.concatenate([run.indices(s) for s in data.SPLITS])
     stop = bool(state and state.get("stopped"))
     diverged = None
@@ -356,6 +413,8 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
             scheduled = config.learning_rate_at(epoch)
             if scheduled is not None:
                 optimizer.learning_rate.assign(scheduled)
+            if config.init_from is not None:
+                optimizer.backbone_factor.assign(0.0 if epoch < config.freeze_backbone else config.backbone_lr_factor)
             if warmup and epoch == config.qcfs_from_epoch:
                 images = (x for x, _ in run.batches("train", 64, count=256, seed=config.seed))
                 thresholds = start_quantising(model, images, seed=config.seed)
@@ -364,10 +423,14 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
                           + " ".join(f"{t:.2f}" for t in thresholds), flush=True)
             batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch, augmentation,
                                             config.transform)
+            if cluster.multi_worker:
+                batches = distributed.shard_by_example(batches)
             callbacks = [BatchProgress(f"epoch {epoch + 1}/{config.epochs}", steps)] if verbose else []
             fit = model.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
             val_loss, val_accuracy = model.evaluate(val_batches, verbose=0)
             if diverging(len(source.classes), fit["loss"][0], val_loss):
+                if not chief:  # the chief says what happened and keeps what can be kept
+                    return None
                 diverged = _divergence(epoch + 1, fit["loss"][0], val_loss, checkpointer, config)
                 break
             seconds = time.perf_counter() - began
@@ -389,16 +452,19 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
             checkpointer.save(epoch, {"schedule": schedule.state, "history": history, "wall_time_s": wall,
                                       "learning_rate": float(optimizer.learning_rate.numpy()), "stopped": stop},
                               best_weights_of=model if improved else None)
-            if stop:
+            if stop and verbose:
                 print(f"early stopping: val_accuracy has not improved for {config.stop_patience} epochs")
+            if stop:
                 break
-
-        final_state = checkpointer.committed()
-        load_weights(model, checkpointer.best_weights_path(final_state), what="best weights")
-        atomic_save_weights(model, run_dir / weights_file(config))
-        metrics = {split: _evaluate_split(model, run, split, config.batch_size) for split in data.SPLITS}
+        if not chief:
+            return None
+        # evaluated on a copy outside the strategy: the other workers have finished
+        best = build_model(config, len(source.classes), weights="none")
+        load_weights(best, checkpointer.best_weights_path(checkpointer.committed()), what="best weights")
+        atomic_save_weights(best, run_dir / weights_file(config))
+        metrics = {split: _evaluate_split(best, run, split, config.batch_size) for split in data.SPLITS}
         if config.spiking:
-            metrics |= _test_activity(model, run, config.batch_size)
+            metrics |= _test_activity(best, run, config.batch_size)
     metrics |= {"best_epoch": schedule.state["best_epoch"], "epochs_run": len(history),
                 "wall_time_s": wall, "history": history, "diverged_at_epoch": diverged}
     atomic_write_json(run_dir / rundir.METRICS, metrics)
