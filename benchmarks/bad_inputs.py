@@ -213,6 +213,27 @@ def cases() -> list:
                                                       "--optimizer", "sgd", "--learning-rate", "1e3"]))
     add(Case("train_ann", "damaged config.json, --resume", ["--run", "{run}", "--resume"], base="ann",
              prepare=lambda run, work: (_write("config.json", b"{not json")(run, work), _remove("metrics.json")(run, work))))
+    # transfer learning and several workers
+    two_workers = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                              "task": {"type": "worker", "index": 0}})
+    for flags, name, base, env in [
+            (["--init-from", "/no/such/run"], "--init-from a missing run", None, {}),
+            (["--init-from", "{run}", "--architecture", "resnet20"], "--init-from another architecture", "ann", {}),
+            (["--init-from", "{run}", "--width", "0.25"], "--init-from another width", "ann", {}),
+            (["--init-from", "{run}"], "--init-from a spiking transformer run", "sdt", {}),
+            (["--init-from", "{work}/new"], "--init-from its own run directory", None, {}),
+            (["--freeze-backbone", "2"], "--freeze-backbone without --init-from", None, {}),
+            (["--init-from", "{run}", "--freeze-backbone", "5"], "--freeze-backbone beyond --epochs", "ann", {}),
+            (["--backbone-lr-factor", "0"], "--backbone-lr-factor 0", None, {}),
+            (["--batch-size", "15"], "two workers, odd global batch", None, {"TF_CONFIG": two_workers}),
+            ([], "TF_CONFIG not JSON", None, {"TF_CONFIG": "{worker"}),
+            ([], "TF_CONFIG task outside its cluster", None,
+             {"TF_CONFIG": two_workers.replace('"index": 0', '"index": 5')}),
+            ([], "TF_CONFIG with a parameter server", None,
+             {"TF_CONFIG": json.dumps({"cluster": {"worker": ["h:1"], "ps": ["h:2"]},
+                                       "task": {"type": "worker", "index": 0}})})]:
+        add(Case("train_ann", name, ["--run", "{work}/new", "--dataset", "{data}", *tiny, *flags], base=base,
+                 env=env))
     for kind in ["4-band tiff", "corrupt jpeg", "text as jpeg", "empty class", "no classes", "one image per class"]:
         add(Case("train_ann", f"dataset with {kind}", ["--run", "{work}/new", "--dataset", "{work}/bad", *tiny],
                  prepare=_dataset(kind)))
@@ -228,6 +249,8 @@ def cases() -> list:
                         (["--depth", "0"], "depth 0"), (["--heads", "0"], "heads 0"), (["--model", "vit"], "unknown model")]:
         add(Case("train_spiking_transformer", name, ["--run", "{work}/new", "--dataset", "{data}", *small, *flags]))
     add(Case("train_spiking_transformer", "--resume an ANN run", ["--run", "{run}", "--resume"], base="ann"))
+    add(Case("train_spiking_transformer", "--init-from an ANN run",
+             ["--run", "{work}/new", "--dataset", "{data}", *small, "--init-from", "{run}"], base="ann"))
     add(Case("train_spiking_transformer", "--overwrite with a dataset typo",
              ["--run", "{run}", "--dataset", "/typo", "--overwrite", *small], base="sdt"))
     # convert_snn
@@ -326,6 +349,9 @@ def cases() -> list:
     add(Case("run_all", "dataset typo", ["--run", "{work}/new", "--dataset", "/typo", *tiny]))
     add(Case("run_all", "unknown path", ["--run", "{work}/new", "--dataset", "{data}", "--path", "bogus", *tiny]))
     add(Case("run_all", "used run directory", ["--run", "{run}", "--dataset", "{data}", *tiny], base="ann"))
+    add(Case("run_all", "TF_CONFIG with two workers", ["--run", "{work}/new", "--dataset", "{data}", *tiny],
+             env={"TF_CONFIG": json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                                           "task": {"type": "worker", "index": 0}})}))
     add(Case("run_all", "--resume with nothing there", ["--run", "{work}/new", "--resume"]))
     add(Case("run_all", "T 1000000", ["--run", "{work}/new", "--dataset", "{data}", "--timesteps", "1000000", *tiny]))
     # export_nir

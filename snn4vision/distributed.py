@@ -84,9 +84,8 @@ def make_strategy(cluster: Cluster):
     return tf.distribute.get_strategy()
 
 
-def check_global_batch(batch_size: int, strategy) -> None:
-    """Refuse a global batch that does not split evenly into the replicas' batches."""
-    replicas = strategy.num_replicas_in_sync
+def check_global_batch(batch_size: int, replicas: int) -> None:
+    """Refuse a global batch that does not split evenly into the ``replicas``' batches."""
     if batch_size % replicas:
         raise UserError(f"--batch-size {batch_size} is the global batch, and it does not split evenly among the "
                         f"{replicas} replicas: use a multiple of {replicas}")

@@ -283,7 +283,10 @@ def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     writes the run directory and returns the metrics, the others return None.
     """
     cluster = distributed.cluster_from_env()
-    strategy = distributed.make_strategy(cluster)  # first: it configures the runtime
+    if not resume:  # bad flags are refused before waiting for the other workers
+        config.validate()
+        distributed.check_global_batch(config.batch_size, cluster.workers)
+    strategy = distributed.make_strategy(cluster)  # before anything else runs: it configures the runtime
     try:
         if not cluster.is_chief:
             return _train_model(config, resume, overwrite, False, strategy, cluster)
@@ -322,7 +325,7 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         saved.run_dir = config.run_dir
         config = saved
     config.validate()
-    distributed.check_global_batch(config.batch_size, strategy)
+    distributed.check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
     if config.spiking:
         config.check_transformer_memory(config.batch_size // strategy.num_replicas_in_sync, training=True)
     if chief:

@@ -55,6 +55,8 @@ def transfer_weights(model, source_run: str | Path, classes: list) -> Transfer:
     architecture or width).
     """
     source_run = Path(source_run)
+    if not source_run.is_dir():
+        raise UserError(f"--init-from {source_run} is not a run directory: give the --run of a finished training run")
     rundir.require(source_run, rundir.CONFIG, rundir.CLASSES)
     source_config = rundir.TrainConfig.from_json(read_json(source_run / rundir.CONFIG))
     source_classes = read_json(source_run / rundir.CLASSES)
@@ -77,9 +79,11 @@ def transfer_weights(model, source_run: str | Path, classes: list) -> Transfer:
             copied.setdefault(layer, []).append((weight, value))
     copied = {layer: pairs for layer, pairs in copied.items() if layer not in skipped}
     if not any(id(weight) not in head for pairs in copied.values() for weight, _ in pairs):
-        raise UserError(f"--init-from {source_run}: no weight of its {source_config.architecture} (width "
-                        f"{source_config.width:g}) has the name and shape of one of this {model.name}'s: start from "
-                        "a run of the same --architecture (or --model) and --width")
+        shape = (f"dim {source_config.dim}, depth {source_config.depth}" if source_config.spiking
+                 else f"width {source_config.width:g}")
+        raise UserError(f"--init-from {source_run}: no weight of its {source_config.architecture} ({shape}) has the "
+                        "name and shape of one of this model's: start from a run of the same --architecture (or "
+                        "--model) and --width (or --dim)")
     for pairs in copied.values():
         for weight, value in pairs:
             weight.assign(value)

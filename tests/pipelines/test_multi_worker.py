@@ -123,14 +123,15 @@ def test_tf_config_names_the_cluster():
             cluster_from_env({"TF_CONFIG": bad if isinstance(bad, str) else json.dumps(bad)})
 
 
-def test_a_global_batch_must_split_among_the_workers():
-    class ThreeReplicas:
-        num_replicas_in_sync = 3
-
-    check_global_batch(33, ThreeReplicas())
+def test_a_global_batch_must_split_among_the_workers(monkeypatch, tmp_path):
+    check_global_batch(33, 3)
+    spec = {"cluster": {"worker": ["a:1", "b:2", "c:3"]}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(spec))
+    # refused before the strategy waits for the other (here absent) workers
     with pytest.raises(UserError, match="--batch-size 32 is the global batch, .* among the 3 replicas: use a "
                                         "multiple of 3"):
-        check_global_batch(32, ThreeReplicas())
+        cli._train_ann(["--run", str(tmp_path / "run"), "--dataset", str(tmp_path), "--batch-size", "32"])
+    assert not (tmp_path / "run").exists()
 
 
 def test_run_all_trains_on_one_machine_only(monkeypatch, tmp_path):

@@ -103,5 +103,5 @@ def test_backbone_flags_need_init_from(other_classes, tmp_path):
     with pytest.raises(UserError, match="--freeze-backbone and --backbone-lr-factor apply to a backbone copied by "
                                         "--init-from"):
         train_ann(_config(tmp_path / "run", other_classes, "--freeze-backbone", "2"), verbose=False)
-    with pytest.raises(UserError, match="run directory .*nowhere does not exist"):
+    with pytest.raises(UserError, match="--init-from .*nowhere is not a run directory"):
         train_ann(_config(tmp_path / "run", other_classes, "--init-from", str(tmp_path / "nowhere")), verbose=False)
