@@ -295,8 +295,8 @@ def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     except distributed.WORKER_FAILURES as exc:
         if not cluster.multi_worker:
             raise
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"a worker of the {cluster.workers}-worker job failed or became unreachable ({first}): "
+        raise UserError(f"a worker of the {cluster.workers}-worker job failed or became unreachable "
+                        f"({data.tf_error_text(exc)}): "
                         "start every worker again with the same command and --resume, which continues from the "
                         "last completed epoch") from None
 
