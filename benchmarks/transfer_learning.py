@@ -12,7 +12,6 @@ for 10 epochs, then trained at 0.1 x the learning rate. Runs that have finished 
 Results: benchmarks/results/transfer_learning.{json,md}.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from snn4vision.transfer import backbone_variables, head_layer, with_backbone_rate
+from snn4vision.transfer import backbone_variables, with_backbone_rate
 
 
 def _model(seed: int):
@@ -54,7 +54,3 @@ def test_the_backbone_trains_as_at_factor_times_the_rate(name, kwargs, factor):
         assert np.array_equal(got[0], initial[0]) and np.array_equal(got[1], initial[1])
     assert np.abs(got[2] - initial[2]).max() > 1e-3  # the head did train
 
-
-def test_the_head_is_the_last_layer_with_weights():
-    model = _model(0)
-    assert head_layer(model).name == "logits"

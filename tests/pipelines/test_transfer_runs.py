@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from snn4vision import cli, models, rundir
+from snn4vision import cli, rundir
 from snn4vision.checkpoints import atomic_write_json
 from snn4vision.convert import ConvertConfig, convert_snn
 from snn4vision.errors import UserError
