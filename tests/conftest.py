@@ -51,6 +51,18 @@ def trained_run(tmp_path_factory, small_subset):
     return run_dir, train_ann(cli.train_config(args), verbose=False)
 
 
+def checkpoint_variables(run_dir: Path, stage: str = "ann") -> dict:
+    """``{object path: value}`` of every variable in a run's last committed training checkpoint."""
+    import json
+
+    import tensorflow as tf
+
+    state = json.loads((run_dir / "checkpoints" / stage / "state.json").read_text())
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / stage / state["checkpoint"]))
+    return {name.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE"): reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map() if name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")}
+
+
 def assert_is_a_drawn_png(path: Path, min_colours: int = 8) -> None:
     """``path`` is a PNG that decodes, has a figure's size and is not blank (a plot draws many colours)."""
     from PIL import Image

@@ -6,13 +6,13 @@ import pytest
 import tensorflow as tf
 
 from snn4vision import cli, rundir
-from snn4vision.checkpoints import atomic_write_json
+from snn4vision.checkpoints import EpochCheckpointer, atomic_write_json
 from snn4vision.convert import ConvertConfig, convert_snn
 from snn4vision.errors import UserError
 from snn4vision.training import train_ann
 from snn4vision.transfer import transfer_weights
 
-from ..conftest import TINY_TRAIN_ARGS, make_subset
+from ..conftest import TINY_TRAIN_ARGS, checkpoint_variables, make_subset
 
 OTHER_CLASSES = ["airplane", "harbor", "river"]
 
@@ -105,3 +105,30 @@ def test_backbone_flags_need_init_from(other_classes, tmp_path):
         train_ann(_config(tmp_path / "run", other_classes, "--freeze-backbone", "2"), verbose=False)
     with pytest.raises(UserError, match="--init-from .*nowhere is not a run directory"):
         train_ann(_config(tmp_path / "run", other_classes, "--init-from", str(tmp_path / "nowhere")), verbose=False)
+
+
+def test_a_transfer_run_resumes_from_its_checkpoint(trained_run, other_classes, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    config = _config(run_dir, other_classes, "--init-from", str(trained_run[0]), "--epochs", "2",
+                     "--freeze-backbone", "1")
+    save = EpochCheckpointer.save
+
+    def crash_after_the_first_epoch(self, step, state, best_weights_of=None):
+        save(self, step, state, best_weights_of)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochCheckpointer, "save", crash_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_ann(config, verbose=False)
+    monkeypatch.setattr(EpochCheckpointer, "save", save)
+    frozen = checkpoint_variables(run_dir)
+    # the copied backbone and the optimizer's backbone factor come back from the checkpoint, not the source run
+    metrics = train_ann(_config(run_dir, other_classes), resume=True, verbose=False)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert json.loads((run_dir / "config.json").read_text())["transfer"]["skipped"] == {
+        "logits": "new head for 3 classes (the source has 4)"}
+    trained = checkpoint_variables(run_dir)
+    assert frozen["optimizer/backbone_factor"] == 0.0 and trained["optimizer/backbone_factor"] == 1.0
+    moved = [k for k in frozen if "kernel" in k and not np.array_equal(frozen[k], trained[k])]
+    assert len(moved) == len([k for k in frozen if "kernel" in k])  # epoch 2 trained the backbone too
+
