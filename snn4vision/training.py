@@ -339,14 +339,24 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         raise UserError("the train or val split is empty: use more images per class or other --split fractions")
 
     transferring = config.init_from is not None
+    checkpoints = run_dir / rundir.CHECKPOINTS / stage_name(config)
+    committed = resume and (checkpoints / EpochCheckpointer.STATE).is_file()
     with strategy.scope():
         model = build_model(config, len(source.classes))
         if cluster.multi_worker:
             distributed.synchronise_batch_norm(model)
+    # outside the scope: the source run's model is read on each worker alone
+    if transferring and not committed:  # a committed checkpoint holds the weights, config.json the layers
+        config.transfer = transfer_weights(model, config.init_from, source.classes).to_json()
+        if verbose:
+            skipped = ", ".join(config.transfer["skipped"]) or "none"
+            print(f"copied {len(config.transfer['copied'])} layers ({config.transfer['copied_values']:,} values) "
+                  f"from {config.init_from}; new or kept fresh: {skipped}", flush=True)
+    with strategy.scope():
         optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay,
                                    backbone_rate=transferring)
         if transferring:
-            optimizer.set_backbone(backbone_variables(model))
+            optimizer.set_backbone(backbone_variables(model, config.transfer["copied"]))
         if config.sparsity:
             add_sparsity_penalty(model, config.sparsity)
         model.compile(optimizer, classification_loss(len(source.classes), config.label_smoothing), ["accuracy"])
@@ -354,14 +364,7 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
     # weights, two optimizer slots, the checkpoint's copy of all three and the best weights
     if chief:
         resources.check_disk(run_dir, resources.stage_disk_bytes(model.count_params(), 7), "training")
-    checkpoints = run_dir / rundir.CHECKPOINTS / stage_name(config)
-    state = EpochCheckpointer(checkpoints, model=model, optimizer=optimizer).restore() if resume else None
-    if transferring and state is None:  # a resumed run has the copied weights in its checkpoint
-        config.transfer = transfer_weights(model, config.init_from, source.classes).to_json()
-        if verbose:
-            skipped = ", ".join(config.transfer["skipped"]) or "none"
-            print(f"copied {len(config.transfer['copied'])} layers ({config.transfer['copied_values']:,} values) "
-                  f"from {config.init_from}; new or kept fresh: {skipped}", flush=True)
+    state = EpochCheckpointer(checkpoints, model=model, optimizer=optimizer).restore() if committed else None
     if chief and not resume:  # only now that everything has been checked
         atomic_write_json(run_dir / rundir.SPLIT, manifest)
         atomic_write_json(run_dir / rundir.CLASSES, source.classes)

@@ -92,10 +92,12 @@ def transfer_weights(model, source_run: str | Path, classes: list) -> Transfer:
     return report
 
 
-def backbone_variables(model) -> list:
-    """The trainable variables outside the head."""
+def backbone_variables(model, layers: list | None = None) -> list:
+    """The trainable variables outside the head, of ``layers`` only if given (:attr:`Transfer.copied`: layers
+    that kept fresh weights train at the head's rate)."""
     head = {id(w) for w in head_layer(model).weights}
-    return [v for v in model.trainable_variables if id(v) not in head]
+    return [v for v in model.trainable_variables
+            if id(v) not in head and (layers is None or _layer_of(v.name) in layers)]
 
 
 class BackboneRate:
