@@ -47,12 +47,24 @@ def _start_workers(argv: list, logs) -> list:
     return processes
 
 
-def test_two_workers_killed_and_resumed_equal_one_process(tmp_path, ucmerced):
+@pytest.fixture
+def started():
+    """Worker processes started by a test; any still running at its end (a failed test) are killed."""
+    processes = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_two_workers_killed_and_resumed_equal_one_process(tmp_path, ucmerced, started):
     data = make_subset(tmp_path / "data", ["beach", "forest"], 30)  # 48 training images: 6 global batches of 8
     run_dir = tmp_path / "two"
     argv = ["--run", str(run_dir), "--dataset", str(data), *ARGS]
     logs = [open(tmp_path / f"worker{i}.log", "w+") for i in range(2)]
     chief, worker = _start_workers(argv, logs)
+    started += [chief, worker]
     state_file = run_dir / "checkpoints" / "ann" / "state.json"
     deadline = time.time() + 400
     while time.time() < deadline and chief.poll() is None and not state_file.exists():
@@ -72,6 +84,7 @@ def test_two_workers_killed_and_resumed_equal_one_process(tmp_path, ucmerced):
 
     logs = [open(tmp_path / f"resumed{i}.log", "w+") for i in range(2)]
     processes = _start_workers(argv + ["--resume"], logs)
+    started += processes
     assert [p.wait(timeout=400) for p in processes] == [0, 0]
     logs[0].seek(0)
     assert f"resuming {run_dir} after epoch {committed} of 3" in logs[0].read()
