@@ -33,7 +33,20 @@ from snn4vision.simulation import SpikingNetwork  # noqa: E402
 
 def run_label(config: dict) -> str:
     kind = f"QCFS L={config['levels']}" if config["activation"] == "qcfs" else "ReLU"
-    return f"{kind}, S={config.get('sparsity', 0.0):g}, seed {config['seed']}"
+    pooling = ", pooled before act." if config.get("pool_before_activation") else ""
+    return f"{kind}, S={config.get('sparsity', 0.0):g}{pooling}, seed {config['seed']}"
+
+
+def cheapest_within(anns: list, rows: list, points: float, device: str) -> list:
+    """Per run, the SNN point (any variant and T) with the lowest energy on ``device`` whose accuracy is within
+    ``points`` percentage points of the run's own ANN (None where no point is)."""
+    found = []
+    for ann in anns:
+        mine = [r for r in rows if r["run"] == ann["run"]
+                and 100 * (ann["accuracy"] - r["accuracy"]) <= points + 1e-9]
+        best = min(mine, key=lambda r: r[f"J_{device}"], default=None)
+        found.append((ann, best))
+    return found
 
 
 def points(run_dir: Path, devices: dict) -> tuple[dict, list]:
@@ -157,9 +170,27 @@ def main() -> None:
                      f"{r['sop_per_mac']:.3f} | "
                      + " | ".join(f"{r[f'J_{d}'] * 1e3:.3f} | {r[f'J_{d}'] / ann[f'J_{d}']:.2f}" for d in args.devices)
                      + f" | {'*' if i in front else ''} |")
+    lines += ["", f"The aims, per run: the SNN point with the least energy on {first} within 1 and 2 points of "
+                  "its own ANN (ratio: SNN / ANN on that device; aims 0.5 and 0.25).", "",
+              f"| run | ANN | within | neurons | T | accuracy | SOP/MAC | {first} ratio |", "|---|---|---|---|---|---|---|---|"]
+    aims = []
+    for points_off in (1.0, 2.0):
+        for ann, best in cheapest_within(anns, rows, points_off, first):
+            if best is None:
+                lines.append(f"| {ann['run']} | {100 * ann['accuracy']:.1f} | {points_off:g} | none | | | | |")
+                continue
+            ratio = best[f"J_{first}"] / ann[f"J_{first}"]
+            aims.append({"run": ann["run"], "within_points": points_off, "variant": best["variant"],
+                         "timesteps": best["timesteps"], "accuracy": best["accuracy"],
+                         "ann_accuracy": ann["accuracy"], "sop_per_mac": best["sop_per_mac"], "ratio": ratio})
+            lines.append(f"| {ann['run']} | {100 * ann['accuracy']:.1f} | {points_off:g} | {best['variant']} | "
+                         f"{best['timesteps']} | {100 * best['accuracy']:.1f} | {best['sop_per_mac']:.3f} | "
+                         f"{ratio:.2f} |")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".md").write_text("\n".join(lines) + "\n\n![accuracy against energy](energy_pareto.png)\n")
+    output.with_suffix(".json").write_text(json.dumps({"anns": anns, "snns": rows, "front": sorted(front),
+                                                       "aims": aims}, indent=1, allow_nan=False) + "\n")
     plot(anns, rows, args.devices, output.with_suffix(".png"))
     print("\n".join(lines))
 

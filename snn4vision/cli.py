@@ -164,6 +164,10 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=positive_float, help="channel width multiplier (1.0 is the full network)")
     p.add_argument("--batch-norm", dest="batch_norm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after each conv (folded into the conv at conversion)")
+    p.add_argument("--pool-before-activation", dest="pool_before_activation",
+                   action=argparse.BooleanOptionalAction, default=None,
+                   help="vgg16: pool each block's last conv before its activation, not after (4x fewer neurons "
+                        "and synaptic operations there in the SNN; quick and full presets: on)")
     p.add_argument("--weights", help="none, imagenet, or the path of an .h5 weights file of this architecture")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--epochs", type=positive_int)
@@ -193,10 +197,14 @@ def train_config(args: argparse.Namespace):
 
     config = preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
                                            "learning_rate", "optimizer", "augment", "qcfs_threshold",
-                                           "label_smoothing", "lr_schedule", "qcfs_warmup", "levels", "sparsity"),
+                                           "label_smoothing", "lr_schedule", "qcfs_warmup", "levels", "sparsity",
+                                           "pool_before_activation"),
                            activation=args.activation, architecture=args.architecture)
     if args.sparsity is None and config.activation != "qcfs":
         config.sparsity = 0.0  # the presets' sparsity was measured on QCFS networks only
+    if args.pool_before_activation is None and (config.architecture != "vgg16" or config.activation != "qcfs"):
+        # only the VGG-16's blocks end in a pooling, and the presets' choice was measured on QCFS networks
+        config.pool_before_activation = False
     return config
 
 

@@ -39,6 +39,7 @@ def vgg16(
     activation: str = "relu",
     levels: int = 8,
     qcfs_threshold: float = 2.0,
+    pool_before_activation: bool = False,
 ):
     """Build the SNN4Space VGG-16 as a functional ``tf.keras.Model``.
 
@@ -56,6 +57,11 @@ def vgg16(
     ``levels`` quantisation levels (layers ``block{b}_qcfs{i}``) and initial
     threshold ``qcfs_threshold``, which converts to integrate-and-fire
     neurons almost losslessly at T = levels.
+
+    ``pool_before_activation``: each block's last conv is pooled before its activation (conv, BatchNorm,
+    pooling, activation) instead of after it. The ANN computes the same MACs, but the converted SNN has 4x
+    fewer neurons there, and the next block's first layer receives the spikes of a pooled map: about 4x fewer
+    synaptic operations in the four layers that read a pooled map.
     """
 
     layers = tf.keras.layers
@@ -87,12 +93,15 @@ def vgg16(
             )(x)
             if batch_norm:
                 x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{i}")(x)
+            pooled = b < len(VGG16_BLOCKS) and i == len(block)
+            if pooled and pool_before_activation:
+                x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
             if activation == "qcfs":
                 x = QCFS(levels, qcfs_threshold, name=f"block{b}_qcfs{i}")(x)
             else:
                 x = layers.ReLU(name=f"block{b}_relu{i}")(x)
-        if b < len(VGG16_BLOCKS):
-            x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
+            if pooled and not pool_before_activation:
+                x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, use_bias=False, name="logits", kernel_initializer=kernel_init(),
                            kernel_regularizer=regularizers.L2(kernel_l2) if kernel_l2 else None)(x)

@@ -416,6 +416,9 @@ class TrainConfig:
     qcfs_warmup: float = 0.75
     # weight of the SNN's expected synaptic operations per ANN MAC in the loss (0: off); see add_sparsity_penalty
     sparsity: float = 0.0
+    # VGG-16: pool each block's last conv before its activation (models.vgg16), so that its SNN has 4x fewer
+    # neurons and synaptic operations there
+    pool_before_activation: bool = False
     # edge-filter input (edges.parse): "none", "prewitt", "sobel_sq_mask", ...; applied by every stage
     input_transform: str = "none"
     # transfer learning: start from this run's weights (a new head for new classes), the backbone frozen for the
@@ -446,6 +449,9 @@ class TrainConfig:
             (self.sparsity >= 0 and math.isfinite(self.sparsity),
              f"--sparsity must be 0 (off) or positive, got {self.sparsity}"),
             (not self.sparsity or not self.spiking, "--sparsity applies to the ANNs of train_ann.py only"),
+            (not self.pool_before_activation or self.architecture == "vgg16",
+             f"--pool-before-activation applies to vgg16, whose blocks end in a pooling; {self.architecture} has "
+             "none: drop it"),
             (0 <= self.qcfs_warmup < 1, f"--qcfs-warmup must be in [0, 1) so that the network ends quantised, "
                                         f"got {self.qcfs_warmup}"),
             (not self.spiking or (self.dim % 8 == 0 and self.dim % self.heads == 0),
@@ -532,7 +538,7 @@ def build_model(config: TrainConfig, num_classes: int, weights: str | None = Non
                              levels=config.levels, qcfs_threshold=config.qcfs_threshold)
     return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm, weights, config.kernel_l2,
                         config.bias_l1, seed=config.seed, activation=config.activation, levels=config.levels,
-                        qcfs_threshold=config.qcfs_threshold)
+                        qcfs_threshold=config.qcfs_threshold, pool_before_activation=config.pool_before_activation)
 
 
 @dataclass

@@ -123,20 +123,23 @@ def test_profiles_are_found_by_a_non_editable_install(tmp_path):
     assert out[1] == "45nm arm cpu gpu loihi spinnaker spinnaker2"
 
 
-def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand():
+@pytest.mark.parametrize("pool_before_activation", [False, True])
+def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand(pool_before_activation):
     """QCFS layers: strength x sum over layers of (spikes per neuron at T = L) x neurons x fan-out of the next
-    layer / the ANN's MACs, counted here from the architecture by hand; nothing during the ReLU warm-up."""
+    layer / the ANN's MACs, counted here from the architecture by hand; nothing during the ReLU warm-up.
+    Pooled before their activation, the last layers of blocks 1-4 have a quarter of the neurons."""
     import tensorflow as tf
 
     from snn4vision.training import add_sparsity_penalty, qcfs_layers
 
     model = models.vgg16(4, image_size=32, width=0.125, batch_norm=True, kernel_l2=0, bias_l1=0, seed=0,
-                         activation="qcfs", levels=4)
+                         activation="qcfs", levels=4, pool_before_activation=pool_before_activation)
     add_sparsity_penalty(model, 2.0)
     channels = [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
-    sizes = [32] * 2 + [16] * 2 + [8] * 3 + [4] * 3 + [2] * 3
+    conv_sizes = [32] * 2 + [16] * 2 + [8] * 3 + [4] * 3 + [2] * 3
+    sizes = [s // 2 if pool_before_activation and i in (1, 3, 6, 9) else s for i, s in enumerate(conv_sizes)]
     c_in = [3] + channels[:-1]
-    macs = sum(s * s * 9 * a * b for s, a, b in zip(sizes, c_in, channels)) + 64 * 4
+    macs = sum(s * s * 9 * a * b for s, a, b in zip(conv_sizes, c_in, channels)) + 64 * 4
     fan_out = [9 * c for c in channels[1:]] + [4]  # a spike reaches 3x3 x C_next synapses; the last, 4 logits
     images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
     layers = qcfs_layers(model)

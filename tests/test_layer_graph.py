@@ -25,11 +25,12 @@ CASES = {
 }
 
 
-def reference_ann(qcfs: bool):
+def reference_ann(qcfs: bool, levels: int = 4, pool_before_activation: bool = False):
     """A width-0.125 VGG-16 at 32 px with seeded weights and perturbed BatchNorm statistics (and QCFS
-    thresholds), exactly as the reference values were made."""
+    thresholds), exactly as the reference values were made (with the defaults)."""
     model = models.vgg16(5, image_size=32, width=0.125, batch_norm=True, seed=1,
-                         activation="qcfs" if qcfs else "relu", levels=4)
+                         activation="qcfs" if qcfs else "relu", levels=levels,
+                         pool_before_activation=pool_before_activation)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
@@ -53,6 +54,25 @@ def test_graph_simulator_reproduces_the_vgg_simulator_bit_for_bit(case):
     result = simulation.SpikingNetwork.from_graph(graph, timesteps=6, seed=3, **settings).simulate(images, 6)
     np.testing.assert_array_equal(result["spikes"].numpy(), reference[f"{case}_spikes"])
     np.testing.assert_array_equal(result["logits"].numpy(), reference[f"{case}_logits"])
+
+
+def test_a_vgg_pooled_before_its_activations_converts_exactly_with_a_quarter_of_the_neurons_there():
+    """Pooling a block's last conv before its QCFS activation: the SNN at T = L still reproduces the ANN, the
+    pooled layers have a quarter of the neurons, and the next block reads the pooled map's spikes."""
+    reference = np.load(REFERENCE)
+    images = reference["images"]
+    model = reference_ann(True, levels=2, pool_before_activation=True)
+    graph = layer_graph.build_graph(model)
+    assert [n.op for n in graph.nodes[3:8]] == ["conv", "avg_pool", "neuron", "conv", "neuron"]
+    snn = simulation.SpikingNetwork.from_graph(graph, timesteps=2, tau=None, neuron="signed_if", max_spikes=2)
+    report = verify(model, snn, images, timesteps=2)
+    assert max(r["mean_abs_error"] for r in report["layers"]) < 1e-5
+    np.testing.assert_allclose(snn(images).numpy(), model(images).numpy(), rtol=1e-4, atol=1e-4)
+    rows = {r.name: r for r in costs.graph_costs(graph.nodes, graph.output)}
+    # block 1 at 32 px, 8 channels: its second layer's neurons sit on the 16x16 pooled map
+    assert rows["block1_conv2"].neurons == 16 * 16 * 8 and rows["block1_conv1"].neurons == 32 * 32 * 8
+    assert rows["block2_conv1"].inputs == 16 * 16 * 8 and rows["block2_conv1"].fan_out == 9 * 16
+    assert rows["block2_conv1"].adds == 32 * 32 * 8  # the pooling's additions, charged to the layer after it
 
 
 def residual_model(activation: str = "relu", max_pool: bool = True, seed: int = 0):

@@ -40,6 +40,23 @@ def test_vgg16_structure_is_snn4space():
     assert isinstance(conv.bias_regularizer, tf.keras.regularizers.L1)
 
 
+def test_pooling_before_the_activation_moves_only_the_pooling():
+    """The same weights (a run's weights load into either order); each block's pooling sits between its last
+    BatchNorm and activation; the activations after block 5 are unchanged."""
+    after = models.vgg16(3, image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs")
+    before = models.vgg16(3, image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs",
+                          pool_before_activation=True)
+    assert [w.name for w in before.weights] == [w.name for w in after.weights]
+    for a, b in zip(after.get_weights(), before.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    names = [layer.name for layer in before.layers]
+    for b, last in ((1, 2), (2, 2), (3, 3), (4, 3)):
+        assert names.index(f"block{b}_bn{last}") + 1 == names.index(f"block{b}_pool") \
+            == names.index(f"block{b}_qcfs{last}") - 1
+    assert before.get_layer("block1_qcfs2").output_shape == (None, 16, 16, 8)
+    assert names[-6:] == [layer.name for layer in after.layers][-6:]
+
+
 def test_same_seed_same_initial_weights():
     a = models.vgg16(3, image_size=16, width=0.125, seed=4).get_weights()
     b = models.vgg16(3, image_size=16, width=0.125, seed=4).get_weights()

@@ -130,6 +130,8 @@ def _odd_cnn():
 CASES = {
     "vgg16": lambda: _with_thresholds(models.vgg16(4, image_size=16, width=0.125, seed=2, activation="qcfs",
                                                    levels=4)),
+    "vgg16, pooled before its activations": lambda: _with_thresholds(models.vgg16(
+        4, image_size=16, width=0.125, seed=2, activation="qcfs", levels=2, pool_before_activation=True)),
     "resnet20": lambda: _with_thresholds(models.resnet("resnet20", 4, image_size=16, width=0.5, seed=1,
                                                        activation="qcfs", levels=4)),
     "flatten, depthwise, padding": _odd_cnn,
@@ -273,7 +275,7 @@ def test_what_nir_cannot_express_is_refused_in_one_line_naming_the_fix():
     assert [p for p in nir_problems(with_pad) if "ZeroPadding2D with equal padding" in p]
 
 
-@pytest.mark.parametrize("case", ["vgg16", "resnet20"])
+@pytest.mark.parametrize("case", ["vgg16", "vgg16, pooled before its activations", "resnet20"])
 def test_sinabs_runs_the_written_file_to_our_spike_counts(case, images, tmp_path):
     """sinabs (its own NIR importer, wired by nirtorch) on the file read back: spike for spike what our simulator
     gives, residual adds, Scale nodes and the shifted kernels of uneven padding included. (A depthwise conv it
