@@ -167,7 +167,7 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-before-activation", dest="pool_before_activation",
                    action=argparse.BooleanOptionalAction, default=None,
                    help="vgg16: pool each block's last conv before its activation, not after (4x fewer neurons "
-                        "and synaptic operations there in the SNN; quick and full presets: on)")
+                        "and synaptic operations there in the SNN, and less accuracy; default off)")
     p.add_argument("--weights", help="none, imagenet, or the path of an .h5 weights file of this architecture")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--epochs", type=positive_int)
@@ -202,9 +202,6 @@ def train_config(args: argparse.Namespace):
                            activation=args.activation, architecture=args.architecture)
     if args.sparsity is None and config.activation != "qcfs":
         config.sparsity = 0.0  # the presets' sparsity was measured on QCFS networks only
-    if args.pool_before_activation is None and (config.architecture != "vgg16" or config.activation != "qcfs"):
-        # only the VGG-16's blocks end in a pooling, and the presets' choice was measured on QCFS networks
-        config.pool_before_activation = False
     return config
 
 

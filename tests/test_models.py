@@ -57,6 +57,20 @@ def test_pooling_before_the_activation_moves_only_the_pooling():
     assert names[-6:] == [layer.name for layer in after.layers][-6:]
 
 
+def test_the_flag_reaches_the_model_and_the_saved_config(tmp_path):
+    from snn4vision import cli, rundir
+
+    args = ["--run", str(tmp_path / "r"), "--activation", "qcfs", "--image-size", "32", "--width", "0.125"]
+    config = cli.train_config(cli.train_ann_parser().parse_args(args + ["--pool-before-activation"]))
+    assert rundir.TrainConfig.from_json(config.to_json()).pool_before_activation is True
+    assert rundir.build_model(config, 3).get_layer("block1_qcfs2").output_shape == (None, 16, 16, 8)
+    default = cli.train_config(cli.train_ann_parser().parse_args(args))
+    assert default.pool_before_activation is False and default.levels == 2 and default.sparsity == 1.0
+    # a run written before the option existed pooled after its activations
+    legacy = {k: v for k, v in config.to_json().items() if k != "pool_before_activation"}
+    assert rundir.TrainConfig.from_json(legacy).pool_before_activation is False
+
+
 def test_same_seed_same_initial_weights():
     a = models.vgg16(3, image_size=16, width=0.125, seed=4).get_weights()
     b = models.vgg16(3, image_size=16, width=0.125, seed=4).get_weights()
