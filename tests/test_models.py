@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from snn4vision import models
+from snn4vision import cli, models, rundir
 from snn4vision.errors import UserError
 
 
@@ -42,7 +42,7 @@ def test_vgg16_structure_is_snn4space():
 
 def test_pooling_before_the_activation_moves_only_the_pooling():
     """The same weights (a run's weights load into either order); each block's pooling sits between its last
-    BatchNorm and activation; the activations after block 5 are unchanged."""
+    BatchNorm and activation; from block 5's last conv on, the layers are unchanged."""
     after = models.vgg16(3, image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs")
     before = models.vgg16(3, image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs",
                           pool_before_activation=True)
@@ -58,8 +58,6 @@ def test_pooling_before_the_activation_moves_only_the_pooling():
 
 
 def test_the_flag_reaches_the_model_and_the_saved_config(tmp_path):
-    from snn4vision import cli, rundir
-
     args = ["--run", str(tmp_path / "r"), "--activation", "qcfs", "--image-size", "32", "--width", "0.125"]
     config = cli.train_config(cli.train_ann_parser().parse_args(args + ["--pool-before-activation"]))
     assert rundir.TrainConfig.from_json(config.to_json()).pool_before_activation is True
