@@ -55,7 +55,6 @@ def test_the_backbone_trains_as_at_factor_times_the_rate(name, kwargs, factor):
     assert np.abs(got[2] - initial[2]).max() > 1e-3  # the head did train
 
 
-
 def test_layers_that_kept_fresh_weights_are_not_the_backbone():
     model = _model(0)
     assert [v.name for v in backbone_variables(model, ["body"])] == ["body/kernel:0", "body/bias:0"]

@@ -31,17 +31,13 @@ def pipeline_run(tmp_path_factory, small_subset):
     return run_dir, result.stdout
 
 
-def _vgg_neurons(image_size, width, pool_before_activation):
-    """Neurons of the SNN4Space VGG-16 by hand: 13 conv layers, 'same' padding, 2x2 pooling after blocks 1-4
-    (before their last activation: that layer's neurons on the pooled map)."""
+def _vgg_neurons(image_size, width):
+    """Neurons of the SNN4Space VGG-16 by hand: 13 conv layers, 'same' padding, 2x2 pooling after blocks 1-4."""
     blocks = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
     total, size = 0, image_size
     for b, block in enumerate(blocks):
         total += sum(size * size * round(c * width) for c in block)
-        if b < 4:
-            if pool_before_activation:
-                total -= (size * size - (size // 2) ** 2) * round(block[-1] * width)
-            size //= 2
+        size //= 2
     return total
 
 
@@ -52,7 +48,7 @@ def test_summary_agrees_with_the_stages(pipeline_run):
     conversion = json.loads((run_dir / "conversion.json").read_text())
     energy = json.loads((run_dir / "energy.json").read_text())
     assert summary["ann_test_accuracy"] == metrics["test"]["accuracy"]
-    assert summary["neurons"] == _vgg_neurons(32, 0.25, pool_before_activation=False) == 69_120
+    assert summary["neurons"] == _vgg_neurons(32, 0.25) == 69_120
     chosen = conversion["variants"][0]["by_timesteps"]
     assert [r["timesteps"] for r in summary["converted"]] == [1, 2, 4]
     for row, stage in zip(summary["converted"], chosen):

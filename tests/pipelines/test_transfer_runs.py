@@ -131,4 +131,3 @@ def test_a_transfer_run_resumes_from_its_checkpoint(trained_run, other_classes, 
     assert frozen["optimizer/backbone_factor"] == 0.0 and trained["optimizer/backbone_factor"] == 1.0
     moved = [k for k in frozen if "kernel" in k and not np.array_equal(frozen[k], trained[k])]
     assert len(moved) == len([k for k in frozen if "kernel" in k])  # epoch 2 trained the backbone too
-
