@@ -217,7 +217,8 @@ def run_all_parser() -> argparse.ArgumentParser:
                         "keras-spiking neurons without a synapse, 4 spikes per step, then fine-tuned")
     p.add_argument("--timesteps", type=positive_int, default=8, help="largest T at which the SNN is evaluated")
     p.add_argument("--energy-timesteps", type=positive_int,
-                   help="T of the energy estimate (default: L on the qcfs path, --timesteps on the relu path)")
+                   help="T of the energy estimate (default: 1 on the qcfs path, where each neuron fires its QCFS "
+                        "level in one burst; --timesteps on the relu path)")
     p.add_argument("--devices", nargs="+", default=list(SUMMARY_DEVICES), help="device profiles of the summary")
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the conversion's variants")
     p.set_defaults(activation=None)
@@ -291,8 +292,9 @@ def convert_snn_parser() -> argparse.ArgumentParser:
                    help="QCFS networks: integrate-and-fire neurons with negative spikes, which undo early "
                         "overshoot (default); --no-signed: plain IF neurons")
     p.add_argument("--max-spikes-per-step", dest="max_spikes", type=positive_int,
-                   help="QCFS networks, signed neurons: bursts of up to N spikes per neuron and step (default 2; "
-                        "1 with --no-signed); N >= T makes the SNN at T = L compute the QCFS ANN exactly")
+                   help="QCFS networks, signed neurons: bursts of up to N spikes per neuron and step (default: the "
+                        "levels L, at least 2; 1 with --no-signed). With N >= L / T, T < L steps fire the L levels "
+                        "in bursts: at T = 1 the SNN is the QCFS ANN exactly; N >= T makes T = L exact too")
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
     return p
 

@@ -43,7 +43,8 @@ class ConvertConfig:
     seed: int = 0
     sweep: bool = True  # also evaluate variants (ReLU: no normalisation, other tau, no synapse; QCFS: other neurons)
     signed: bool = True  # QCFS ANNs: integrate-and-fire neurons with negative spikes (False: plain IF)
-    # QCFS ANNs, signed neurons: spikes one neuron may fire in one step (bursts); None: 2 if signed, else 1
+    # QCFS ANNs, signed neurons: spikes one neuron may fire in one step (bursts); None: the levels L (at least 2) if
+    # signed, else 1
     max_spikes: int | None = None
     data_dir: str | None = None
 
@@ -53,8 +54,10 @@ class ConvertConfig:
             (self.dt > 0, f"--dt must be positive, got {self.dt}"),
             (self.tau is None or self.tau > 0, f"--tau must be positive (or use --synapse none), got {self.tau}"),
             (0 < self.percentile <= 100, f"--percentile must be in (0, 100], got {self.percentile}"),
-            (self.bursts >= 1, f"--max-spikes-per-step must be at least 1, got {self.max_spikes}"),
-            (self.signed or self.bursts == 1, "--max-spikes-per-step above 1 needs signed neurons (drop --no-signed)"),
+            (self.max_spikes is None or self.max_spikes >= 1,
+             f"--max-spikes-per-step must be at least 1, got {self.max_spikes}"),
+            (self.signed or self.max_spikes in (None, 1),
+             "--max-spikes-per-step above 1 needs signed neurons (drop --no-signed)"),
             (self.readout_fraction is None or 0 < self.readout_fraction <= 1,
              f"--readout-fraction must be in (0, 1], got {self.readout_fraction}"),
         ]
@@ -62,10 +65,13 @@ class ConvertConfig:
             if not ok:
                 raise UserError(message)
 
-    @property
-    def bursts(self) -> int:
-        """The spikes a QCFS network's neuron may fire per step: ``max_spikes``, by default 2 (signed) or 1."""
-        return self.max_spikes if self.max_spikes is not None else (2 if self.signed else 1)
+    def bursts(self, levels: int) -> int:
+        """The spikes a neuron of a QCFS network with ``levels`` levels may fire per step: ``max_spikes``, by
+        default ``levels`` (at least 2) for signed neurons, so that at T = 1 the SNN fires each QCFS level in one
+        burst (:meth:`SpikingNetwork.compression`), or 1."""
+        if self.max_spikes is not None:
+            return self.max_spikes
+        return max(2, levels) if self.signed else 1
 
 
 def timestep_grid(max_timesteps: int) -> list:
@@ -78,7 +84,8 @@ def accuracy_over_time(result: dict, labels: np.ndarray, grid: list, fraction: f
                        dt: float) -> list:
     """Accuracy and per-layer firing rates at each T of ``grid`` from one simulation of max(grid) steps.
 
-    The simulation is causal, so the first T steps of a longer run are a run of T steps.
+    The simulation is causal, so the first T steps of a longer run are a run of T steps (except where levels are
+    compressed into fewer steps, :meth:`SpikingNetwork.compression`).
     """
     rows = []
     for t in grid:
@@ -101,7 +108,7 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
 
     A QCFS ANN gets integrate-and-fire neurons with its thresholds and no
     synapse: signed unless ``signed`` (default ``config.signed``) is False,
-    with bursts of up to ``max_spikes`` (default ``config.bursts``).
+    with bursts of up to ``max_spikes`` (default :meth:`ConvertConfig.bursts`).
     The other options (``max_rate`` defaults to ``config.max_rate``) apply to
     ReLU ANNs.
     """
@@ -111,7 +118,7 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
         signed = config.signed if signed is None else signed
         snn = SpikingNetwork.from_graph(graph, timesteps=config.max_timesteps, dt=dt, tau=None, seed=config.seed,
                                         neuron="signed_if" if signed else "if",
-                                        max_spikes=config.bursts if max_spikes is None else max_spikes)
+                                        max_spikes=config.bursts(graph.levels) if max_spikes is None else max_spikes)
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
@@ -150,9 +157,16 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
         if verbose:
             print(f"evaluating {name} ({len(variants) + 1}/{len(planned) + 1}) on "
                   f"{len(labels)} test images, T = 1 ... {config.max_timesteps}", flush=True)
+        # a T at which the levels are compressed is not the start of a longer run: simulated on its own
+        compressed = [t for t in grid if snn.compression(t) != 1]
         result = simulate_split(snn, test_batches, config.max_timesteps, name if verbose else None)
+        rows = accuracy_over_time(result, labels, [t for t in grid if t not in compressed], fraction,
+                                  snn.neurons_per_layer(), snn.dt)
+        for t in compressed:
+            short = simulate_split(snn, test_batches, t, f"{name}, T = {t}" if verbose else None)
+            rows += accuracy_over_time(short, labels, [t], fraction, snn.neurons_per_layer(), snn.dt)
+        rows.sort(key=lambda row: row["timesteps"])
         seconds = time.perf_counter() - began
-        rows = accuracy_over_time(result, labels, grid, fraction, snn.neurons_per_layer(), snn.dt)
         if verbose:
             print(f"{name:>28}: " + "  ".join(f"T={r['timesteps']} {r['accuracy']:.3f}" for r in rows), flush=True)
         return {"name": name, **details, "dt": snn.dt, "tau": snn.tau, "seconds": seconds, "by_timesteps": rows}
@@ -162,7 +176,7 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
     fraction = config.readout_fraction or (1.0 if qcfs else 0.5)
     # the sweep's variants: QCFS, the IF neurons other than the chosen one; ReLU, settings beside the chosen one
     if_neurons = [n for n in [(False, 1), (True, 1), (True, config.max_timesteps)]
-                  if n != (config.signed, config.bursts)]
+                  if n != (snn.neuron == "signed_if", snn.max_spikes)]
     flipped = "no normalisation" if config.normalise else "normalised"
     # keras-spiking neurons rectify each step's input, so without a synapse the error does not average out
     # over T; more spikes per step (bursts) at the percentile are what help

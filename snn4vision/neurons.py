@@ -82,8 +82,10 @@ class Neuron:
         """Spikes per unit of drive: the gradient of a spike count."""
         return 1.0 / threshold
 
-    def step(self, state, h, threshold, dt, t):
-        """One step: ``(state, count, output)``. ``t``: the steps done, this one included."""
+    def step(self, state, h, threshold, dt, ceiling):
+        """One step: ``(state, count, output)``. ``ceiling``: the most net spikes a neuron may have fired by the
+        end of this step (the steps done, this one included; more where levels are compressed into fewer steps,
+        :meth:`snn4vision.simulation.SpikingNetwork.compression`)."""
         raise NotImplementedError
 
     def spikes(self, count):
@@ -109,7 +111,7 @@ class KerasSpikingNeuron(Neuron):
     def spike_unit(self, threshold, dt):
         return dt
 
-    def step(self, state, h, threshold, dt, t):
+    def step(self, state, h, threshold, dt, ceiling):
         voltage = state[0] + self.drive(h, threshold) * dt
         count = tf.floor(voltage)
         return (voltage - count,), count, count / dt
@@ -122,7 +124,7 @@ class IFNeuron(Neuron):
 
     name = "if"
 
-    def step(self, state, h, threshold, dt, t):
+    def step(self, state, h, threshold, dt, ceiling):
         voltage = state[0] + h
         count = tf.cast(voltage >= threshold, voltage.dtype)
         return (voltage - count * threshold,), count, count * threshold
@@ -135,7 +137,8 @@ class SignedIFNeuron(Neuron):
     A neuron whose membrane is below 0 and that has fired more positive than negative spikes emits a spike of
     ``-threshold`` and adds ``threshold`` back. With ``max_spikes > 1`` it fires up to that many spikes of
     either sign per step (``floor(v / threshold)`` up, ``ceil(-v / threshold)`` down), keeping the net count in
-    ``[0, t]``: the net count after T steps is then ``clip(floor(sum of inputs / threshold + 1/2), 0, T)``, the
+    ``[0, ceiling]`` (``ceiling``: the steps done, or ``t * L / T`` with ``L`` levels compressed into ``T`` steps):
+    the net count after T steps is then ``clip(floor(sum of inputs / threshold + 1/2), 0, last ceiling)``, the
     QCFS level of the mean input at L = T, whenever the final membrane lies in ``[0, threshold)``. The state
     holds the membrane and the net count.
     """
@@ -151,14 +154,14 @@ class SignedIFNeuron(Neuron):
     def initial_state(self, shape, threshold, seed):
         return (tf.fill(shape, threshold / 2), tf.zeros(shape))
 
-    def step(self, state, h, threshold, dt, t):
+    def step(self, state, h, threshold, dt, ceiling):
         voltage, net = state
         voltage = voltage + h
         if self.max_spikes == 1:
             count = tf.cast(voltage >= threshold, voltage.dtype)
             count -= tf.cast(tf.logical_and(voltage < 0.0, net > 0.0), voltage.dtype)
         else:
-            room = tf.minimum(float(self.max_spikes), tf.cast(t, voltage.dtype) - net)
+            room = tf.minimum(float(self.max_spikes), tf.cast(ceiling, voltage.dtype) - net)
             up = tf.clip_by_value(tf.floor(voltage / threshold), 0.0, room)
             down = tf.nn.relu(tf.minimum(tf.minimum(tf.math.ceil(-voltage / threshold), net),
                                          float(self.max_spikes)))
@@ -189,7 +192,7 @@ class LIFNeuron(Neuron):
             raise ValueError(f"reset must be one of {self.RESETS}, got {reset!r}")
         self.leak, self.reset, self.surrogate_alpha = float(leak), reset, surrogate_alpha
 
-    def step(self, state, h, threshold, dt, t):
+    def step(self, state, h, threshold, dt, ceiling):
         voltage = self.leak * state[0] + h
         if self.surrogate_alpha is None:
             count = fired = tf.cast(voltage >= threshold, voltage.dtype)

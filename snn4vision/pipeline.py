@@ -44,7 +44,9 @@ class PipelineConfig:
     train: TrainConfig
     path: str = "qcfs"
     max_timesteps: int = 8  # the SNN's accuracy is reported at T = 1, 2, 4, ..., max_timesteps
-    timesteps: int | None = None  # T of the energy estimate; None: L (qcfs) or the fine-tuned T (relu)
+    # T of the energy estimate; None: 1 (qcfs: each QCFS level in one burst, the ANN exactly and the fewest
+    # spikes) or the fine-tuned T (relu)
+    timesteps: int | None = None
     devices: tuple = field(default_factory=lambda: SUMMARY_DEVICES)
     fine_tune_epochs: int = 2  # relu path: epochs of the last fine-tuning stage
     sweep: bool = True
@@ -65,7 +67,7 @@ class PipelineConfig:
         if self.timesteps is not None:
             return self.timesteps
         if self.path == "qcfs":
-            return min(self.train.levels, self.max_timesteps)
+            return 1
         return self.max_timesteps
 
 

@@ -205,7 +205,8 @@ class SpikingNetwork(tf.keras.Model):
         batch = tf.shape(images)[0]
         dt = tf.maximum(self.dt_weight, 1e-8)
         gains = self._gains()
-        thresholds = dict(zip(gains, tf.unstack(self.thresholds)))
+        compression = self.compression(timesteps)
+        thresholds = dict(zip(gains, tf.unstack(self.thresholds / compression)))
         weights = self.effective_weights()
         plan, cell = self.plan, self.cell
         values = {"input": images}
@@ -242,9 +243,10 @@ class SpikingNetwork(tf.keras.Model):
                 if node.op == "neuron":
                     h = rescale(xs[0], plan[name].inputs[0], name, gains)
                     threshold = thresholds[name]
-                    drive = cell.drive(h, threshold)
+                    drive = cell.drive(h, threshold * compression)
+                    ceiling = tf.floor(tf.cast(t + 1, tf.float32) * compression + 1e-3)
                     states[name], n, spikes = cell.step(tuple(tf.stop_gradient(s) for s in states[name]),
-                                                        tf.stop_gradient(h), threshold, dt, t + 1)
+                                                        tf.stop_gradient(h), threshold, dt, ceiling)
                     fired = cell.spikes(n)
                     if training:
                         spikes = _straight_through(drive, spikes)
@@ -299,6 +301,26 @@ class SpikingNetwork(tf.keras.Model):
             result["outputs"] = {name: total / (tf.cast(timesteps, tf.float32) * gains[name])
                                  for name, total in sums.items()}
         return result
+
+    @property
+    def levels(self) -> int | None:
+        """The QCFS levels L of the converted ANN (None: a ReLU ANN)."""
+        levels = {n.params.get("levels") for n in self.neuron_nodes} - {None}
+        return levels.pop() if len(levels) == 1 else None
+
+    def compression(self, timesteps: int) -> float:
+        """Levels per step: ``L / T`` where a QCFS network runs at ``T < L`` steps with neurons that fire bursts
+        of at least ``L / T`` spikes, else 1.
+
+        Compressed, a neuron's threshold is ``lambda * T / L`` and its net count by step ``t`` at most
+        ``L * t / T``: at ``T = 1`` it fires the QCFS level ``L * y / lambda`` in one burst, which is the ANN
+        exactly and never a spike that a later one cancels (at ``T = L`` inputs that change over the steps
+        cost such pairs).
+        """
+        levels = self.levels
+        if levels is None or timesteps >= levels or self.max_spikes * timesteps < levels:
+            return 1.0
+        return levels / timesteps
 
     def _node(self, name):
         return next(n for n in self.nodes if n.name == name)

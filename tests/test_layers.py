@@ -214,6 +214,30 @@ def test_signed_if_network_reproduces_the_qcfs_ann_at_t_equal_l(qcfs_ann):
         simulation.SpikingNetwork.from_graph(net, tau=None, neuron="if", max_spikes=2)
 
 
+def test_compressed_levels_fire_each_qcfs_level_in_one_burst(qcfs_ann):
+    """At T = 1 with bursts of up to L, the SNN computes the QCFS ANN exactly, and each layer fires exactly the
+    ANN's levels, sum(L * y / lambda): no spike that a later one cancels. Below L / T bursts nothing is compressed,
+    and T = 1 stays the first step of a longer run."""
+    images = np.random.default_rng(6).random((4, 32, 32, 3)).astype(np.float32)
+    net = layer_graph.build_graph(qcfs_ann)
+    assert net.levels == 4
+    snn = simulation.SpikingNetwork.from_graph(net, timesteps=1, tau=None, neuron="signed_if", max_spikes=4)
+    assert [snn.compression(t) for t in (1, 2, 4, 8)] == [4, 2, 1, 1]
+    result = snn.simulate(images, 1)
+    np.testing.assert_allclose(result["logits"][:, 0].numpy(), qcfs_ann(images).numpy(), rtol=1e-4, atol=1e-4)
+    layers = [qcfs_ann.get_layer(n.name) for n in snn.neuron_nodes]
+    probe = tf.keras.Model(qcfs_ann.inputs, [layer.output for layer in layers])
+    levels = [np.sum(y.numpy() * 4 / layer.threshold.numpy(), axis=(1, 2, 3))
+              for y, layer in zip(probe(images), layers)]
+    np.testing.assert_allclose(result["spikes"][:, 0].numpy(), np.stack(levels, axis=1), rtol=1e-5, atol=1e-3)
+    two = simulation.SpikingNetwork.from_graph(net, tau=None, neuron="signed_if", max_spikes=2)
+    assert [two.compression(t) for t in (1, 2, 4)] == [1, 2, 1]
+    plain = simulation.SpikingNetwork.from_graph(net, tau=None, neuron="if")
+    assert plain.compression(1) == 1
+    np.testing.assert_array_equal(plain.simulate(images, 1)["logits"][:, 0].numpy(),
+                                  plain.simulate(images, 4)["logits"][:, 0].numpy())
+
+
 def test_verify_names_layers_it_cannot_convert():
     inputs = tf.keras.Input((8, 8, 3))
     x = tf.keras.layers.Conv2D(4, 3, padding="same", name="c")(inputs)

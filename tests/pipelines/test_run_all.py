@@ -54,7 +54,8 @@ def test_summary_agrees_with_the_stages(pipeline_run):
     for row, stage in zip(summary["converted"], chosen):
         assert row["accuracy"] == stage["accuracy"]
         assert row["spikes_per_neuron"] == pytest.approx(stage["spikes_per_image"] / summary["neurons"])
-    assert summary["energy"]["timesteps"] == 4  # T = L on the qcfs path
+    assert summary["energy"]["timesteps"] == 1  # the qcfs path: each QCFS level in one burst
+    assert summary["converted"][0]["accuracy"] == summary["ann_test_accuracy"]  # which is the ANN exactly
     assert set(summary["energy"]["devices"]) == {"gpu", "loihi", "45nm"}
     for name, device in summary["energy"]["devices"].items():
         assert device["snn_over_ann"] == pytest.approx(device["snn_J"] / device["ann_J"])
@@ -67,7 +68,7 @@ def test_summary_agrees_with_the_stages(pipeline_run):
     assert set(summary["wall_time_s"]) == {"train", "convert", "energy", "report"}
     assert summary["fine_tuned"] is None
     markdown = (run_dir / "summary.md").read_text()
-    assert "| converted SNN | 4 |" in markdown and "| loihi |" in markdown
+    assert "| converted SNN | 1 |" in markdown and "| loihi |" in markdown
     assert markdown.strip() in stdout  # the summary printed is the one written
 
 
@@ -87,7 +88,7 @@ def test_progress_is_plain_lines_when_redirected(pipeline_run):
     _, stdout = pipeline_run
     assert "\r" not in stdout
     assert "== train (1/4)" in stdout and "== energy (3/4)" in stdout and "== report (4/4)" in stdout
-    assert "evaluating converted (QCFS, signed IF neurons, bursts of up to 2) (1/1)" in stdout
+    assert "evaluating converted (QCFS, signed IF neurons, bursts of up to 4) (1/1)" in stdout
 
 
 def test_resume_skips_finished_stages_and_keeps_the_summary(pipeline_run, small_subset):

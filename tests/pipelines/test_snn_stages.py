@@ -183,22 +183,27 @@ def qcfs_converted(tmp_path_factory, small_subset):
 
 
 def test_qcfs_run_converts_to_signed_if_neurons(qcfs_converted):
-    """convert_snn picks signed IF neurons (bursts of up to 2) for a QCFS ANN; with bursts of up to T, at
-    T = L = 4 they reproduce the ANN's predictions on the real test images; energy_estimation costs the QCFS SNN."""
+    """convert_snn picks signed IF neurons with bursts of up to L = 4 for a QCFS ANN: at T = 1 they fire each
+    QCFS level in one burst and reproduce the ANN's predictions on the real test images (that row is simulated on
+    its own, not taken from the first step of the T = 8 run), as bursts of up to T do at T = L;
+    energy_estimation costs the QCFS SNN."""
     run_dir, metrics, report = qcfs_converted
     assert report["neuron"] == "signed_if"
     assert [v["name"] for v in report["variants"]] == [
-        "converted (QCFS, signed IF neurons, bursts of up to 2)", "QCFS, IF neurons", "QCFS, signed IF neurons",
+        "converted (QCFS, signed IF neurons, bursts of up to 4)", "QCFS, IF neurons", "QCFS, signed IF neurons",
         "QCFS, signed IF neurons, bursts of up to 8"]
     default, plain, signed, burst = ({r["timesteps"]: r for r in v["by_timesteps"]} for v in report["variants"])
     assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert report["ann_test_accuracy"] > 0.5
     assert burst[4]["accuracy"] == pytest.approx(report["ann_test_accuracy"])
+    assert default[1]["accuracy"] == burst[1]["accuracy"] == pytest.approx(report["ann_test_accuracy"])
+    assert plain[1]["accuracy"] < report["ann_test_accuracy"]  # one spike per step: no compression
     assert report["verify"]["unconverted"] == [] and report["verify"]["timesteps"] == 4  # verified at T = L
-    assert (load_snn(run_dir).neuron, load_snn(run_dir).max_spikes) == ("signed_if", 2)
-    energy = estimate_energy(run_dir, ["loihi"], timesteps=4, verbose=False)
-    assert energy["snn_test_accuracy"] == pytest.approx(default[4]["accuracy"])
-    assert energy["spikes_per_image"] == pytest.approx(default[4]["spikes_per_image"], rel=1e-6)
+    assert (load_snn(run_dir).neuron, load_snn(run_dir).max_spikes) == ("signed_if", 4)
+    for t in (1, 4):
+        energy = estimate_energy(run_dir, ["loihi"], timesteps=t, overwrite=t > 1, verbose=False)
+        assert energy["snn_test_accuracy"] == pytest.approx(default[t]["accuracy"])
+        assert energy["spikes_per_image"] == pytest.approx(default[t]["spikes_per_image"], rel=1e-6)
     with pytest.raises(UserError, match="needs signed neurons"):
         convert_snn(ConvertConfig(str(run_dir), signed=False, max_spikes=2), overwrite=True)
 
