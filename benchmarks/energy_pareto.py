@@ -168,7 +168,9 @@ def main() -> None:
              f"(one run per point: one image is 0.48 points). Energy from the measured firing rates through "
              f"`snn4vision.costs`; SOP/MAC: the SNN's synaptic operations (and first-layer MACs) per ANN MAC; "
              f"ratio: SNN / its own ANN on that device. * marks the Pareto front on {first}, per seed (each "
-             f"seed's split has its own test images). The figure shows "
+             f"seed's split has its own test images). Below T = L, neurons with bursts of at least L / T spikes "
+             f"fire the L levels compressed into the T steps (at T = 1, each QCFS level in one burst: the ANN "
+             f"exactly). The figure shows "
              f"the runs of seed {min(a['seed'] for a in anns)}.", "",
              "Each run: `run_all.py --dataset ../shared/data/ucmerced` (quick preset) with the levels, `--sparsity`, "
              "`--pool-before-activation` and `--seed` its label names; the run directories are in "

@@ -168,6 +168,9 @@ def train_ann_parser() -> argparse.ArgumentParser:
                    action=argparse.BooleanOptionalAction, default=None,
                    help="vgg16: pool each block's last conv before its activation, not after (4x fewer neurons "
                         "and synaptic operations there in the SNN, and less accuracy; default off)")
+    p.add_argument("--pool-levels", dest="pool_levels", type=int, default=None,
+                   help="vgg16 with --activation qcfs: a QCFS activation of P levels after each block's pooling, "
+                        "so that the SNN's next block reads a quarter as many neurons' spikes (0: none)")
     p.add_argument("--weights", help="none, imagenet, or the path of an .h5 weights file of this architecture")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--epochs", type=positive_int)
@@ -198,10 +201,13 @@ def train_config(args: argparse.Namespace):
     config = preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
                                            "learning_rate", "optimizer", "augment", "qcfs_threshold",
                                            "label_smoothing", "lr_schedule", "qcfs_warmup", "levels", "sparsity",
-                                           "pool_before_activation"),
+                                           "pool_before_activation", "pool_levels"),
                            activation=args.activation, architecture=args.architecture)
     if args.sparsity is None and config.activation != "qcfs":
         config.sparsity = 0.0  # the presets' sparsity was measured on QCFS networks only
+    if args.pool_levels is None and (config.activation != "qcfs" or config.architecture != "vgg16"
+                                     or config.pool_before_activation):
+        config.pool_levels = 0  # the presets' requantised pooling is that of a QCFS VGG-16 pooling after
     return config
 
 

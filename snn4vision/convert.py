@@ -118,7 +118,8 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
         signed = config.signed if signed is None else signed
         snn = SpikingNetwork.from_graph(graph, timesteps=config.max_timesteps, dt=dt, tau=None, seed=config.seed,
                                         neuron="signed_if" if signed else "if",
-                                        max_spikes=config.bursts(graph.levels) if max_spikes is None else max_spikes)
+                                        max_spikes=config.bursts(max(n.params["levels"] for n in graph.neurons))
+                                        if max_spikes is None else max_spikes)
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
@@ -227,7 +228,7 @@ def verify(ann, snn, images, labels=None, timesteps: int | None = None) -> dict:
     ``timesteps`` (in the ANN's units), their mean absolute error and the
     error relative to the mean ANN activation. Nodes are paired by name, not
     by position. ``timesteps`` defaults to the QCFS levels L of a QCFS ANN
-    (the T at which the SNN should reproduce it), else to ``snn.timesteps``.
+    (the T at which the SNN should reproduce it; the fewest of its layers'), else to ``snn.timesteps``.
     Lists every ANN layer that could not be converted (none are skipped
     silently) and, with ``labels``, the accuracy of both and the gap.
     """
@@ -237,8 +238,7 @@ def verify(ann, snn, images, labels=None, timesteps: int | None = None) -> dict:
     # a neuron node is named after its ReLU / QCFS layer, or "<layer>/relu" for an activation built into a layer
     sources = [ann.get_layer(name.removesuffix("/relu")) for name in names]
     if timesteps is None:
-        levels = {n.params.get("levels") for n in snn.neuron_nodes} - {None}
-        timesteps = levels.pop() if len(levels) == 1 else snn.timesteps
+        timesteps = snn.levels or snn.timesteps
     probe = tf.keras.Model(ann.inputs, [layer.output for layer in sources] + [ann.output])
     *ann_activations, ann_logits = probe(images, training=False)
     result = snn.simulate(images, timesteps, return_outputs=True)

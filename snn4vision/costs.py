@@ -106,12 +106,17 @@ def _size(shape) -> int:
 
 def graph_costs(nodes: list, output: str) -> list:
     """Counts of a layer graph (:class:`snn4vision.layer_graph.Node` list in topological order), one row per
-    linear node (conv, depthwise conv, dense).
+    linear node (conv, depthwise conv, dense) and per average pooling of spikes that feeds neurons directly (a
+    requantised pooled map): there each input is one synapse (a MAC in the ANN, a SOP per spike in the SNN).
 
-    Each neuron layer is charged to the linear node that computes its input; the additions of pooling, global
+    Each neuron layer is charged to the row that computes its input; the additions of other pooling, global
     pooling and residual adds to the first linear node after them.
     """
     by_name = {n.name: n for n in nodes}
+    consumers = {n.name: [] for n in nodes}
+    for node in nodes:
+        for i in node.inputs:
+            consumers[i].append(node.name)
     neuron_index = {n.name: i for i, n in enumerate(n for n in nodes if n.op == "neuron")}
     carried, kind = {}, {}  # neuron layers whose spikes a node carries; "static", "analog" or "spikes"
     for node in nodes:
@@ -127,12 +132,17 @@ def graph_costs(nodes: list, output: str) -> list:
             carried[node.name] = tuple(sorted({s for i in ins for s in carried[i]}))
             kinds = {kind[i] for i in ins}
             kind[node.name] = "static" if kinds == {"static"} else ("analog" if "analog" in kinds else "spikes")
-    linear = [n for n in nodes if n.op in ("conv", "depthwise", "dense")]
+    pooling = {n.name for n in nodes if n.op == "avg_pool" and kind[n.inputs[0]] == "spikes"
+               and consumers[n.name] and all(by_name[c].op == "neuron" for c in consumers[n.name])}
+    linear = [n for n in nodes if n.op in ("conv", "depthwise", "dense") or n.name in pooling]
     rows = {}
     for node in linear:
         source = by_name[node.inputs[0]]
         k = node.params.get("kernel_size", [1, 1])
-        if node.op == "conv":
+        if node.name in pooling:
+            window = node.params.get("pool_size", [2, 2])
+            connections = _size(node.shape) * window[0] * window[1]
+        elif node.op == "conv":
             connections = _size(node.shape) * k[0] * k[1] * source.shape[-1]
         elif node.op == "depthwise":
             connections = _size(node.shape) * k[0] * k[1]
@@ -142,10 +152,6 @@ def graph_costs(nodes: list, output: str) -> list:
         rows[node.name] = LayerCost(node.name, connections, _size(source.shape), 0, 0, carried[node.inputs[0]],
                                     analog)
     position = {n.name: i for i, n in enumerate(nodes)}
-    consumers = {n.name: [] for n in nodes}
-    for node in nodes:
-        for i in node.inputs:
-            consumers[i].append(node.name)
 
     def upstream_linear(name):
         """The linear node that computes a neuron's input current (through adds and pooling, not neurons)."""
@@ -173,7 +179,7 @@ def graph_costs(nodes: list, output: str) -> list:
             row = upstream_linear(node.inputs[0])
             row.neurons += _size(node.shape)
             row.feeds += (neuron_index[node.name],)
-        elif node.op in ("avg_pool", "max_pool", "gap"):
+        elif node.op in ("avg_pool", "max_pool", "gap") and node.name not in pooling:
             downstream_linear(node.name).adds += _size(by_name[node.inputs[0]].shape)
         elif node.op == "add":
             downstream_linear(node.name).adds += _size(node.shape) * (len(node.inputs) - 1)

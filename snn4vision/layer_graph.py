@@ -62,7 +62,8 @@ class Node:
 class LayerGraph:
     """A converted network: nodes in topological order (the first is the input), the output node's name,
     a gain per neuron node (Hz per unit of ANN activation; 1 until :func:`normalise`), and the QCFS levels
-    L of a QCFS network (None: ReLU)."""
+    L of a QCFS network (None: ReLU): the fewest of its layers', each neuron node holding its own in
+    ``params["levels"]`` (a requantised pooling, ``models.vgg16(pool_levels=...)``, may have more)."""
 
     nodes: list
     output: str
@@ -450,9 +451,9 @@ def _convert_layers(model, trained: bool) -> tuple:
     levels = {n.params.get("levels") for n in nodes if n.op == "neuron"}
     if not any(n.op == "neuron" for n in nodes):
         raise UserError(f"model {model.name} has no ReLU or QCFS activation: there is nothing to make spike")
-    if len(levels) != 1:
-        raise UserError("mixed activations: every activation must be QCFS (with the same levels) or every one ReLU")
-    return LayerGraph(nodes, output, levels=levels.pop()), []
+    if None in levels and len(levels) > 1:
+        raise UserError("mixed activations: every activation must be QCFS or every one ReLU")
+    return LayerGraph(nodes, output, levels=None if None in levels else min(levels)), []
 
 
 # --------------------------------------------------------------------------
@@ -574,7 +575,7 @@ def rate_forward(graph: LayerGraph, images, return_activations: bool = False):
         if node.op == "neuron":
             h = rescale(xs[0], scale.inputs[0], node.name, gains)
             threshold = node.params["threshold"]
-            out = tf.nn.relu(h) if threshold is None else qcfs_formula(h, threshold, graph.levels)
+            out = tf.nn.relu(h) if threshold is None else qcfs_formula(h, threshold, node.params["levels"])
             activations[node.name] = out
         elif node.op in LINEAR_OPS:
             bias = node.bias if node.params["bias"] else None

@@ -40,6 +40,7 @@ def vgg16(
     levels: int = 8,
     qcfs_threshold: float = 2.0,
     pool_before_activation: bool = False,
+    pool_levels: int = 0,
 ):
     """Build the SNN4Space VGG-16 as a functional ``tf.keras.Model``.
 
@@ -62,6 +63,11 @@ def vgg16(
     pooling, activation) instead of after it. The ANN computes the same MACs, but the converted SNN has 4x
     fewer neurons there, and the next block's first layer receives the spikes of a pooled map: about 4x fewer
     synaptic operations in the four layers that read a pooled map.
+
+    ``pool_levels`` (QCFS, pooling after the activations): a QCFS activation with this many levels follows each
+    block's pooling (``block{b}_pool_qcfs``; 0: none). The average of four neurons' L + 1 levels takes 4L + 1
+    values; at ``2 L`` levels the pooled map keeps most of them, and in the SNN the next block's first layer
+    receives the spikes of a quarter as many neurons, about half as many as the four would send.
     """
 
     layers = tf.keras.layers
@@ -76,6 +82,9 @@ def vgg16(
         raise UserError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     if levels < 1:
         raise UserError(f"--levels must be at least 1, got {levels}")
+    if pool_levels and (activation != "qcfs" or pool_before_activation):
+        raise UserError("--pool-levels requantises a pooled map of QCFS activations: it needs --activation qcfs "
+                        "and pooling after the activations (drop --pool-before-activation)")
     initializer_seed = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
     def kernel_init():
@@ -102,6 +111,8 @@ def vgg16(
                 x = layers.ReLU(name=f"block{b}_relu{i}")(x)
             if pooled and not pool_before_activation:
                 x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
+                if pool_levels:
+                    x = QCFS(pool_levels, qcfs_threshold, name=f"block{b}_pool_qcfs")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, use_bias=False, name="logits", kernel_initializer=kernel_init(),
                            kernel_regularizer=regularizers.L2(kernel_l2) if kernel_l2 else None)(x)

@@ -419,6 +419,8 @@ class TrainConfig:
     # VGG-16: pool each block's last conv before its activation (models.vgg16), so that its SNN has 4x fewer
     # neurons and synaptic operations there
     pool_before_activation: bool = False
+    # VGG-16 with QCFS: a QCFS activation of this many levels after each block's pooling (0: none; models.vgg16)
+    pool_levels: int = 0
     # edge-filter input (edges.parse): "none", "prewitt", "sobel_sq_mask", ...; applied by every stage
     input_transform: str = "none"
     # transfer learning: start from this run's weights (a new head for new classes), the backbone frozen for the
@@ -449,6 +451,11 @@ class TrainConfig:
             (self.sparsity >= 0 and math.isfinite(self.sparsity),
              f"--sparsity must be 0 (off) or positive, got {self.sparsity}"),
             (not self.sparsity or not self.spiking, "--sparsity applies to the ANNs of train_ann.py only"),
+            (not self.pool_levels or (self.architecture == "vgg16" and self.activation == "qcfs"
+                                      and not self.pool_before_activation),
+             "--pool-levels requantises the pooled maps of a QCFS vgg16 that pools after its activations: it needs "
+             "--architecture vgg16, --activation qcfs and no --pool-before-activation"),
+            (self.pool_levels >= 0, f"--pool-levels must be 0 (off) or positive, got {self.pool_levels}"),
             (not self.pool_before_activation or self.architecture == "vgg16",
              f"--pool-before-activation applies to vgg16, whose blocks end in a pooling; {self.architecture} has "
              "none: drop it"),
@@ -538,7 +545,8 @@ def build_model(config: TrainConfig, num_classes: int, weights: str | None = Non
                              levels=config.levels, qcfs_threshold=config.qcfs_threshold)
     return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm, weights, config.kernel_l2,
                         config.bias_l1, seed=config.seed, activation=config.activation, levels=config.levels,
-                        qcfs_threshold=config.qcfs_threshold, pool_before_activation=config.pool_before_activation)
+                        qcfs_threshold=config.qcfs_threshold, pool_before_activation=config.pool_before_activation,
+                        pool_levels=config.pool_levels)
 
 
 @dataclass

@@ -205,8 +205,9 @@ class SpikingNetwork(tf.keras.Model):
         batch = tf.shape(images)[0]
         dt = tf.maximum(self.dt_weight, 1e-8)
         gains = self._gains()
-        compression = self.compression(timesteps)
-        thresholds = dict(zip(gains, tf.unstack(self.thresholds / compression)))
+        compression = self.node_compression(timesteps)
+        thresholds = {name: threshold / compression[name]
+                      for name, threshold in zip(gains, tf.unstack(self.thresholds))}
         weights = self.effective_weights()
         plan, cell = self.plan, self.cell
         values = {"input": images}
@@ -243,8 +244,8 @@ class SpikingNetwork(tf.keras.Model):
                 if node.op == "neuron":
                     h = rescale(xs[0], plan[name].inputs[0], name, gains)
                     threshold = thresholds[name]
-                    drive = cell.drive(h, threshold * compression)
-                    ceiling = tf.floor(tf.cast(t + 1, tf.float32) * compression + 1e-3)
+                    drive = cell.drive(h, threshold * compression[name])
+                    ceiling = tf.floor(tf.cast(t + 1, tf.float32) * compression[name] + 1e-3)
                     states[name], n, spikes = cell.step(tuple(tf.stop_gradient(s) for s in states[name]),
                                                         tf.stop_gradient(h), threshold, dt, ceiling)
                     fired = cell.spikes(n)
@@ -304,23 +305,29 @@ class SpikingNetwork(tf.keras.Model):
 
     @property
     def levels(self) -> int | None:
-        """The QCFS levels L of the converted ANN (None: a ReLU ANN)."""
+        """The QCFS levels L of the converted ANN, the fewest of its layers' (None: a ReLU ANN)."""
         levels = {n.params.get("levels") for n in self.neuron_nodes} - {None}
-        return levels.pop() if len(levels) == 1 else None
+        return min(levels) if levels else None
 
-    def compression(self, timesteps: int) -> float:
-        """Levels per step: ``L / T`` where a QCFS network runs at ``T < L`` steps with neurons that fire bursts
-        of at least ``L / T`` spikes, else 1.
+    def node_compression(self, timesteps: int) -> dict:
+        """Levels per step of each neuron node: ``L / T`` where a QCFS layer of ``L`` levels runs at ``T < L``
+        steps with neurons that fire bursts of at least ``L / T`` spikes, else 1.
 
         Compressed, a neuron's threshold is ``lambda * T / L`` and its net count by step ``t`` at most
         ``L * t / T``: at ``T = 1`` it fires the QCFS level ``L * y / lambda`` in one burst, which is the ANN
         exactly and never a spike that a later one cancels (at ``T = L`` inputs that change over the steps
         cost such pairs).
         """
-        levels = self.levels
-        if levels is None or timesteps >= levels or self.max_spikes * timesteps < levels:
-            return 1.0
-        return levels / timesteps
+        def levels_per_step(levels):
+            if levels is None or timesteps >= levels or self.max_spikes * timesteps < levels:
+                return 1.0
+            return levels / timesteps
+
+        return {n.name: levels_per_step(n.params.get("levels")) for n in self.neuron_nodes}
+
+    def compression(self, timesteps: int) -> float:
+        """The most levels per step of any neuron node at ``timesteps`` (:meth:`node_compression`); 1: none."""
+        return max(self.node_compression(timesteps).values(), default=1.0)
 
     def _node(self, name):
         return next(n for n in self.nodes if n.name == name)

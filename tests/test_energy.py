@@ -123,37 +123,51 @@ def test_profiles_are_found_by_a_non_editable_install(tmp_path):
     assert out[1] == "45nm arm cpu gpu loihi spinnaker spinnaker2"
 
 
-@pytest.mark.parametrize("pool_before_activation", [False, True])
-def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand(pool_before_activation):
+@pytest.mark.parametrize("pooling", ["after", "before", "requantised"])
+def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand(pooling):
     """QCFS layers: strength x sum over layers of (spikes per neuron at T = L) x neurons x fan-out of the next
     layer / the ANN's MACs, counted here from the architecture by hand; nothing during the ReLU warm-up.
-    Pooled before their activation, the last layers of blocks 1-4 have a quarter of the neurons."""
+    Pooled before their activation, the last layers of blocks 1-4 have a quarter of the neurons. Requantised
+    (a QCFS of 8 levels after each pooling), their spikes reach one pooled neuron each (one synapse, counted
+    as a MAC in the ANN), and the pooled neurons reach the next conv."""
     import tensorflow as tf
 
     from snn4vision.training import add_sparsity_penalty, qcfs_layers
 
     model = models.vgg16(4, image_size=32, width=0.125, batch_norm=True, kernel_l2=0, bias_l1=0, seed=0,
-                         activation="qcfs", levels=4, pool_before_activation=pool_before_activation)
+                         activation="qcfs", levels=4, pool_before_activation=pooling == "before",
+                         pool_levels=8 if pooling == "requantised" else 0)
     add_sparsity_penalty(model, 2.0)
     channels = [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
     conv_sizes = [32] * 2 + [16] * 2 + [8] * 3 + [4] * 3 + [2] * 3
-    sizes = [s // 2 if pool_before_activation and i in (1, 3, 6, 9) else s for i, s in enumerate(conv_sizes)]
+    sizes = [s // 2 if pooling == "before" and i in (1, 3, 6, 9) else s for i, s in enumerate(conv_sizes)]
     c_in = [3] + channels[:-1]
     macs = sum(s * s * 9 * a * b for s, a, b in zip(conv_sizes, c_in, channels)) + 64 * 4
     fan_out = [9 * c for c in channels[1:]] + [4]  # a spike reaches 3x3 x C_next synapses; the last, 4 logits
+    levels = [4] * 13
+    if pooling == "requantised":  # (size, channels, fan-out, levels) of each layer, the pooled ones inserted
+        macs += sum(conv_sizes[i] ** 2 * channels[i] for i in (1, 3, 6, 9))
+        rows = []
+        for i in range(13):
+            pooled = i in (1, 3, 6, 9)
+            rows.append((sizes[i], channels[i], 1 if pooled else fan_out[i], 4))
+            if pooled:
+                rows.append((sizes[i] // 2, channels[i], fan_out[i], 8))
+        sizes, channels, fan_out, levels = (list(column) for column in zip(*rows))
     images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
     layers = qcfs_layers(model)
+    assert [layer.levels for layer in layers] == levels
     probe = tf.keras.Model(model.inputs, [layer.output for layer in layers])
     outputs = probe(images, training=True)
-    expected = 2.0 * sum(float(tf.reduce_mean(y)) * 4 / float(layer.threshold) * s * s * c * f / macs
-                         for y, layer, s, c, f in zip(outputs, layers, sizes, channels, fan_out))
+    expected = 2.0 * sum(float(tf.reduce_mean(y)) * n / float(layer.threshold) * s * s * c * f / macs
+                         for y, layer, s, c, f, n in zip(outputs, layers, sizes, channels, fan_out, levels))
     model(images, training=True)
     assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-5)
     for layer in layers:  # ReLU warm-up: the batch's largest activation stands in for lambda
         layer.quantising.assign(0.0)
     outputs = probe(images, training=True)
-    expected = 2.0 * sum(float(tf.reduce_mean(y)) * 4 / float(tf.reduce_max(y)) * s * s * c * f / macs
-                         for y, s, c, f in zip(outputs, sizes, channels, fan_out))
+    expected = 2.0 * sum(float(tf.reduce_mean(y)) * n / float(tf.reduce_max(y)) * s * s * c * f / macs
+                         for y, s, c, f, n in zip(outputs, sizes, channels, fan_out, levels))
     model(images, training=True)
     assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-4)
 

@@ -25,12 +25,12 @@ CASES = {
 }
 
 
-def reference_ann(qcfs: bool, levels: int = 4, pool_before_activation: bool = False):
+def reference_ann(qcfs: bool, levels: int = 4, pool_before_activation: bool = False, pool_levels: int = 0):
     """A width-0.125 VGG-16 at 32 px with seeded weights and perturbed BatchNorm statistics (and QCFS
     thresholds), exactly as the reference values were made (with the defaults)."""
     model = models.vgg16(5, image_size=32, width=0.125, batch_norm=True, seed=1,
                          activation="qcfs" if qcfs else "relu", levels=levels,
-                         pool_before_activation=pool_before_activation)
+                         pool_before_activation=pool_before_activation, pool_levels=pool_levels)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
@@ -73,6 +73,35 @@ def test_a_vgg_pooled_before_its_activations_converts_exactly_with_a_quarter_of_
     assert rows["block1_conv2"].neurons == 16 * 16 * 8 and rows["block1_conv1"].neurons == 32 * 32 * 8
     assert rows["block2_conv1"].inputs == 16 * 16 * 8 and rows["block2_conv1"].fan_out == 9 * 16
     assert rows["block2_conv1"].adds == 32 * 32 * 8  # the pooling's additions, charged to the layer after it
+
+
+def test_a_requantised_pooled_map_converts_exactly_and_costs_one_synapse_per_pooled_spike():
+    """A QCFS of 2L levels after each pooling: at T = 1 (each level in one burst) the SNN is the ANN and each
+    layer fires sum(levels * y / lambda) of its own levels; at T = L it still reproduces the ANN. The pooling is
+    a layer of its own in the costs: one synapse per input (a MAC in the ANN, a SOP per spike in the SNN), its
+    pooled neurons charged to it, none of its additions to the conv after it."""
+    import tensorflow as tf
+
+    images = np.load(REFERENCE)["images"]
+    model = reference_ann(True, levels=2, pool_levels=4)
+    graph = layer_graph.build_graph(model)
+    assert [n.op for n in graph.nodes[3:8]] == ["conv", "neuron", "avg_pool", "neuron", "conv"]
+    assert graph.levels == 2 and [n.params["levels"] for n in graph.neurons][1:4] == [2, 4, 2]
+    snn = simulation.SpikingNetwork.from_graph(graph, timesteps=1, tau=None, neuron="signed_if", max_spikes=4)
+    result = snn.simulate(images, 1)
+    np.testing.assert_allclose(result["logits"][:, 0].numpy(), model(images).numpy(), rtol=1e-4, atol=1e-4)
+    layers = [model.get_layer(n.name) for n in snn.neuron_nodes]
+    outputs = tf.keras.Model(model.inputs, [layer.output for layer in layers])(images)
+    levels = [np.sum(y.numpy() * layer.levels / layer.threshold.numpy(), axis=(1, 2, 3))
+              for y, layer in zip(outputs, layers)]
+    np.testing.assert_allclose(result["spikes"][:, 0].numpy(), np.stack(levels, axis=1), rtol=1e-5, atol=1e-3)
+    report = verify(model, snn, images)
+    assert report["timesteps"] == 2 and max(r["mean_abs_error"] for r in report["layers"]) < 1e-5
+    rows = {r.name: r for r in costs.graph_costs(graph.nodes, graph.output)}
+    pool = rows["block1_pool"]  # 32 px, 8 channels, pooled to 16x16
+    assert (pool.connections, pool.inputs, pool.fan_out, pool.neurons) == (32 * 32 * 8, 32 * 32 * 8, 1.0, 16 * 16 * 8)
+    assert pool.sources == (1,) and rows["block2_conv1"].sources == (2,) and rows["block2_conv1"].adds == 0
+    assert rows["block2_conv1"].fan_out == 9 * 16
 
 
 def residual_model(activation: str = "relu", max_pool: bool = True, seed: int = 0):

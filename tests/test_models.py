@@ -69,6 +69,35 @@ def test_the_flag_reaches_the_model_and_the_saved_config(tmp_path):
     assert rundir.TrainConfig.from_json(legacy).pool_before_activation is False
 
 
+def test_requantised_pooling_adds_a_qcfs_after_each_blocks_pooling():
+    """--pool-levels P: the same weights (a run's weights load), a QCFS of P levels right after blocks 1-4's
+    pooling, and the flag reaches the saved config; refused in one line where it has no pooled QCFS map."""
+    plain = models.vgg16(3, image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs", levels=2)
+    pooled = models.vgg16(3, image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs", levels=2,
+                          pool_levels=4)
+    same = {w.name: w.numpy() for w in pooled.weights}
+    for w in plain.weights:
+        np.testing.assert_array_equal(w.numpy(), same.pop(w.name))
+    assert len(same) == 8  # the four new QCFS layers' threshold and quantising switch
+    names = [layer.name for layer in pooled.layers]
+    for b in range(1, 5):
+        assert names.index(f"block{b}_pool_qcfs") == names.index(f"block{b}_pool") + 1
+        assert pooled.get_layer(f"block{b}_pool_qcfs").levels == 4
+    assert "block5_pool_qcfs" not in names and pooled.get_layer("block1_qcfs1").levels == 2
+    with pytest.raises(UserError, match="needs --activation qcfs"):
+        models.vgg16(3, image_size=32, width=0.125, pool_levels=4)
+    args = ["--run", "r", "--activation", "qcfs", "--image-size", "32", "--width", "0.125"]
+    config = cli.train_config(cli.train_ann_parser().parse_args(args + ["--pool-levels", "4"]))
+    assert rundir.TrainConfig.from_json(config.to_json()).pool_levels == 4
+    assert rundir.build_model(config, 3).get_layer("block2_pool_qcfs").levels == 4
+    legacy = {k: v for k, v in config.to_json().items() if k != "pool_levels"}
+    assert rundir.TrainConfig.from_json(legacy).pool_levels == 0  # runs from before the option: none
+    for extra in (["--pool-before-activation"], ["--architecture", "resnet20"]):
+        bad = cli.train_config(cli.train_ann_parser().parse_args(args + ["--pool-levels", "4", *extra]))
+        with pytest.raises(UserError, match="--pool-levels requantises"):
+            bad.validate()
+
+
 def test_same_seed_same_initial_weights():
     a = models.vgg16(3, image_size=16, width=0.125, seed=4).get_weights()
     b = models.vgg16(3, image_size=16, width=0.125, seed=4).get_weights()
