@@ -106,8 +106,10 @@ class _Schedule:
 
     def __init__(self, config: TrainConfig, state: dict | None = None):
         self.config = config
-        self.state = state or {"best_val_loss": math.inf, "lr_wait": 0, "best_val_accuracy": -1.0,
-                               "stop_wait": 0, "best_epoch": -1}
+        self.state = dict(state or {"best_val_loss": math.inf, "lr_wait": 0, "best_val_accuracy": -1.0,
+                                    "stop_wait": 0, "best_epoch": -1})
+        if self.state["best_val_loss"] is None:  # strict JSON saved the infinity of no best epoch yet as null
+            self.state["best_val_loss"] = math.inf
 
     def update(self, epoch: int, val_loss: float, val_accuracy: float, optimizer,
                eligible: bool = True) -> tuple[bool, bool]:

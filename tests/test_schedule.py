@@ -55,6 +55,22 @@ def test_cosine_schedule_never_stops_early():
     assert not any(stops) and float(optimizer.learning_rate.numpy()) == np.float32(1e-3)
 
 
+def test_a_state_saved_before_any_eligible_epoch_resumes(tmp_path):
+    """A QCFS run checkpointed during its ReLU warm-up has no best loss yet: strict JSON writes that infinity as
+    null, and the resumed schedule must still take the first quantised epoch as the best (it crashed on None)."""
+    from snn4vision.checkpoints import atomic_write_json, read_json
+
+    config = TrainConfig("r", lr_schedule="cosine")
+    warm_up = _Schedule(config)
+    assert warm_up.update(5, 0.9, 0.6, None, eligible=False) == (False, False)
+    atomic_write_json(tmp_path / "state.json", warm_up.state)
+    saved = read_json(tmp_path / "state.json")
+    assert saved["best_val_loss"] is None
+    resumed = _Schedule(config, saved)
+    assert resumed.update(76, 1.3, 0.75, tf.keras.optimizers.Adam(1e-3)) == (True, False)
+    assert resumed.state["best_val_loss"] == 1.3 and resumed.state["best_epoch"] == 76
+
+
 def test_divergence_is_a_non_finite_or_exploded_loss():
     from snn4vision.evaluation import diverging
 
