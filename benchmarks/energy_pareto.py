@@ -34,6 +34,7 @@ from snn4vision.simulation import SpikingNetwork  # noqa: E402
 def run_label(config: dict) -> str:
     kind = f"QCFS L={config['levels']}" if config["activation"] == "qcfs" else "ReLU"
     pooling = ", pooled before act." if config.get("pool_before_activation") else ""
+    pooling += f", pooled maps at {config['pool_levels']} levels" if config.get("pool_levels") else ""
     return f"{kind}, S={config.get('sparsity', 0.0):g}{pooling}, seed {config['seed']}"
 
 
@@ -173,7 +174,7 @@ def main() -> None:
              f"exactly). The figure shows "
              f"the runs of seed {min(a['seed'] for a in anns)}.", "",
              "Each run: `run_all.py --dataset ../shared/data/ucmerced` (quick preset) with the levels, `--sparsity`, "
-             "`--pool-before-activation` and `--seed` its label names; the run directories are in "
+             "`--pool-before-activation`, `--pool-levels` and `--seed` its label names; the run directories are in "
              "`energy_pareto.json`.", "",
              "| run | neurons | T | accuracy | SOP/MAC | " + " | ".join(
                  f"{d} mJ | {d} ratio" for d in args.devices) + " | front |",

@@ -205,9 +205,10 @@ def train_config(args: argparse.Namespace):
                            activation=args.activation, architecture=args.architecture)
     if args.sparsity is None and config.activation != "qcfs":
         config.sparsity = 0.0  # the presets' sparsity was measured on QCFS networks only
-    if args.pool_levels is None and (config.activation != "qcfs" or config.architecture != "vgg16"
-                                     or config.pool_before_activation):
-        config.pool_levels = 0  # the presets' requantised pooling is that of a QCFS VGG-16 pooling after
+    if args.pool_levels is None and config.pool_levels:
+        # the presets requantise the pooled maps of a QCFS VGG-16 that pools after its activations, at 2L levels
+        plain = config.activation != "qcfs" or config.architecture != "vgg16" or config.pool_before_activation
+        config.pool_levels = 0 if plain else 2 * config.levels
     return config
 
 

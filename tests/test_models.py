@@ -64,6 +64,11 @@ def test_the_flag_reaches_the_model_and_the_saved_config(tmp_path):
     assert rundir.build_model(config, 3).get_layer("block1_qcfs2").output_shape == (None, 16, 16, 8)
     default = cli.train_config(cli.train_ann_parser().parse_args(args))
     assert default.pool_before_activation is False and default.levels == 2 and default.sparsity == 1.0
+    assert default.pool_levels == 4  # the preset requantises pooled maps at 2L levels
+    assert config.pool_levels == 0  # not where the activations are pooled before
+    more = cli.train_config(cli.train_ann_parser().parse_args(args + ["--levels", "4"]))
+    relu = cli.train_config(cli.train_ann_parser().parse_args(args[:2] + ["--activation", "relu"]))
+    assert (more.pool_levels, relu.pool_levels) == (8, 0)
     # a run written before the option existed pooled after its activations
     legacy = {k: v for k, v in config.to_json().items() if k != "pool_before_activation"}
     assert rundir.TrainConfig.from_json(legacy).pool_before_activation is False
