@@ -171,11 +171,11 @@ def main() -> None:
              f"ratio: SNN / its own ANN on that device. * marks the Pareto front on {first}, per seed (each "
              f"seed's split has its own test images). Below T = L, neurons with bursts of at least L / T spikes "
              f"fire the L levels compressed into the T steps (at T = 1, each QCFS level in one burst: the ANN "
-             f"exactly). The figure shows "
+             f"up to float rounding). The figure shows "
              f"the runs of seed {min(a['seed'] for a in anns)}.", "",
              "Each run: `run_all.py --dataset ../shared/data/ucmerced` (quick preset) with the levels, `--sparsity`, "
-             "`--pool-before-activation`, `--pool-levels` and `--seed` its label names; the run directories are in "
-             "`energy_pareto.json`.", "",
+             "`--pool-before-activation`, `--pool-levels` and `--seed` its label names (`--pool-levels 0` where it "
+             "names no pooled-map levels); the run directories are in `energy_pareto.json`.", "",
              "| run | neurons | T | accuracy | SOP/MAC | " + " | ".join(
                  f"{d} mJ | {d} ratio" for d in args.devices) + " | front |",
              "|---|---|---|---|---|" + "---|---|" * len(args.devices) + "---|"]

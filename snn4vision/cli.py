@@ -300,8 +300,9 @@ def convert_snn_parser() -> argparse.ArgumentParser:
                         "overshoot (default); --no-signed: plain IF neurons")
     p.add_argument("--max-spikes-per-step", dest="max_spikes", type=positive_int,
                    help="QCFS networks, signed neurons: bursts of up to N spikes per neuron and step (default: the "
-                        "levels L, at least 2; 1 with --no-signed). With N >= L / T, T < L steps fire the L levels "
-                        "in bursts: at T = 1 the SNN is the QCFS ANN exactly; N >= T makes T = L exact too")
+                        "network's largest levels L, at least 2; 1 with --no-signed). With N >= L / T, T < L steps "
+                        "fire the L levels in bursts: at T = 1 the SNN is the QCFS ANN (up to float rounding); "
+                        "N >= T makes T = L exact too")
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
     return p
 

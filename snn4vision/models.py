@@ -67,7 +67,7 @@ def vgg16(
     ``pool_levels`` (QCFS, pooling after the activations): a QCFS activation with this many levels follows each
     block's pooling (``block{b}_pool_qcfs``; 0: none). The average of four neurons' L + 1 levels takes 4L + 1
     values; at ``2 L`` levels the pooled map keeps most of them, and in the SNN the next block's first layer
-    receives the spikes of a quarter as many neurons, about half as many as the four would send.
+    receives the spikes of a quarter as many neurons: about half as many spikes as the four would send.
     """
 
     layers = tf.keras.layers

@@ -32,12 +32,15 @@ def pipeline_run(tmp_path_factory, small_subset):
 
 
 def _vgg_neurons(image_size, width):
-    """Neurons of the SNN4Space VGG-16 by hand: 13 conv layers, 'same' padding, 2x2 pooling after blocks 1-4."""
+    """Neurons of the SNN4Space VGG-16 by hand: 13 conv layers, 'same' padding, 2x2 pooling after blocks 1-4,
+    each pooled map requantised (the preset's --pool-levels), so a layer of neurons too."""
     blocks = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
     total, size = 0, image_size
     for b, block in enumerate(blocks):
         total += sum(size * size * round(c * width) for c in block)
         size //= 2
+        if b < 4:
+            total += size * size * round(block[-1] * width)
     return total
 
 
@@ -48,7 +51,7 @@ def test_summary_agrees_with_the_stages(pipeline_run):
     conversion = json.loads((run_dir / "conversion.json").read_text())
     energy = json.loads((run_dir / "energy.json").read_text())
     assert summary["ann_test_accuracy"] == metrics["test"]["accuracy"]
-    assert summary["neurons"] == _vgg_neurons(32, 0.25) == 69_120
+    assert summary["neurons"] == _vgg_neurons(32, 0.25) == 69_120 + 7_680
     chosen = conversion["variants"][0]["by_timesteps"]
     assert [r["timesteps"] for r in summary["converted"]] == [1, 2, 4]
     for row, stage in zip(summary["converted"], chosen):
@@ -80,6 +83,7 @@ def test_qcfs_warm_up_ends_quantised(pipeline_run):
     assert "epoch 6: ReLU warm-up over" in stdout
     config = json.loads((run_dir / "config.json").read_text())
     assert config["qcfs_warmup"] == 0.5 and config["activation"] == "qcfs"
+    assert config["pool_levels"] == 8  # the preset requantises the pooled maps at 2L
     # the converted network is quantised (build_graph refuses a QCFS layer still in its warm-up)
     assert json.loads((run_dir / "conversion.json").read_text())["neuron"] == "signed_if"
 
@@ -88,7 +92,7 @@ def test_progress_is_plain_lines_when_redirected(pipeline_run):
     _, stdout = pipeline_run
     assert "\r" not in stdout
     assert "== train (1/4)" in stdout and "== energy (3/4)" in stdout and "== report (4/4)" in stdout
-    assert "evaluating converted (QCFS, signed IF neurons, bursts of up to 4) (1/1)" in stdout
+    assert "evaluating converted (QCFS, signed IF neurons, bursts of up to 8) (1/1)" in stdout  # pooled: 2L
 
 
 def test_resume_skips_finished_stages_and_keeps_the_summary(pipeline_run, small_subset):

@@ -169,7 +169,7 @@ def test_training_subsets_are_seeded_and_span_classes(trained_run):
 
 @pytest.fixture(scope="module")
 def qcfs_converted(tmp_path_factory, small_subset):
-    """A tiny QCFS ANN (L = 4) trained on real images and converted up to T = 8."""
+    """A tiny QCFS ANN (L = 4, pooled maps not requantised) trained on real images and converted up to T = 8."""
     from snn4vision import cli
     from snn4vision.training import train_ann
 
@@ -177,7 +177,8 @@ def qcfs_converted(tmp_path_factory, small_subset):
 
     run_dir = tmp_path_factory.mktemp("qcfs") / "run"
     args = cli.train_ann_parser().parse_args(["--run", str(run_dir), "--dataset", str(small_subset),
-                                              *TINY_TRAIN_ARGS, "--activation", "qcfs", "--levels", "4"])
+                                              *TINY_TRAIN_ARGS, "--activation", "qcfs", "--levels", "4",
+                                              "--pool-levels", "0"])
     metrics = train_ann(cli.train_config(args), verbose=False)
     return run_dir, metrics, convert_snn(ConvertConfig(str(run_dir), max_timesteps=8), verbose=False)
 
