@@ -80,8 +80,6 @@ def test_a_requantised_pooled_map_converts_exactly_and_costs_one_synapse_per_poo
     layer fires sum(levels * y / lambda) of its own levels; at T = L it still reproduces the ANN. The pooling is
     a layer of its own in the costs: one synapse per input (a MAC in the ANN, a SOP per spike in the SNN), its
     pooled neurons charged to it, none of its additions to the conv after it."""
-    import tensorflow as tf
-
     images = np.load(REFERENCE)["images"]
     model = reference_ann(True, levels=2, pool_levels=4)
     graph = layer_graph.build_graph(model)

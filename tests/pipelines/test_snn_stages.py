@@ -197,7 +197,9 @@ def test_qcfs_run_converts_to_signed_if_neurons(qcfs_converted):
     assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert report["ann_test_accuracy"] > 0.5
     assert burst[4]["accuracy"] == pytest.approx(report["ann_test_accuracy"])
-    assert default[1]["accuracy"] == burst[1]["accuracy"] == pytest.approx(report["ann_test_accuracy"])
+    assert default[1]["accuracy"] == burst[1]["accuracy"]
+    # the ANN up to float rounding at a level boundary: one test image at most
+    assert abs(default[1]["accuracy"] - report["ann_test_accuracy"]) <= 1 / report["test_images"]
     assert plain[1]["accuracy"] < report["ann_test_accuracy"]  # one spike per step: no compression
     assert report["verify"]["unconverted"] == [] and report["verify"]["timesteps"] == 4  # verified at T = L
     assert (load_snn(run_dir).neuron, load_snn(run_dir).max_spikes) == ("signed_if", 4)
