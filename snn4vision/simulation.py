@@ -245,6 +245,7 @@ class SpikingNetwork(tf.keras.Model):
                     h = rescale(xs[0], plan[name].inputs[0], name, gains)
                     threshold = thresholds[name]
                     drive = cell.drive(h, threshold * compression[name])
+                    # L (t + 1) / T may land a float rounding below the integer it stands for
                     ceiling = tf.floor(tf.cast(t + 1, tf.float32) * compression[name] + 1e-3)
                     states[name], n, spikes = cell.step(tuple(tf.stop_gradient(s) for s in states[name]),
                                                         tf.stop_gradient(h), threshold, dt, ceiling)
