@@ -125,14 +125,13 @@ def _pool_padding(model, node) -> tuple:
 
 
 def _conv_weights(model, node, kernel) -> tuple:
-    """NIR's ``(weight (out, in/groups, kh, kw), padding (ph, pw), groups)`` of a conv or depthwise node."""
+    """NIR's ``(weight (out, in, kh, kw), padding (ph, pw))`` of a conv or depthwise node."""
     size = _input(model, node).shape
     k = np.asarray(kernel, np.float32)
-    if node.op == "depthwise":  # (kh, kw, in, multiplier) -> (in * multiplier, 1, kh, kw), grouped by input
-        kh, kw, cin, mult = k.shape
-        weight, groups = k.reshape(kh, kw, cin * mult).transpose(2, 0, 1)[:, None], cin
+    if node.op == "depthwise":
+        weight = _depthwise_as_dense(k)
     else:
-        weight, groups = k.transpose(3, 2, 0, 1), 1
+        weight = k.transpose(3, 2, 0, 1)
     padding = [0, 0]
     if node.params["padding"] == "SAME":
         for axis in range(2):
@@ -143,7 +142,22 @@ def _conv_weights(model, node, kernel) -> tuple:
                 weight = np.concatenate([np.zeros(shape, weight.dtype), weight], axis=2 + axis)
                 before = after
             padding[axis] = before
-    return weight, tuple(padding), groups
+    return weight, tuple(padding)
+
+
+def _depthwise_as_dense(kernel: np.ndarray) -> np.ndarray:
+    """A depthwise kernel ``(kh, kw, in, multiplier)`` as the dense ``(in * multiplier, in, kh, kw)`` kernel of the
+    same conv: output channel ``c * multiplier + m`` reads input channel ``c`` alone, every other weight is 0.
+
+    Not NIR's ``groups = in``: nir's Conv2d takes its input channels from ``weight.shape[1]`` whatever the groups,
+    so from nir 1.0.5 on, a grouped conv fails nir's own type check and ``nir.read`` refuses the file (and sinabs's
+    importer builds it with the wrong input channels). The dense kernel is exact everywhere, at ``in`` times the
+    weights in the file."""
+    kh, kw, cin, mult = kernel.shape
+    dense = np.zeros((cin * mult, cin, kh, kw), np.float32)
+    per_output = kernel.reshape(kh, kw, cin * mult).transpose(2, 0, 1)  # (in * multiplier, kh, kw)
+    dense[np.arange(cin * mult), np.arange(cin * mult) // mult] = per_output
+    return dense
 
 
 def _strides(node) -> tuple:
@@ -209,7 +223,7 @@ def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
                 bias = np.zeros(kernel.shape[1], np.float32) if bias is None else bias
                 nodes[name] = nir.Affine(weight=(kernel * factor).T.copy(), bias=bias)
             else:
-                weight, padding, groups = _conv_weights(model, node, kernel)
+                weight, padding = _conv_weights(model, node, kernel)
                 source = _input(model, node)
                 if source.op == "pad":  # nir_problems() checked that it is even, before a 'valid' conv
                     padding = tuple(int(pad[0]) for pad in source.params["padding"])
@@ -217,7 +231,7 @@ def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
                 bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
                 nodes[name] = nir.Conv2d(input_shape=tuple(int(s) for s in source.shape[:2]),
                                          weight=weight * np.float32(factor), stride=_strides(node),
-                                         padding=padding, dilation=1, groups=groups, bias=bias)
+                                         padding=padding, dilation=1, groups=1, bias=bias)
             feed(name, sources, factor)
             terms[name] = [_Term(name, 1.0)]
         elif node.op == "neuron":
@@ -344,7 +358,7 @@ def run_in_sinabs(graph: nir.NIRGraph, images: np.ndarray, timesteps: int, batch
 
     def module(node):
         if isinstance(node, nir.Conv2d) and int(node.groups) > 1:
-            raise UserError(f"{names[id(node)]}: sinabs's NIR importer builds grouped (depthwise) convs with the "
+            raise UserError(f"{names[id(node)]}: sinabs's NIR importer builds a grouped conv (groups > 1) with the "
                             f"wrong number of input channels: check this network without --check sinabs")
         layer = Scale(node.scale) if isinstance(node, nir.Scale) else sinabs.nir._import_sinabs_module(
             node, batch_size=None, num_timesteps=timesteps)

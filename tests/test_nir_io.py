@@ -275,11 +275,12 @@ def test_what_nir_cannot_express_is_refused_in_one_line_naming_the_fix():
     assert [p for p in nir_problems(with_pad) if "ZeroPadding2D with equal padding" in p]
 
 
-@pytest.mark.parametrize("case", ["vgg16", "vgg16, pooled before its activations", "resnet20"])
+@pytest.mark.parametrize("case", ["vgg16", "vgg16, pooled before its activations", "resnet20",
+                                  "flatten, depthwise, padding"])
 def test_sinabs_runs_the_written_file_to_our_spike_counts(case, images, tmp_path):
     """sinabs (its own NIR importer, wired by nirtorch) on the file read back: spike for spike what our simulator
-    gives, residual adds, Scale nodes and the shifted kernels of uneven padding included. (A depthwise conv it
-    cannot build: refused in one line.)"""
+    gives, residual adds, Scale nodes, the shifted kernels of uneven padding and depthwise convs (written as dense
+    ones) included."""
     pytest.importorskip("sinabs")
     from snn4vision.nir_io import run_in_sinabs
 
@@ -294,11 +295,39 @@ def test_sinabs_runs_the_written_file_to_our_spike_counts(case, images, tmp_path
     np.testing.assert_allclose(theirs["logits"], ours["logits"].numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_the_sinabs_check_refuses_depthwise_convs_in_one_line(images, tmp_path):
+def test_the_sinabs_check_refuses_a_grouped_conv_in_one_line(images):
+    """A NIR file from elsewhere may hold a grouped conv, which sinabs's importer builds with the wrong input
+    channels: refused, not run to wrong counts. (Ours writes depthwise convs as dense ones.)"""
     pytest.importorskip("sinabs")
     from snn4vision.nir_io import run_in_sinabs
 
-    snn = SpikingNetwork.from_graph(layer_graph.build_graph(CASES["flatten, depthwise, padding"]()), timesteps=2,
-                                    tau=None, neuron="if")
-    with pytest.raises(UserError, match="grouped .depthwise. convs"):
-        run_in_sinabs(to_nir(snn), images[:, :12, :12], 2)
+    conv = nir.Conv2d(input_shape=(4, 4), weight=np.ones((4, 1, 3, 3), np.float32), stride=1, padding=(1, 1),
+                      dilation=1, groups=2, bias=np.zeros(4, np.float32))
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2, 4, 4])}), "conv": conv,
+                                "output": nir.Output(output_type={"output": np.array([4, 4, 4])})},
+                         edges=[("input", "conv"), ("conv", "output")], metadata={"dt": 1.0})
+    with pytest.raises(UserError, match="grouped conv"):
+        run_in_sinabs(graph, images[:, :4, :4, :2], 2)
+
+
+def test_a_depthwise_conv_is_written_as_the_dense_conv_it_equals_and_passes_nirs_type_check(tmp_path):
+    """nir 1.0.5 and later type-check a file on read and take a conv's input channels from its weight, so a
+    grouped conv (groups = in) was refused there. Output channel c * multiplier + m reads input channel c only."""
+    model = CASES["flatten, depthwise, padding"]()
+    snn = SpikingNetwork.from_graph(layer_graph.build_graph(model), timesteps=2, tau=None, neuron="if")
+    write_nir(tmp_path / "snn.nir", to_nir(snn))
+    graph = nir.read(tmp_path / "snn.nir")  # type-checked on the nir versions that check
+    if hasattr(graph, "check_types"):
+        assert graph.check_types()
+    depthwise = next(layer for layer in model.layers if isinstance(layer, L.DepthwiseConv2D))
+    kernel = depthwise.get_weights()[0]  # (kh, kw, in, multiplier)
+    kh, kw, cin, mult = kernel.shape
+    convs = [n for n in graph.nodes.values() if isinstance(n, nir.Conv2d) and n.weight.shape[0] == cin * mult
+             and n.weight.shape[1] == cin and n.weight.shape[2:] == (kh, kw)]
+    assert len(convs) == 1 and int(convs[0].groups) == 1
+    weight = np.asarray(convs[0].weight)
+    scale = weight[0, 0].ravel() @ kernel[:, :, 0, 0].ravel() / (kernel[:, :, 0, 0] ** 2).sum()  # the node's gain
+    for c in range(cin):
+        for m in range(mult):
+            assert not np.delete(weight[c * mult + m], c, axis=0).any()
+            np.testing.assert_allclose(weight[c * mult + m, c], scale * kernel[:, :, c, m], rtol=1e-5, atol=1e-6)
