@@ -149,8 +149,8 @@ def _depthwise_as_dense(kernel: np.ndarray) -> np.ndarray:
     """A depthwise kernel ``(kh, kw, in, multiplier)`` as the dense ``(in * multiplier, in, kh, kw)`` kernel of the
     same conv: output channel ``c * multiplier + m`` reads input channel ``c`` alone, every other weight is 0.
 
-    Not NIR's ``groups = in``: nir's Conv2d takes its input channels from ``weight.shape[1]`` whatever the groups,
-    so from nir 1.0.5 on, a grouped conv fails nir's own type check and ``nir.read`` refuses the file (and sinabs's
+    Not NIR's ``groups = in``: nir's Conv2d takes its input channels from ``weight.shape[1]`` whatever the
+    groups, so nir 1.0.7 and later, which type-check on read, refuse a grouped conv in ``nir.read`` (and sinabs's
     importer builds it with the wrong input channels). The dense kernel is exact everywhere, at ``in`` times the
     weights in the file."""
     kh, kw, cin, mult = kernel.shape

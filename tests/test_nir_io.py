@@ -311,7 +311,7 @@ def test_the_sinabs_check_refuses_a_grouped_conv_in_one_line(images):
 
 
 def test_a_depthwise_conv_is_written_as_the_dense_conv_it_equals_and_passes_nirs_type_check(tmp_path):
-    """nir 1.0.5 and later type-check a file on read and take a conv's input channels from its weight, so a
+    """nir 1.0.7 and later type-check a file on read and take a conv's input channels from its weight, so a
     grouped conv (groups = in) was refused there. Output channel c * multiplier + m reads input channel c only."""
     model = CASES["flatten, depthwise, padding"]()
     snn = SpikingNetwork.from_graph(layer_graph.build_graph(model), timesteps=2, tau=None, neuron="if")
