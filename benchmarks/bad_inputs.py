@@ -135,7 +135,10 @@ def _dataset(kind: str) -> Callable:
             from PIL import Image
 
             rgb = np.asarray(Image.open(sorted(UCMERCED_TIFF.glob("*/*.tif"))[0]).convert("RGB"))
-            tifffile.imwrite(target / "nir.tif", np.concatenate([rgb, rgb[..., :1]], -1), photometric="minisblack")
+            four = np.concatenate([rgb, rgb[..., :1]], -1)
+            # contig: without it tifffile writes a (h, w, 4) array as h pages of (w, 4) grey images
+            tifffile.imwrite(target / "nir.tif", four, photometric="minisblack", planarconfig="contig")
+            _check_fixture(target / "nir.tif", four)
         elif kind == "1x1 image":
             from PIL import Image
 
@@ -156,6 +159,17 @@ def _dataset(kind: str) -> Callable:
                 for image in sorted((bad / name).iterdir())[1:]:
                     image.unlink()
     return prepare
+
+
+def _check_fixture(path: Path, expected) -> None:
+    """A fixture is what its case says it is: one page holding exactly ``expected``."""
+    import numpy as np
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        if len(tiff.pages) != 1 or not np.array_equal(tiff.pages[0].asarray(), expected):
+            raise SystemExit(f"fixture {path} is not what its case claims: {len(tiff.pages)} pages, "
+                             f"shape {tiff.pages[0].shape}")
 
 
 def _hold_lock(run, work):
@@ -375,6 +389,10 @@ def cases() -> list:
              prepare=_remove("snn.json", "snn.weights.h5")))
     add(Case("report", "report there, no --overwrite", ["{run}", "--out", "{work}/report"], base="ann",
              prepare=lambda r, w: (w / "report").mkdir() or (w / "report" / "report.html").write_text("x")))
+    # issue 33: the run directory is ours or refused (ownership, --overwrite, outputs on inputs, --resume)
+    # issue 33: data decoding and training flags
+    # issue 33: report, export, energy profiles, predict
+    # issue 33: cluster config and run files
     return c
 
 

@@ -57,6 +57,18 @@ MUTANTS = [
     ("Sobel centre weight 1", "snn4vision/edges.py",
      "[[1, 0, -1], [2, 0, -2], [1, 0, -1]]", "[[1, 0, -1], [1, 0, -1], [1, 0, -1]]",
      ["tests/test_edges.py"]),
+    ("depthwise reads the wrong input", "snn4vision/nir_io.py",
+     "np.arange(cin * mult) // mult] = per_output", "np.arange(cin * mult) % cin] = per_output",
+     ["tests/test_nir_io.py"]),
+    ("depthwise grouped again", "snn4vision/nir_io.py",
+     "padding=padding, dilation=1, groups=1, bias=bias)",
+     "padding=padding, dilation=1, groups=weight.shape[1] if node.op == 'depthwise' else 1, bias=bias)",
+     ["tests/test_nir_io.py"]),
+    # issue 33: behaviours no test checked
+    # issue 33: the run directory is ours or refused
+    # issue 33: data decoding and training flags
+    # issue 33: report, export, energy profiles, predict
+    # issue 33: cluster config and run files
 ]
 
 
