@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import snn4vision  # noqa: E402,F401
 
 from snn4vision.rundir import TrainConfig  # noqa: E402
-from snn4vision.training import PRESETS, train_ann  # noqa: E402
+from snn4vision.training import train_ann  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHORT = dict(width=0.25, epochs=40)  # the short budget of the ablation (about 4 minutes each on 2 idle cores)
@@ -43,8 +43,8 @@ def measure(name: str, dataset: str, runs_dir: Path, seed: int) -> dict:
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
     else:
-        values = dict(PRESETS["quick"]) | overrides
-        metrics = train_ann(TrainConfig(run_dir=str(run_dir), dataset=dataset, preset="quick", seed=seed, **values))
+        config = TrainConfig.from_preset("quick", run_dir=str(run_dir), dataset=dataset, seed=seed, **overrides)
+        metrics = train_ann(config)
     config = json.loads((run_dir / "config.json").read_text())
     return {"variant": name, "what": what, "seed": seed, "width": config["width"], "epochs": config["epochs"],
             "activation": config["activation"], "test_accuracy": metrics["test"]["accuracy"],

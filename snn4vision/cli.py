@@ -19,8 +19,8 @@ from .fine_tuning import RECIPES, FineTuneConfig, fine_tune  # noqa: E402
 from .pipeline import PATHS, SUMMARY_DEVICES, PipelineConfig, run_all  # noqa: E402
 from .predict import predict  # noqa: E402
 from .report import ReportConfig, write_report  # noqa: E402
-from .rundir import ANN_ARCHITECTURES, OPTIMIZERS, TrainConfig  # noqa: E402
-from .training import PRESETS, TRANSFORMER_PRESETS, train_ann, train_spiking_transformer  # noqa: E402
+from .rundir import ANN_ARCHITECTURES, OPTIMIZERS, PRESETS, TrainConfig  # noqa: E402
+from .training import TRANSFORMER_PRESETS, train_ann, train_spiking_transformer  # noqa: E402
 from .errors import UserError  # noqa: E402
 
 
@@ -141,16 +141,18 @@ def input_transform(args: argparse.Namespace) -> tuple[str, str]:
     return dataset, named
 
 
+def _given(args: argparse.Namespace, names: tuple) -> dict:
+    """The flags every training stage shares, and those of ``names`` that were given."""
+    dataset, transform = input_transform(args)
+    return dict(run_dir=args.run_dir, dataset=dataset, data_dir=args.data_dir, seed=args.seed,
+                split=tuple(args.split), input_transform=transform, init_from=args.init_from,
+                freeze_backbone=args.freeze_backbone, backbone_lr_factor=args.backbone_lr_factor,
+                **{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+
+
 def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed):
     """A TrainConfig: ``presets[args.preset]``, overridden by the flags ``names`` that were given."""
-
-    values = dict(presets[args.preset])
-    values.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
-    dataset, transform = input_transform(args)
-    return TrainConfig(run_dir=args.run_dir, dataset=dataset, data_dir=args.data_dir, seed=args.seed,
-                       split=tuple(args.split), preset=args.preset, input_transform=transform, init_from=args.init_from,
-                       freeze_backbone=args.freeze_backbone, backbone_lr_factor=args.backbone_lr_factor, **fixed,
-                       **values)
+    return TrainConfig(**{**presets[args.preset], "preset": args.preset, **_given(args, names), **fixed})
 
 
 def train_ann_parser() -> argparse.ArgumentParser:
@@ -198,18 +200,10 @@ def train_ann_parser() -> argparse.ArgumentParser:
 def train_config(args: argparse.Namespace):
     """A TrainConfig from parsed flags: the preset, overridden by explicit flags."""
 
-    config = preset_config(args, PRESETS, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs",
-                                           "learning_rate", "optimizer", "augment", "qcfs_threshold",
-                                           "label_smoothing", "lr_schedule", "qcfs_warmup", "levels", "sparsity",
-                                           "pool_before_activation", "pool_levels"),
-                           activation=args.activation, architecture=args.architecture)
-    if args.sparsity is None and config.activation != "qcfs":
-        config.sparsity = 0.0  # the presets' sparsity was measured on QCFS networks only
-    if args.pool_levels is None and config.pool_levels:
-        # the presets requantise the pooled maps of a QCFS VGG-16 that pools after its activations, at 2L levels
-        plain = config.activation != "qcfs" or config.architecture != "vgg16" or config.pool_before_activation
-        config.pool_levels = 0 if plain else 2 * config.levels
-    return config
+    given = _given(args, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs", "learning_rate",
+                          "optimizer", "augment", "qcfs_threshold", "label_smoothing", "lr_schedule", "qcfs_warmup",
+                          "levels", "sparsity", "pool_before_activation", "pool_levels"))
+    return TrainConfig.from_preset(args.preset, **given, activation=args.activation, architecture=args.architecture)
 
 
 def run_all_parser() -> argparse.ArgumentParser:

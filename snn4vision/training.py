@@ -15,7 +15,7 @@ from .errors import UserError, check_keras
 from .evaluation import classification_metrics, diverging
 from .layers import QCFS
 from .progress import BatchProgress
-from .rundir import RunData, TrainConfig, build_model, weights_file
+from .rundir import PRESETS, RunData, TrainConfig, build_model, weights_file  # noqa: F401 (PRESETS: callers of training)
 from .transfer import backbone_variables, transfer_weights, with_backbone_rate
 from .transformers import firing_rates, measure, total_spikes
 
@@ -33,31 +33,6 @@ TRANSFORMER_PRESETS = {
                       optimizer="adamw", learning_rate=3e-4, weight_decay=0.06, lr_schedule="cosine",
                       warmup_epochs=20, augment="geometric", stop_patience=1000, kernel_l2=0.0, bias_l1=0.0,
                       batch_norm=True),
-}
-
-
-#: Named configurations; explicit flags override them.
-PRESETS = {
-    # SNN4Space: ImageNet-pretrained VGG-16 at 224x224, RMSprop 1e-3, plateau schedule.
-    "paper": dict(image_size=224, width=1.0, batch_norm=False, weights="imagenet", batch_size=32, epochs=100,
-                  augment="snn4space",
-                  optimizer="rmsprop", learning_rate=1e-3, lr_schedule="plateau", warmup_epochs=0, lr_patience=5,
-                  lr_factor=0.1, stop_patience=10, qcfs_warmup=0.0),
-    # From scratch in about 11 minutes of training on 2 CPU cores (UC Merced, 1,680 images); chosen by the
-    # ablation in benchmarks/results/ann_recipe.md: cosine decay over the whole budget (no early stopping),
-    # width 0.25 (4x fewer MACs than 0.5, so 2.5x the epochs in the same time), geometric augmentation only.
-    # QCFS networks train as ReLU for 75 % of the epochs, then quantise at L = 2 (lambda of least error), with a
-    # sparsity penalty of 1 and each pooled map requantised at 2L levels (pool_levels: 2 x levels, whatever
-    # --levels says): on the accuracy/energy front (benchmarks/results/energy_pareto.md, seeds 0-2) the SNN at
-    # T = 1 costs 0.41x its ANN on loihi, against 0.53x without the requantised pooling, for 0.9 points of ANN
-    # accuracy (within the seeds' spread). ReLU networks train without the penalty unless asked.
-    "quick": dict(image_size=64, width=0.25, batch_norm=True, weights="none", batch_size=32, epochs=100,
-                  augment="geometric", optimizer="adam", learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=1,
-                  min_learning_rate=1e-5, levels=2, qcfs_warmup=0.75, sparsity=1.0, pool_levels=4),
-    # The longer budget (not yet measured): width 0.5 and 160 epochs, about 50 minutes on 2 CPU cores.
-    "full": dict(image_size=64, width=0.5, batch_norm=True, weights="none", batch_size=32, epochs=160,
-                 augment="geometric", optimizer="adam", learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=2,
-                 min_learning_rate=1e-5, levels=2, qcfs_warmup=0.75, sparsity=1.0, pool_levels=4),
 }
 
 

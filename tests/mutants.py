@@ -64,6 +64,9 @@ MUTANTS = [
      "padding=padding, dilation=1, groups=1, bias=bias)",
      "padding=padding, dilation=1, groups=weight.shape[1] if node.op == 'depthwise' else 1, bias=bias)",
      ["tests/test_nir_io.py"]),
+    ("preset ReLU keeps the penalty", "snn4vision/rundir.py",
+     'if "sparsity" not in overrides and config.activation != "qcfs":', 'if False:',
+     ["tests/test_models.py"]),
     # issue 33: behaviours no test checked
     # issue 33: the run directory is ours or refused
     # issue 33: data decoding and training flags

@@ -1,9 +1,13 @@
+import importlib.util
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from snn4vision import cli, models, rundir
 from snn4vision.errors import UserError
+
+from .conftest import ROOT
 
 
 def _analytic_conv_params(width=1.0):
@@ -72,6 +76,33 @@ def test_the_flag_reaches_the_model_and_the_saved_config(tmp_path):
     # a run written before the option existed pooled after its activations
     legacy = {k: v for k, v in config.to_json().items() if k != "pool_before_activation"}
     assert rundir.TrainConfig.from_json(legacy).pool_before_activation is False
+
+
+def test_library_callers_get_the_presets_derived_defaults_from_one_place(tmp_path):
+    """TrainConfig.from_preset is what the CLI uses: a ReLU network from the quick preset gets no penalty and no
+    requantised pooled maps (dict(PRESETS["quick"]) | overrides kept pool_levels=4 and was refused), a QCFS one
+    2L levels there, and what a caller gives is kept as given. Every variant of benchmarks/ann_recipe.py builds."""
+    run = str(tmp_path / "r")
+    relu = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="relu")
+    relu.validate()
+    assert (relu.sparsity, relu.pool_levels, relu.preset, relu.epochs) == (0.0, 0, "quick", 100)
+    qcfs = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", levels=3)
+    assert (qcfs.sparsity, qcfs.pool_levels) == (1.0, 6)
+    resnet = rundir.TrainConfig.from_preset("full", run_dir=run, activation="qcfs", architecture="resnet18")
+    resnet.validate()
+    assert (resnet.pool_levels, resnet.width, resnet.epochs) == (0, 0.5, 160)
+    kept = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="relu", sparsity=0.5)
+    assert kept.sparsity == 0.5
+    assert rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", pool_levels=0).pool_levels == 0
+    flags = cli.train_config(cli.train_ann_parser().parse_args(["--run", run, "--activation", "relu"]))
+    assert flags == relu  # the CLI's config is the library's
+    with pytest.raises(UserError, match="unknown preset 'fast'"):
+        rundir.TrainConfig.from_preset("fast", run_dir=run)
+    spec = importlib.util.spec_from_file_location("ann_recipe", ROOT / "benchmarks" / "ann_recipe.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    for _, overrides in recipe.VARIANTS.values():
+        rundir.TrainConfig.from_preset("quick", run_dir=run, **overrides).validate()
 
 
 def test_requantised_pooling_adds_a_qcfs_after_each_blocks_pooling():
