@@ -106,6 +106,11 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
     parser.add_argument("--seed", type=int, default=0,
                         help="controls split, shuffling, augmentation and initial weights")
     parser.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
+    parser.add_argument("--folds", type=non_negative_int, default=0, metavar="K",
+                        help="stratified K-fold cross-validation: the test split is fold --fold of K (each image is "
+                             "tested once over the K runs) and --split's TRAIN:VAL proportion divides the rest "
+                             "(default 0: off; benchmarks/cross_validation.py runs and gathers the folds)")
+    parser.add_argument("--fold", type=non_negative_int, default=0, metavar="I", help="with --folds: 0 .. K-1")
     parser.add_argument("--augment", choices=("snn4space", "geometric", "none"),
                         help="training augmentation: snn4space (geometry and colour jitter), geometric "
                              "(zoom, pad-and-crop, flips, 90-degree rotations) or none")
@@ -145,7 +150,8 @@ def _given(args: argparse.Namespace, names: tuple) -> dict:
     """The flags every training stage shares, and those of ``names`` that were given."""
     dataset, transform = input_transform(args)
     return dict(run_dir=args.run_dir, dataset=dataset, data_dir=args.data_dir, seed=args.seed,
-                split=tuple(args.split), input_transform=transform, init_from=args.init_from,
+                split=tuple(args.split), folds=args.folds, fold=args.fold, input_transform=transform,
+                init_from=args.init_from,
                 freeze_backbone=args.freeze_backbone, backbone_lr_factor=args.backbone_lr_factor,
                 **{name: getattr(args, name) for name in names if getattr(args, name) is not None})
 

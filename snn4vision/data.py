@@ -257,10 +257,50 @@ def stratified_split(labels: Sequence[int], fractions: Sequence[float] = (0.8, 0
     return {name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in parts.items()}
 
 
-def split_manifest(source: ImageSource, fractions: Sequence[float], seed: int) -> dict:
-    """The exact files (and labels) of each split, as saved to ``split.json``."""
-    indices = stratified_split(source.labels, fractions, seed)
+def stratified_folds(labels: Sequence[int], folds: int, fold: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                     seed: int = 0) -> dict:
+    """Split indices for fold ``fold`` of a stratified ``folds``-fold cross-validation.
+
+    Each class is shuffled with a generator seeded by ``seed`` (the same order for every fold) and cut into
+    ``folds`` chunks of sizes that differ by at most one; chunk ``fold`` is the test split, so over
+    ``fold = 0 .. folds - 1`` every image is tested exactly once. The other chunks are split into val and train
+    in the proportion ``fractions[1] : fractions[0]`` (val first), the test share of ``fractions`` being
+    replaced by ``1 / folds``. Returns sorted index arrays.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or np.any(fractions < 0) or not fractions[:2].sum() > 0:
+        raise UserError(f"split fractions must be three non-negative numbers, got {list(fractions)}")
+    if not (isinstance(folds, (int, np.integer)) and folds >= 2 and 0 <= fold < folds):
+        raise UserError(f"--fold must be one of 0 .. {folds - 1} of --folds {folds} (at least 2 folds)")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    val_share = fractions[1] / fractions[:2].sum()
+    parts = {name: [] for name in SPLITS}
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < folds:
+            raise UserError(f"class {label} has {len(members)} image(s), fewer than --folds {folds}: use fewer "
+                            "folds or more images per class")
+        chunks = np.array_split(members[rng.permutation(len(members))], folds)
+        rest = np.concatenate([c for i, c in enumerate(chunks) if i != fold])
+        cut = int(round(val_share * len(rest)))
+        parts["test"].append(chunks[fold])
+        parts["val"].append(rest[:cut])
+        parts["train"].append(rest[cut:])
+    return {name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in parts.items()}
+
+
+def split_manifest(source: ImageSource, fractions: Sequence[float], seed: int, folds: int = 0,
+                   fold: int = 0) -> dict:
+    """The exact files (and labels) of each split, as saved to ``split.json``; with ``folds``, those of
+    cross-validation fold ``fold`` (:func:`stratified_folds`)."""
+    if folds:
+        indices = stratified_folds(source.labels, folds, fold, fractions, seed)
+    else:
+        indices = stratified_split(source.labels, fractions, seed)
     manifest = {"source": source.describe(), "fractions": list(fractions), "seed": seed}
+    if folds:
+        manifest.update(folds=folds, fold=fold)
     for name in SPLITS:
         manifest[name] = [[source.items[i], int(source.labels[i])] for i in indices[name]]
     return manifest

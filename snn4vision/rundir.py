@@ -416,6 +416,10 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 0
     split: tuple = (0.8, 0.1, 0.1)
+    # stratified K-fold cross-validation (data.stratified_folds): the test split is fold ``fold`` of ``folds``,
+    # and split's train:val proportion divides the rest (0: off, the split above)
+    folds: int = 0
+    fold: int = 0
     augment: str = "geometric"  # a name in data.AUGMENTATIONS
     lr_patience: int = 3  # epochs without val_loss improvement before the LR drops
     lr_factor: float = 0.5
@@ -481,6 +485,8 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.image_size >= 16, f"--image-size must be at least 16, got {self.image_size}"),
+            (self.folds == 0 or (self.folds >= 2 and 0 <= self.fold < self.folds),
+             f"--fold must be one of 0 .. {self.folds - 1} with --folds {self.folds} (--folds at least 2, or 0: off)"),
             (self.width > 0, f"--width must be positive, got {self.width}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),

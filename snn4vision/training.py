@@ -312,7 +312,8 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
     tf.keras.utils.set_random_seed(config.seed)
 
     source = data.open_source(config.dataset, config.data_dir)
-    manifest = read_json(run_dir / rundir.SPLIT) if resume else data.split_manifest(source, config.split, config.seed)
+    manifest = read_json(run_dir / rundir.SPLIT) if resume else data.split_manifest(
+        source, config.split, config.seed, config.folds, config.fold)
     run = RunData(config, source, source.classes, manifest)
     if not manifest["train"] or not manifest["val"]:
         raise UserError("the train or val split is empty: use more images per class or other --split fractions")

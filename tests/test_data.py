@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from snn4vision import data
+from snn4vision import cli, data, rundir
 from snn4vision.errors import UserError
 
 from .conftest import UCMERCED_TIFF
@@ -38,6 +38,41 @@ def test_split_depends_only_on_seed():
 def test_split_rejects_bad_fractions():
     with pytest.raises(UserError, match="sum"):
         data.stratified_split([0, 1], (0.5, 0.5, 0.5))
+
+
+def test_cross_validation_tests_every_image_exactly_once_stratified():
+    sizes = [100, 23, 17, 5, 12]
+    labels = np.repeat(np.arange(5), sizes)
+    folds = [data.stratified_folds(labels, 5, i, (0.8, 0.1, 0.1), seed=3) for i in range(5)]
+    tested = np.concatenate([f["test"] for f in folds])
+    assert sorted(tested.tolist()) == list(range(len(labels)))  # each image in exactly one test split
+    for f in folds:
+        assert sorted(np.concatenate([f[s] for s in data.SPLITS]).tolist()) == list(range(len(labels)))
+        for label, n in enumerate(sizes):
+            test = int(np.sum(labels[f["test"]] == label))
+            val = int(np.sum(labels[f["val"]] == label))
+            assert test in (n // 5, -(-n // 5))  # the folds of a class differ by at most one image
+            assert val == round((n - test) / 9)  # val : train = 0.1 : 0.8 of the rest
+    again = data.stratified_folds(labels, 5, 2, seed=3)
+    assert all(np.array_equal(again[s], folds[2][s]) for s in data.SPLITS)
+    assert not np.array_equal(data.stratified_folds(labels, 5, 2, seed=4)["test"], folds[2]["test"])
+    with pytest.raises(UserError, match="--fold must be one of 0 .. 4"):
+        data.stratified_folds(labels, 5, 5)
+    with pytest.raises(UserError, match="class 3 has 5 image.s., fewer than --folds 6"):
+        data.stratified_folds(labels, 6, 0)
+
+
+def test_a_fold_is_recorded_in_the_manifest_and_the_config(ucmerced, tmp_path):
+    source = data.scan_folder(ucmerced)
+    manifest = data.split_manifest(source, (0.8, 0.1, 0.1), seed=0, folds=5, fold=1)
+    assert [len(manifest[s]) for s in data.SPLITS] == [1491, 189, 420] and manifest["fold"] == 1
+    args = cli.train_ann_parser().parse_args(["--run", str(tmp_path / "r"), "--folds", "5", "--fold", "4"])
+    config = cli.train_config(args)
+    assert (config.folds, config.fold) == (5, 4)
+    assert rundir.TrainConfig.from_json(config.to_json()).fold == 4
+    config.fold = 5
+    with pytest.raises(UserError, match="--fold must be one of 0 .. 4 with --folds 5"):
+        config.validate()
 
 
 def test_full_ucmerced_manifest_matches_reference_split(ucmerced):
