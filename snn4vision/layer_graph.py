@@ -241,7 +241,9 @@ class BatchNormConverter(LayerConverter):
         gamma = layer.gamma.numpy().astype(np.float64) if layer.gamma is not None else np.ones_like(mean)
         beta = layer.beta.numpy().astype(np.float64) if layer.beta is not None else np.zeros_like(mean)
         factor = gamma / np.sqrt(var + layer.epsilon)
-        target.kernel = (target.kernel * factor).astype(np.float32)
+        # a depthwise kernel is (h, w, C, M) for the C * M outputs c * M + m: the factors as (C, M)
+        shape = target.kernel.shape[-2:] if target.op == "depthwise" else factor.shape
+        target.kernel = (target.kernel * factor.reshape(shape)).astype(np.float32)
         target.bias = ((target.bias - mean) * factor + beta).astype(np.float32)
         target.params["bias"] = True
         return inputs[0]
