@@ -10,21 +10,29 @@ TensorFlow Datasets dataset (``eurosat``, ``uc_merced``). Every source yields
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import resources
 from .errors import UserError
 from .edges import EdgeFilter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 TIFF_EXTENSIONS = (".tif", ".tiff")
+#: First bytes of a TIFF (little- and big-endian); the decoder (decode_image) goes by these, not by the name.
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+#: Images with more pixels are refused before decoding: decoding and resizing one takes about 16 bytes per pixel
+#: (measured: 36 Mpx took 561 MiB), and tf.data decodes several at once.
+MAX_IMAGE_PIXELS = 8192 * 8192
 #: Images with a side shorter than this many pixels are named in a warning (they are upsampled a lot).
 MIN_IMAGE_SIDE = 32
 #: Dataset names understood by ``--dataset`` and their TensorFlow Datasets names.
@@ -32,6 +40,8 @@ TFDS_NAMES = {"eurosat": "eurosat/rgb", "uc_merced": "uc_merced"}
 #: Host each TFDS dataset downloads from (checked before a download starts).
 _DOWNLOAD_HOSTS = {"eurosat": "madm.dfki.de", "uc_merced": "weegee.vision.ucmerced.edu"}
 SPLITS = ("train", "val", "test")
+#: The largest --seed: tf.keras.utils.set_random_seed seeds NumPy's legacy generator, which takes 0 .. 2**32 - 1.
+MAX_SEED = 2 ** 32 - 1
 
 
 # --------------------------------------------------------------------------
@@ -89,17 +99,17 @@ def open_source(dataset: str, data_dir: str | None = None) -> ImageSource:
 def scan_folder(root: str | Path) -> ImageSource:
     """List a folder laid out as ``root/<class>/<image>``; classes sorted by name."""
     root = Path(root)
+    _refuse_link_loops([root])
     if not root.exists():
         raise UserError(f"image folder {root} does not exist: pass the folder that holds one sub-folder per class")
     if not root.is_dir():
         raise UserError(f"{root} is not a folder: pass the folder that holds one sub-folder per class")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise UserError(f"image folder {root} has no class sub-folders: lay it out as {root}/<class>/<image>")
+    class_dirs = _class_folders(root)
     classes, items, labels, dangling = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
         candidates = [f for f in sorted(class_dir.iterdir())
                       if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")]
+        _refuse_link_loops(candidates)
         dangling += [f for f in candidates if f.is_symlink() and not f.exists()]
         files = [f for f in candidates if f.is_file()]
         if not files:
@@ -114,6 +124,39 @@ def scan_folder(root: str | Path) -> ImageSource:
              "restore their targets or remove the links")
     check_images([root / item for item in items])
     return ImageSource("folder", str(root), classes, items, np.asarray(labels, np.int64), root=root)
+
+
+def _class_folders(root: Path) -> list:
+    """The class folders of ``root``, sorted; hidden folders (``.git``, ``.ipynb_checkpoints``) are left out, in
+    a warning, since a class of that name is almost always a tool's folder."""
+    entries = sorted(root.iterdir())
+    _refuse_link_loops(entries)
+    hidden = [p.name for p in entries if p.name.startswith(".") and p.is_dir()]
+    if hidden:
+        warn(f"{len(hidden)} hidden folder(s) in {root} are not used as classes ({_first(hidden)}): rename any "
+             "that is a class so that its name does not start with a dot")
+    class_dirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    if not class_dirs:
+        raise UserError(f"image folder {root} has no class sub-folders: lay it out as {root}/<class>/<image>")
+    return class_dirs
+
+
+def _is_link_loop(path: Path) -> bool:
+    """True for a symbolic link that leads back to itself (ELOOP), which would otherwise pass as a missing file."""
+    if not path.is_symlink():
+        return False
+    try:
+        path.stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def _refuse_link_loops(paths: list) -> None:
+    loops = [p for p in paths if _is_link_loop(p)]
+    if loops:
+        raise UserError(f"{len(loops)} symbolic link loop(s) ({_first(loops)}): each leads back to itself and is "
+                        "neither a folder nor an image: remove it or point it at a real folder or image")
 
 
 def warn(message: str) -> None:
@@ -144,35 +187,62 @@ def tiff_layout(path: str | Path) -> tuple[int, bool, tuple]:
                                                                                int(page.imagewidth))
 
 
-def image_header(path: Path) -> tuple[int, str | None]:
-    """``(shorter side in pixels, why it is not RGB or None)``, read from the header (nothing is decoded).
+def is_tiff(path: Path) -> bool:
+    """Whether ``path`` holds a TIFF, told by its first bytes as the decoder tells it (a TIFF named .png is one)."""
+    with open(path, "rb") as handle:
+        return handle.read(4) in TIFF_MAGIC
 
-    Only TIFFs can fail the RGB test (RGB, or RGB plus alpha, pass). Raises a UserError naming the file
-    when no decoder would recognise it.
+
+def image_header(path: Path) -> tuple[tuple, str | None]:
+    """``((height, width), why it is not RGB or None)``, read from the header (nothing is decoded).
+
+    Only TIFFs can fail the RGB test (RGB, or RGB plus alpha, pass), whatever their name says. Raises a
+    UserError naming the file when no decoder would recognise it or it declares more pixels than PIL accepts.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    tiff = path.suffix.lower() in TIFF_EXTENSIONS
     try:
-        if path.suffix.lower() in TIFF_EXTENSIONS:
+        if is_tiff(path):
+            tiff = True
             bands, alpha, shape = tiff_layout(path)
             rgb = bands == 3 or (bands == 4 and alpha)
-            return min(shape), None if rgb else f"has {bands} band{'s' if bands != 1 else ''}"
-        with Image.open(path) as image:
-            return min(image.size), None
+            named = "" if path.suffix.lower() in TIFF_EXTENSIONS else f" (a TIFF named {path.suffix})"
+            return shape, None if rgb else f"has {bands} band{'s' if bands != 1 else ''}{named}"
+        return _pil_shape(path), None
     except (UnidentifiedImageError, OSError, ValueError, IndexError) as exc:  # tifffile: TiffFileError (a ValueError)
         detail = str(exc).replace(str(path), "").strip(" :'\"") or type(exc).__name__
-        if path.suffix.lower() in TIFF_EXTENSIONS:
+        if tiff:
             detail = f"not a readable TIFF: {detail}"
         raise UserError(f"cannot read image {path} ({detail[:120]}): replace or remove the file") from None
 
 
+def _pil_shape(path: Path) -> tuple:
+    """``(height, width)`` from PIL's header; its decompression-bomb refusal (a tiny file that declares billions
+    of pixels) becomes one line naming the file, its warning below that is left to :func:`check_images`."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                return image.size[::-1]
+        except Image.DecompressionBombError as exc:
+            declared = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(declared.group(1)):,} pixels" if declared else "billions of pixels"
+            raise UserError(f"image {path} declares {size} (a damaged file or a decompression bomb; at most "
+                            f"{MAX_IMAGE_PIXELS:,} are decoded): replace or remove the file") from None
+
+
 def check_images(paths: list) -> None:
-    """Refuse TIFFs that are not RGB (or RGB plus alpha) and files no decoder recognises; warn once about
-    images smaller than MIN_IMAGE_SIDE.
+    """Refuse TIFFs that are not RGB (or RGB plus alpha), images of more than MAX_IMAGE_PIXELS and files no
+    decoder recognises; warn once about images smaller than MIN_IMAGE_SIDE.
 
     A multispectral TIFF (for example RGB + near-infrared) would otherwise be
     decoded as RGBA of its first band or first three bands: bands would be
-    dropped or duplicated without a word.
+    dropped or duplicated without a word. A huge image would be decoded whole
+    before it is resized, several at once: the out-of-memory killer ends the
+    run without a word.
     """
     headers = [(path, *image_header(path)) for path in paths]
     problems = [(path, why) for path, _, why in headers if why]
@@ -182,10 +252,28 @@ def check_images(paths: list) -> None:
             f"{len(problems)} TIFF(s) are not RGB: {path} {why} (snn4vision reads RGB images, or RGB plus an "
             "alpha channel): write an RGB copy of the bands you want (e.g. gdal_translate -b 1 -b 2 -b 3 in.tif "
             "out.tif) and point --dataset at those copies")
-    small = [(path, side) for path, side, _ in headers if side < MIN_IMAGE_SIDE]
+    _refuse_huge([(path, shape) for path, shape, _ in headers if shape[0] * shape[1] > MAX_IMAGE_PIXELS])
+    small = [(path, min(shape)) for path, shape, _ in headers if min(shape) < MIN_IMAGE_SIDE]
     if small:
         warn(f"{len(small)} image(s) have a side shorter than {MIN_IMAGE_SIDE} pixels and will be upsampled "
              f"({_first([f'{p} ({s} px)' for p, s in small])}): check that they belong in the dataset")
+
+
+def _refuse_huge(huge: list) -> None:
+    if huge:
+        path, (height, width) = huge[0]
+        raise UserError(
+            f"{len(huge)} image(s) are too large to decode: {path} is {width}x{height} pixels (decoding it takes "
+            f"about {resources.size_text(16 * width * height)} of memory; at most {MAX_IMAGE_PIXELS:,} pixels are "
+            "decoded): downsample them or cut them into tiles (e.g. gdal_translate -outsize 25% 25% in.tif out.tif)")
+
+
+def check_cache_memory(num_images: int, image_size: int) -> None:
+    """Refuse a dataset whose decoded images, cached in memory at ``image_size`` (:func:`decoded_dataset`), would
+    not fit."""
+    resources.check_memory(num_images * image_size * image_size * 3,
+                           f"keeping the {num_images} images decoded at {image_size}x{image_size} in memory",
+                           f"lower --image-size (now {image_size}) or use fewer images")
 
 
 def _can_reach(host: str, timeout: float = 3.0) -> bool:
@@ -303,6 +391,12 @@ def split_manifest(source: ImageSource, fractions: Sequence[float], seed: int, f
         manifest.update(folds=folds, fold=fold)
     for name in SPLITS:
         manifest[name] = [[source.items[i], int(source.labels[i])] for i in indices[name]]
+    empty = [name for name in SPLITS if not manifest[name]]
+    if empty:  # every split is used: val picks the best epoch, test scores the ANN and its SNN
+        smallest = int(np.unique(source.labels, return_counts=True)[1].min()) if len(source.labels) else 0
+        raise UserError(f"the {' and '.join(empty)} split would be empty (--split {' '.join(map(str, fractions))} of "
+                        f"{smallest} image(s) in the smallest class of {source.name}): use more images per class "
+                        "or larger fractions for it")
     return manifest
 
 

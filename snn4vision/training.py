@@ -307,6 +307,8 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
     distributed.check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
     if config.spiking:
         config.check_transformer_memory(config.batch_size // strategy.num_replicas_in_sync, training=True)
+    else:
+        config.check_ann_memory(config.batch_size // strategy.num_replicas_in_sync)
     if chief:
         rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
     tf.keras.utils.set_random_seed(config.seed)
@@ -315,6 +317,7 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
     manifest = read_json(run_dir / rundir.SPLIT) if resume else data.split_manifest(
         source, config.split, config.seed, config.folds, config.fold)
     run = RunData(config, source, source.classes, manifest)
+    data.check_cache_memory(sum(len(manifest[split]) for split in data.SPLITS), config.image_size)
     if not manifest["train"] or not manifest["val"]:
         raise UserError("the train or val split is empty: use more images per class or other --split fractions")
 
