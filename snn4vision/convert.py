@@ -16,6 +16,9 @@ from .evaluation import ann_accuracy, firing_rates, layer_spikes, readout_accura
 from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS, load_ann, open_run
 from .simulation import SpikingNetwork
 
+#: The step lengths --dt accepts, in seconds: the simulator floors dt at 1e-8 s, and far shorter steps overflow the
+#: float32 rates (1 / dt Hz) into a NaN SNN; SNN4Space's recipe converts at 1 s.
+MIN_DT, MAX_DT = 1e-8, 1e3
 #: How conversion.json names the integrate-and-fire neurons of QCFS networks (simulation.IF_NEURONS).
 IF_NAMES = {"if": "IF neurons", "signed_if": "signed IF neurons"}
 
@@ -52,7 +55,12 @@ class ConvertConfig:
         resources.check_timesteps(self.max_timesteps)
         checks = [
             (self.dt > 0, f"--dt must be positive, got {self.dt}"),
-            (self.tau is None or self.tau > 0, f"--tau must be positive (or use --synapse none), got {self.tau}"),
+            (math.isfinite(self.dt) and MIN_DT <= self.dt <= MAX_DT,
+             f"--dt must be between {MIN_DT:g} and {MAX_DT:g} seconds, got {self.dt}"),
+            (self.tau is None or (self.tau > 0 and math.isfinite(self.tau)),
+             f"--tau must be positive (or use --synapse none), got {self.tau}"),
+            (self.max_rate is None or (self.max_rate > 0 and math.isfinite(self.max_rate)),
+             f"--max-rate must be a positive number of Hz, got {self.max_rate}"),
             (0 < self.percentile <= 100, f"--percentile must be in (0, 100], got {self.percentile}"),
             (self.max_spikes is None or self.max_spikes >= 1,
              f"--max-spikes-per-step must be at least 1, got {self.max_spikes}"),
@@ -72,6 +80,18 @@ class ConvertConfig:
         if self.max_spikes is not None:
             return self.max_spikes
         return max(2, levels) if self.signed else 1
+
+
+def _non_finite(dt: float) -> UserError:
+    return UserError(f"the SNN converted at --dt {dt:g} has non-finite weights or outputs (its rates overflow "
+                     "float32): choose a larger --dt or a lower --max-rate; nothing was written")
+
+
+def check_finite(snn, logits, dt: float) -> None:
+    """Refuse an SNN whose weights or outputs are not finite numbers, before it is written (a NaN model that
+    loads and predicts one class would pass for a result)."""
+    if not (all(np.isfinite(w.numpy()).all() for w in snn.weights) and np.isfinite(logits).all()):
+        raise _non_finite(dt)
 
 
 def timestep_grid(max_timesteps: int) -> list:
@@ -127,6 +147,8 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
         batches = (x for x, _ in sample)
         percentiles = layer_graph.activation_percentiles(graph, batches, config.percentile, seed=config.seed)
         graph = layer_graph.normalise(graph, percentiles, max_rate or config.max_rate or 1.0 / dt)
+        if not all(abs(g) <= np.finfo(np.float32).max for g in graph.gains.values()):  # the SNN holds them as float32
+            raise _non_finite(dt)
     snn = SpikingNetwork.from_graph(graph, timesteps=config.max_timesteps, dt=dt,
                                     tau=config.tau if tau == "config" else tau, seed=config.seed)
     return snn, percentiles
@@ -161,6 +183,8 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
         # a T at which the levels are compressed is not the start of a longer run: simulated on its own
         compressed = [t for t in grid if snn.compression(t) != 1]
         result = simulate_split(snn, test_batches, config.max_timesteps, name if verbose else None)
+        if not variants:  # the SNN that is written
+            check_finite(snn, result["logits"], snn.dt)
         rows = accuracy_over_time(result, labels, [t for t in grid if t not in compressed], fraction,
                                   snn.neurons_per_layer(), snn.dt)
         for t in compressed:

@@ -63,12 +63,46 @@ def load_devices(directory: str | Path | None = None) -> dict:
     for path in files:
         try:
             values = tomllib.loads(path.read_text(encoding="utf-8"))
-            device = Device(**values)
-        except (tomllib.TOMLDecodeError, TypeError) as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"device profile {path} is invalid ({exc}): it needs name, spiking, energy_per_synop, "
                             "energy_per_neuron and optionally energy_per_mac and source") from None
+        device = Device(**check_profile(values, path))
+        if device.name in devices:
+            raise UserError(f"device profile {path} is named {device.name!r} like another profile in {directory}: "
+                            "give each profile its own name")
         devices[device.name] = device
     return devices
+
+
+def _energy(value) -> bool:
+    """Joules: a finite number, 0 or more (a string, a boolean or a negative value is a typo)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+#: Each key of a profile: (required, check, what the check wants).
+PROFILE_KEYS = {
+    "name": (True, lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+    "spiking": (True, lambda v: isinstance(v, bool), "true or false"),
+    "energy_per_synop": (True, _energy, "a number of joules, 0 or more"),
+    "energy_per_neuron": (True, _energy, "a number of joules, 0 or more"),
+    "energy_per_mac": (False, _energy, "a number of joules, 0 or more"),
+    "source": (False, lambda v: isinstance(v, str), "a string"),
+}
+
+
+def check_profile(values: dict, path) -> dict:
+    """``values`` of the profile file ``path`` if every key is known and of its type and range; else one
+    UserError naming the file, the key and what it should be (a wrong value would give wrong joules silently)."""
+    for key in values:
+        if key not in PROFILE_KEYS:
+            raise UserError(f"device profile {path} has an unknown key {key!r}: use {', '.join(PROFILE_KEYS)}")
+    for key, (required, valid, wanted) in PROFILE_KEYS.items():
+        if key not in values:
+            if required:
+                raise UserError(f"device profile {path} is invalid: {key} is missing (it should be {wanted})")
+        elif not valid(values[key]):
+            raise UserError(f"device profile {path} is invalid: {key} must be {wanted}, got {values[key]!r}")
+    return values
 
 
 @dataclass

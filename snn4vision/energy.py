@@ -15,6 +15,7 @@ from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_tex
 from .costs import activity_costs, device_table, energy_table, load_devices, rows_to_csv, summary
 from .errors import UserError
 from .evaluation import ann_accuracy, layer_spikes, network_readout_steps, readout_accuracy, simulate_split
+from .report_pages import plain
 from .rundir import (ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn,
                      load_trained, open_run)
 from .transformers import measure, total_spikes
@@ -34,8 +35,9 @@ def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps:
                                 verbose)
 
 
-def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_size, data_dir, overwrite,
-                     verbose) -> dict:
+def check_request(devices, timesteps, model: str = "auto", profiles=None) -> tuple[dict, list]:
+    """Refuse unknown devices, T or model before anything is written (run_all checks them before training too);
+    returns the available profiles and the names of those asked for."""
     available = load_devices(profiles)
     names = list(available) if not devices else list(devices)
     unknown = [n for n in names if n not in available]
@@ -46,6 +48,12 @@ def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_s
         resources.check_timesteps(timesteps)
     if model not in ("auto", "converted", "fine-tuned"):
         raise UserError(f"unknown model {model!r}: use auto, converted or fine-tuned")
+    return available, names
+
+
+def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_size, data_dir, overwrite,
+                     verbose) -> dict:
+    available, names = check_request(devices, timesteps, model, profiles)
     rundir.prepare_new(run_dir, [ENERGY_JSON, ENERGY_CSV, ENERGY_PLOT], False, overwrite, resumable=False,
                        stage="energy")
     run = open_run(run_dir, data_dir)
@@ -149,7 +157,7 @@ def plot_energy(report: dict, path: Path) -> None:
         s = report["summary"][n]
         ax.annotate(f"{s['snn_over_ann']:.2f}x", (i, max(s["ann_J"], s["snn_J"])), ha="center", va="bottom",
                     fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(x, names)
+    ax.set_xticks(x, [plain(n) for n in names])  # profile names drawn as written, never as math text
     ax.set_yscale("log")
     top = max(max(s["ann_J"], s["snn_J"]) for s in report["summary"].values())
     ax.set_ylim(top=top * 3)  # room for the ratio labels

@@ -1,6 +1,8 @@
 """The one exception type for problems the user can fix."""
 from __future__ import annotations
 
+import errno
+
 
 class UserError(Exception):
     """A problem with the user's input (path, flag, run directory, data).
@@ -20,3 +22,12 @@ def check_keras() -> None:
             "TensorFlow is using Keras 3, but snn4vision needs Keras 2 (tf-keras): "
             "import snn4vision before tensorflow, or set TF_USE_LEGACY_KERAS=1"
         )
+
+
+def write_failure(exc: OSError, path, fix: str) -> UserError:
+    """One line for a write the file system refused (read-only place, no permission, full disk): names ``path``,
+    the reason and ``fix``."""
+    reason = exc.strerror or type(exc).__name__
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space or " + fix
+    return UserError(f"cannot write {path} ({reason}): {fix}")

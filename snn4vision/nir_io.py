@@ -40,6 +40,7 @@ encoding, and the read-out (mean of the output over the last
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ import nir
 import numpy as np
 
 from .checkpoints import atomic_write
-from .errors import UserError
+from .errors import UserError, write_failure
 from .layer_graph import LINEAR_OPS, ONE, rescale
 from .simulation import SpikingNetwork
 
@@ -306,8 +307,16 @@ def _topological(graph: nir.NIRGraph) -> list:
 
 
 def write_nir(path, graph: nir.NIRGraph) -> None:
-    """Write ``graph`` to ``path`` with ``nir.write``, atomically."""
-    atomic_write(path, lambda tmp: nir.write(tmp, graph))
+    """Write ``graph`` to ``path`` with ``nir.write``, atomically; a refused write (read-only place, full disk) is
+    one UserError and leaves no temporary file."""
+    # HDF5 serialises into memory, where a full disk cannot reach it (writing to a full disk, it crashed the
+    # process and left its temporary file); the bytes then go out through Python, which raises OSError
+    buffer = io.BytesIO()
+    nir.write(buffer, graph)
+    try:
+        atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    except OSError as exc:
+        raise write_failure(exc, path, "choose an --out in a writable folder") from None
 
 
 def run_in_sinabs(graph: nir.NIRGraph, images: np.ndarray, timesteps: int, batch_size: int = 32) -> dict:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,37 @@ import numpy as np
 from . import data, resources, rundir
 from .checkpoints import read_json
 from .errors import UserError
+from .progress import Progress
 from .rundir import TrainConfig, load_ann, load_fine_tuned, load_snn, load_trained
 from .simulation import readout
 from .transformers import total_spikes
+
+#: Images simulated at once (as the evaluation's batches): a long prediction reports progress between them.
+BATCH = 32
+#: Seconds between progress lines (on stderr: stdout holds the predictions).
+PROGRESS_INTERVAL = 10.0
+
+
+def in_batches(run, images: np.ndarray, label: str) -> list:
+    """``run(batch) -> (logits, spikes)`` over ``images`` in batches of :data:`BATCH`, concatenated; a progress
+    line every :data:`PROGRESS_INTERVAL` seconds (an SNN at a large T takes minutes)."""
+    progress = Progress(label, math.ceil(len(images) / BATCH), PROGRESS_INTERVAL, sys.stderr)
+    parts = []
+    for start in range(0, len(images), BATCH):
+        parts.append(run(images[start:start + BATCH]))
+        progress.update(len(parts), "batches")
+    progress.close()
+    return [np.concatenate(column) for column in zip(*parts)]
+
+
+def _simulate(snn, batch: np.ndarray) -> tuple:
+    result = snn.simulate(batch, snn.timesteps)
+    return readout(result["logits"], snn.readout_steps).numpy(), result["spikes"].numpy().sum(axis=(1, 2))
+
+
+def _transformer(model, batch: np.ndarray) -> tuple:
+    logits, entries = model.activity(batch)
+    return np.asarray(logits), np.asarray(total_spikes(entries))
 
 
 def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: int | None = None) -> list:
@@ -36,16 +66,15 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
     spikes = None
     if config.spiking:  # a directly trained spiking transformer: it is the only model of the run
         dataclasses.replace(config, timesteps=timesteps or config.timesteps).check_transformer_memory(
-            len(batch), training=False)
-        logits, entries = load_trained(run_dir, config, len(classes), timesteps).activity(batch)
-        spikes = total_spikes(entries)
+            min(len(batch), BATCH), training=False)
+        model = load_trained(run_dir, config, len(classes), timesteps)
+        logits, spikes = in_batches(lambda x: _transformer(model, x), batch, f"predicting {len(batch)} images")
     elif model == "ann":
         logits = load_ann(run_dir, config, len(classes))(batch).numpy()
     elif model in ("snn", "fine-tuned"):
         snn = load_snn(run_dir, timesteps) if model == "snn" else load_fine_tuned(run_dir, timesteps)
-        result = snn.simulate(batch, snn.timesteps)
-        logits = readout(result["logits"], snn.readout_steps).numpy()
-        spikes = result["spikes"].numpy().sum(axis=(1, 2))
+        logits, spikes = in_batches(lambda x: _simulate(snn, x), batch,
+                                    f"predicting {len(batch)} images, T = {snn.timesteps}")
     else:
         raise UserError(f"unknown model {model!r}: use ann, snn or fine-tuned")
     probabilities = tf.nn.softmax(logits).numpy()

@@ -12,17 +12,21 @@ writes ``report.html``, ``report.md`` and ``report.json``.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from . import resources, rundir
+from . import layer_graph, resources, rundir
 from .checkpoints import read_json
-from .costs import activity_costs, device_table, energy_table, load_devices
+from .costs import activity_costs, device_table, energy_table, graph_costs, load_devices, network_activity
 from .errors import UserError
 from .evaluation import (classification_metrics, layer_spikes, network_readout_steps, readout_predictions,
                          simulate_split)
@@ -70,8 +74,7 @@ def write_report(config: ReportConfig, overwrite: bool = False, verbose: bool = 
     if unknown:
         raise UserError(f"unknown device(s) {', '.join(unknown)}: choose from {', '.join(devices)}")
     devices = {name: devices[name] for name in (config.devices or devices)}
-    for run_dir in config.runs:
-        _check_run(Path(run_dir))
+    missing = {run_dir: _check_run(Path(run_dir)) for run_dir in config.runs}
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a folder for the report")
@@ -83,10 +86,11 @@ def write_report(config: ReportConfig, overwrite: bool = False, verbose: bool = 
     for run_dir in config.runs:
         if verbose:
             print(f"measuring {run_dir}")
-        with rundir.locked(Path(run_dir), create=False):
+        with reading(Path(run_dir)):
             run_models = _measure_run(Path(run_dir), config, devices)
         models += run_models
-        runs.append({"run": Path(run_dir).name, "path": str(run_dir), "models": len(run_models)})
+        runs.append({"run": Path(run_dir).name, "path": str(run_dir), "models": len(run_models)}
+                    | ({"missing": missing[run_dir]} if missing[run_dir] else {}))
     report = {"machine": _machine(), "runs": runs, "devices": device_table(devices),
               "timing": f"best of 3 passes over {config.timing_images} test images, after one warm-up pass",
               "models": models}
@@ -96,11 +100,44 @@ def write_report(config: ReportConfig, overwrite: bool = False, verbose: bool = 
     return report
 
 
-def _check_run(run_dir: Path) -> None:
-    """Refuse a run that cannot be reported before measuring any (one line naming what it lacks)."""
+def _check_run(run_dir: Path) -> str | None:
+    """Refuse a run that cannot be reported before measuring any (one line naming what it lacks); returns what
+    the report will say is missing from a run that has its ANN but no converted SNN (its ANN is still compared)."""
     rundir.require(run_dir, rundir.CONFIG, rundir.CLASSES, rundir.SPLIT, rundir.METRICS)
-    if not (run_dir / rundir.TRANSFORMER_WEIGHTS).exists():
-        rundir.require(run_dir, rundir.ANN_WEIGHTS, rundir.SNN_CONFIG, rundir.SNN_WEIGHTS)
+    if (run_dir / rundir.TRANSFORMER_WEIGHTS).exists():
+        return None
+    rundir.require(run_dir, rundir.ANN_WEIGHTS)
+    if not any((run_dir / name).exists() for name in (rundir.SNN_CONFIG, rundir.SNN_WEIGHTS)):
+        missing = (f"no converted SNN ({rundir.SNN_CONFIG}): only its ANN is compared; run pipelines/convert_snn.py "
+                   f"--run {run_dir} to compare its SNN")
+        print(f"warning: {missing}", file=sys.stderr)
+        return missing
+    rundir.require(run_dir, rundir.SNN_CONFIG, rundir.SNN_WEIGHTS)  # half an SNN is damage, not absence
+    return None
+
+
+@contextlib.contextmanager
+def reading(run_dir: Path) -> Iterator[None]:
+    """Read a run without writing to it (a run on a read-only share reports too), refusing only while a stage
+    writes into it: a shared lock on its existing ``.lock``, which a writer's exclusive lock excludes."""
+    if str(run_dir.resolve()) in rundir._held:  # run_all reporting on the run it holds
+        yield
+        return
+    try:
+        handle = open(run_dir / rundir.LOCK)
+    except OSError:  # no stage ever locked it (or we may not read its lock): nobody to wait for
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "unknown"
+            raise UserError(f"{run_dir} is in use by process {holder} (a stage writing into it): wait for it to "
+                            "finish, then report") from None
+        yield
 
 
 def _machine() -> dict:
@@ -145,6 +182,18 @@ def _costs(records: list, timesteps: int, dt: float, devices: dict) -> dict:
             "ann_J": {d: total[f"ann_J_{d}"] for d in devices}, "energy_J": {d: total[f"snn_J_{d}"] for d in devices}}
 
 
+def _ann_costs(run_dir: Path, ann, devices: dict) -> dict:
+    """The ANN's operations and joules, which do not depend on spikes: read off a run of one silent step of its
+    SNN, or of its layer graph where the run has no SNN."""
+    if (run_dir / rundir.SNN_CONFIG).exists():
+        snn = load_snn(run_dir)
+        return _costs(snn.activity(np.zeros(len(snn.neuron_nodes)), 1), 1, snn.dt, devices)
+    graph = layer_graph.build_graph(ann)
+    neurons = [(n.name, int(np.prod(n.shape))) for n in graph.neurons]
+    records = network_activity(graph_costs(graph.nodes, graph.output), neurons, np.zeros(len(neurons)), 1, False)
+    return _costs(records, 1, 0.001, devices)
+
+
 def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
     run = open_run(run_dir, config.data_dir)
     metrics = read_json(run_dir / rundir.METRICS)
@@ -164,9 +213,7 @@ def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
         return [row | _scores(labels, result["logits"].argmax(axis=1), run.classes) | costs]
     ann = load_ann(run_dir, run.config, len(run.classes))
     ann_logits = np.concatenate([ann(x, training=False).numpy() for x, _ in batches])
-    snn = load_snn(run_dir)
-    # the ANN's operations and joules do not depend on spikes: read them off a run of one silent step
-    reference = _costs(snn.activity(np.zeros(len(snn.neuron_nodes)), 1), 1, snn.dt, devices)
+    reference = _ann_costs(run_dir, ann, devices)
     parameters = int(ann.count_params())
     rows = [base | {"model": f"{run.config.architecture} ANN", "kind": "ann", "timesteps": None,
                     "parameters": parameters,
@@ -175,6 +222,8 @@ def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
                     "spikes_per_image": None, "spikes_per_neuron_per_step": None, "layer_rates": None,
                     "energy_J": reference["ann_J"], "ann_J": reference["ann_J"]}
             | _scores(labels, ann_logits.argmax(axis=1), run.classes)]
+    if not (run_dir / rundir.SNN_CONFIG).exists():  # an ANN-only run (_check_run said so)
+        return rows
     conversion = read_json(run_dir / CONVERSION)
     steps = config.timesteps or [r["timesteps"] for r in conversion["variants"][0]["by_timesteps"]]
     kinds = [("converted SNN", load_snn)] + ([("fine-tuned SNN", load_fine_tuned)]

@@ -11,13 +11,18 @@ import html
 import io
 import json
 import math
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
+from .checkpoints import strict_json
+from .errors import write_failure
 
 #: The table's columns: (key in a model's JSON, heading, format).
 COLUMNS = [
@@ -86,6 +91,26 @@ def label(m: dict) -> str:
     return f"{m['run']}: {m['model']}" + (f" T={m['timesteps']}" if m["kind"] == "snn" else "")
 
 
+def plain(text) -> str:
+    """``text`` for a matplotlib string, drawn as written: a name holding ``$...$`` is not math text (which can
+    fail to parse and stop the report) but dollar signs."""
+    return str(text).replace("$", r"\$")
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]|~$])")
+
+
+def markdown_text(text) -> str:
+    """``text`` for ``report.md``, shown as written: its Markdown punctuation escaped and its HTML (which Markdown
+    passes through to the page) as entities."""
+    return html.escape(_MARKDOWN.sub(r"\\\1", str(text)), quote=False)
+
+
+def notes(report: dict) -> list:
+    """One line per run that lacks a model the report would compare (an ANN-only run: no converted SNN)."""
+    return [f"{r['run']}: {r['missing']}" for r in report.get("runs", []) if r.get("missing")]
+
+
 def recommendations(report: dict) -> list:
     """Per device: the least-energy model within 1 point of the best accuracy of the chosen models."""
     models = chosen(report["models"])
@@ -112,7 +137,7 @@ def _accuracy_vs_timesteps(models: list) -> Figure:
             groups.setdefault(f"{m['run']}: {m['model']}", []).append(m)
     for name, rows in groups.items():
         rows = sorted(rows, key=lambda r: r["timesteps"])
-        ax.plot([r["timesteps"] for r in rows], [100 * r["accuracy"] for r in rows], "o-", label=name)
+        ax.plot([r["timesteps"] for r in rows], [100 * r["accuracy"] for r in rows], "o-", label=plain(name))
     ax.set_xscale("log", base=2)
     steps = sorted({m["timesteps"] for m in models if m["timesteps"]})
     ax.set_xticks(steps, [str(t) for t in steps])
@@ -120,7 +145,10 @@ def _accuracy_vs_timesteps(models: list) -> Figure:
     ax.set_xlabel("timesteps T")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if groups:
+        ax.legend(fontsize=7, loc="lower right")
+    else:  # ANN-only runs
+        ax.text(0.5, 0.5, "no SNN in these runs", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
 
@@ -142,14 +170,14 @@ def _accuracy_vs_energy(models: list, devices: list) -> Figure:
                 ann = group[0]
                 ax.axvline(ann["energy_J"][name], color=colour, ls="--", lw=1)
                 ax.plot([ann["energy_J"][name]], [100 * ann["accuracy"]], "s", color=colour, ms=5,
-                        label=f"{key} ({100 * ann['accuracy']:.1f} %)")
+                        label=plain(f"{key} ({100 * ann['accuracy']:.1f} %)"))
                 continue
             group = sorted(group, key=lambda r: r["timesteps"] or 0)
             ax.plot([g["energy_J"][name] for g in group], [100 * g["accuracy"] for g in group], "o-", color=colour,
-                    ms=3, label=key)
+                    ms=3, label=plain(key))
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a narrow decade overlap
-        ax.set_title(name + (" (spiking)" if device["spiking"] else ""), fontsize=9)
+        ax.set_title(plain(name) + (" (spiking)" if device["spiking"] else ""), fontsize=9)
         ax.set_xlabel("J per inference", fontsize=8)
         ax.set_ylabel("test accuracy (%)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -167,7 +195,7 @@ def _firing_rates(models: list) -> Figure:
         ax = fig.add_subplot(len(spiking), 1, i + 1)
         rates = list(m["layer_rates"].values())
         ax.bar(range(len(rates)), rates, color=f"C{i % 10}")
-        ax.set_title(label(m), fontsize=8)
+        ax.set_title(plain(label(m)), fontsize=8)
         ax.set_ylabel("spikes/neuron/step", fontsize=7)
         ax.tick_params(labelsize=7)
     if spiking:
@@ -177,15 +205,17 @@ def _firing_rates(models: list) -> Figure:
 
 
 def _per_class(models: list) -> Figure:
-    classes = list(models[0]["per_class_accuracy"])
+    """Every run's classes along one axis (runs may have different ones); each model has bars for its own."""
+    classes = list(dict.fromkeys(c for m in models for c in m["per_class_accuracy"]))
     fig = Figure(figsize=(max(8, 0.45 * len(classes) * max(1, len(models) / 3)), 4.6))
     ax = fig.add_subplot()
     width = 0.8 / len(models)
     x = np.arange(len(classes))
     for i, m in enumerate(models):
-        ax.bar(x + i * width - 0.4 + width / 2, [100 * m["per_class_accuracy"].get(c, 0.0) for c in classes], width,
-               label=label(m))
-    ax.set_xticks(x, classes, rotation=60, ha="right", fontsize=7)
+        own = [j for j, c in enumerate(classes) if c in m["per_class_accuracy"]]
+        ax.bar(x[own] + i * width - 0.4 + width / 2, [100 * m["per_class_accuracy"][classes[j]] for j in own], width,
+               label=plain(label(m)))
+    ax.set_xticks(x, [plain(c) for c in classes], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
     fig.tight_layout()
@@ -200,7 +230,7 @@ def _confusion(models: list) -> Figure:
         ax = fig.add_subplot(rows, columns, i + 1)
         matrix = np.asarray(m["confusion_matrix"], float)
         ax.imshow(matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(label(m), fontsize=8)
+        ax.set_title(plain(label(m)), fontsize=8)
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
         ax.tick_params(labelsize=6)
@@ -239,14 +269,18 @@ def headings(report: dict) -> list:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Run comparison", "", "| " + " | ".join(headings(report)) + " |",
+    """``report.md``: every name and text from the runs or profiles escaped (:func:`markdown_text`)."""
+    e = markdown_text
+    lines = ["# Run comparison", "", "| " + " | ".join(e(h) for h in headings(report)) + " |",
              "|" + "---|" * len(headings(report))]
     for row in table_rows(report):
-        lines.append("| " + " | ".join(text for _, _, text in row["cells"]) + " |")
+        lines.append("| " + " | ".join(e(text) for _, _, text in row["cells"]) + " |")
+    if notes(report):
+        lines += ["", "Missing models:", ""] + [f"- {e(note)}" for note in notes(report)]
     lines += ["", "Least energy within 1 point of the best accuracy:", ""]
-    lines += [f"- {r['device']}: {r['model']} ({r['accuracy']:.1%}, {millijoules(r['energy_J'])} mJ)"
+    lines += [f"- {e(r['device'])}: {e(r['model'])} ({r['accuracy']:.1%}, {millijoules(r['energy_J'])} mJ)"
               for r in recommendations(report)]
-    lines += ["", f"Latency: {report['timing']} on {report['machine']['processor']}."]
+    lines += ["", f"Latency: {e(report['timing'])} on {e(report['machine']['processor'])}."]
     return "\n".join(lines) + "\n"
 
 
@@ -269,6 +303,8 @@ def page(report: dict, pngs: dict) -> str:
     advice = "".join(f"<li><b>{e(r['device'])}</b>: {e(r['model'])} ({r['accuracy']:.1%}, "
                      f"{millijoules(r['energy_J'])} mJ)</li>" for r in recommendations(report))
     runs = ", ".join(f"<code>{e(r['path'])}</code>" for r in report["runs"])
+    missing = "".join(f"<li>{e(note)}</li>" for note in notes(report))
+    missing = f"<p>Missing models:</p><ul>{missing}</ul>" if missing else ""
     shown = "".join(f'<figure><img src="data:image/png;base64,{pngs[name]}" alt="{e(caption)}">'
                     f"<figcaption>{e(caption)}</figcaption></figure>" for name, caption in FIGURES.items())
     return f"""<!DOCTYPE html>
@@ -278,6 +314,7 @@ def page(report: dict, pngs: dict) -> str:
 <h1>Run comparison</h1>
 <p>Runs: {runs}. Every figure below is measured on each run's own test images. Bold rows: each SNN at its chosen T
 (the least T within {WITHIN:.0%} of its best accuracy).</p>
+{missing}
 <h2>Which model, at what T, on which chip</h2>
 <p>Least energy per inference within 1 point of the best accuracy:</p>
 <ul>{advice}</ul>
@@ -294,15 +331,44 @@ Energy: the device profiles' costs applied to the operations and spikes measured
 """
 
 
+def pages(report: dict) -> dict:
+    """``{file name: bytes}``: the figures, ``report.json``, ``report.md`` and ``report.html``."""
+    pngs = {name: _png(fig) for name, fig in figures(report).items()}
+    obj, replaced = strict_json(report)
+    if replaced:  # JSON has no NaN: say where one was written as null
+        obj["non_finite"] = replaced
+    files = {name: base64.b64decode(png) for name, png in pngs.items()}
+    files["report.json"] = (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
+    files["report.md"] = markdown(report).encode()
+    files["report.html"] = page(report, pngs).encode()
+    return files
+
+
 def write_pages(report: dict, out: Path) -> None:
-    """Write ``report.json``, the figures, ``report.md`` and ``report.html`` into ``out`` (each atomically)."""
+    """Write :func:`pages` into ``out``: all of them or none. A refused write (read-only place, full disk) is one
+    UserError, and leaves ``out`` as it was (no temporary files, no half report)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    drawn = figures(report)
-    pngs = {}
-    for name, fig in drawn.items():
-        atomic_save_figure(fig, out / name)
-        pngs[name] = _png(fig)
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", markdown(report))
-    atomic_write_text(out / "report.html", page(report, pngs))
+    files = pages(report)  # drawn before anything is written: a drawing error leaves nothing behind
+    made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the first folder we create
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_all(files, out)
+    except OSError as exc:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise write_failure(exc, out, "choose a writable --out with free space") from None
+
+
+def _write_all(files: dict, out: Path) -> None:
+    """Write every file into a temporary folder in ``out``, then move each into place (renames need no space)."""
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-report-", dir=out))
+    try:
+        for name, content in files.items():
+            with open(staging / name, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for name in files:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
