@@ -135,15 +135,70 @@ def load_variables(variables, path: Path, what: str = "weights") -> None:
         variable.assign(value)
 
 
+_TRAIN = "pipelines/train_ann.py (or train_spiking_transformer.py)"
+
+#: Run files by name: the JSON type, keys every reader needs (``a.b``: key ``b`` of ``a``) and the stage that
+#: writes the file. Checked on every read, so an emptied file or one from another version is one line, not a
+#: KeyError wherever it is read.
+RUN_FILES = {
+    "config.json": (dict, ("seed",), _TRAIN),
+    "classes.json": (list, (), _TRAIN),
+    "split.json": (dict, ("test",), _TRAIN),
+    "metrics.json": (dict, ("test.accuracy",), _TRAIN),
+    "conversion.json": (dict, ("ann_test_accuracy", "variants"), "pipelines/convert_snn.py"),
+    "fine_tune.json": (dict, ("results",), "pipelines/fine_tune.py"),
+    "energy.json": (dict, ("model", "timesteps", "snn_test_accuracy", "spikes_per_image", "devices", "summary"),
+                    "pipelines/energy_estimation.py"),
+    "summary.json": (dict, ("energy",), "pipelines/run_all.py"),
+}
+
+
+def _fix(path: Path) -> str:
+    """How to replace the run file ``path``."""
+    script = RUN_FILES.get(path.name, (None, None, None))[2]
+    if script is None:
+        return "delete it and re-run the stage that writes it"
+    return f"re-run {script} --run {path.parent} --overwrite"
+
+
+def _missing(document: Any, keys: tuple) -> str | None:
+    """The first of ``keys`` (``a.b`` for nested ones) that ``document`` lacks."""
+    for key in keys:
+        value = document
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return key
+            value = value[part]
+    return None
+
+
+def check_run_file(path: Path, document: Any) -> Any:
+    """``document``, read from ``path``, if it has what the stages read from a file of that name."""
+    if path.name not in RUN_FILES:
+        return document
+    kind, keys, _ = RUN_FILES[path.name]
+    if not isinstance(document, kind) or not document:
+        problem = f"not a JSON {kind.__name__}" if not isinstance(document, kind) else f"empty ({json.dumps(document)})"
+        raise UserError(f"{path} is {problem}: {_fix(path)}")
+    key = _missing(document, keys)
+    if key is not None:
+        raise UserError(f"{path} has no \"{key}\" (emptied, or written by another version?): {_fix(path)}")
+    return document
+
+
 def read_json(path: Path) -> Any:
-    """Read a JSON file, turning a missing or damaged file into a UserError."""
+    """Read a JSON file, turning a missing, damaged or incomplete one (:data:`RUN_FILES`) into a UserError."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return check_run_file(path, json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise UserError(f"missing file {path}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (damaged, or not written by snn4vision): {_fix(path)}") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); delete it and re-run the stage that writes it") from None
+        raise UserError(f"{path} is not valid JSON ({exc}): {_fix(path)}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or type(exc).__name__}): {_fix(path)}") from None
 
 
 def load_weights(model, path: Path, what: str = "weights") -> None:
@@ -215,7 +270,11 @@ class EpochCheckpointer:
 
     def committed(self) -> dict:
         """The committed state document, without touching any variables."""
-        return read_json(self.state_path)
+        state = read_json(self.state_path)
+        if not isinstance(state, dict) or _missing(state, ("step", "checkpoint")):
+            raise UserError(f"{self.state_path} is incomplete (emptied?): delete {self.directory} to start that "
+                            "stage over")
+        return state
 
     def _clean(self, keep: set) -> None:
         for entry in self.directory.iterdir():
