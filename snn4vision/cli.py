@@ -232,12 +232,35 @@ def run_all_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_all_config(args: argparse.Namespace):
+#: run_all.py's own flags and the PipelineConfig setting each sets; the others set TrainConfig fields
+_PIPELINE_SETTINGS = {"path": "path", "timesteps": "max_timesteps", "energy_timesteps": "timesteps",
+                      "devices": "devices", "sweep": "sweep"}
+#: flags that set a TrainConfig field of another name
+_TRAIN_SETTINGS = {"input_transform": "input_transform", "squared": "input_transform", "mask": "input_transform"}
 
+
+def run_all_config(args: argparse.Namespace, given: set | None = None):
+    """The PipelineConfig of parsed flags; ``given``: the flags (dests) on the command line, which a --resume
+    checks against the run's recorded settings."""
     if args.activation is None:
         args.activation = args.path
-    return PipelineConfig(train_config(args), path=args.path, max_timesteps=args.timesteps,
-                          timesteps=args.energy_timesteps, devices=tuple(args.devices), sweep=args.sweep)
+    config = PipelineConfig(train_config(args), path=args.path, max_timesteps=args.timesteps,
+                            timesteps=args.energy_timesteps, devices=tuple(args.devices), sweep=args.sweep)
+    flags = {action.dest: action.option_strings[0] for action in run_all_parser()._actions if action.option_strings}
+    for dest in sorted(given or ()):
+        if dest in _PIPELINE_SETTINGS:
+            config.given[_PIPELINE_SETTINGS[dest]] = flags[dest]
+        elif hasattr(config.train, _TRAIN_SETTINGS.get(dest, dest)) and dest != "run_dir":
+            config.given[f"train.{_TRAIN_SETTINGS.get(dest, dest)}"] = flags[dest]
+    return config
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set:
+    """The dests of the flags that ``argv`` gives (not left to their defaults); ``parser`` is spent."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # a flag left out then leaves no attribute
+    # a parser-level default (run_all's activation=None) is None: no flag given parses to None
+    return {dest for dest, value in vars(parser.parse_args(argv)).items() if value is not None}
 
 
 def train_spiking_transformer_parser() -> argparse.ArgumentParser:
@@ -488,7 +511,8 @@ def _report(argv=None) -> None:
 
 def _run_all(argv=None) -> None:
     args = run_all_parser().parse_args(argv)
-    run_all(run_all_config(args), resume=args.resume, overwrite=args.overwrite)
+    given = explicit_flags(run_all_parser(), argv)
+    run_all(run_all_config(args, given), resume=args.resume, overwrite=args.overwrite)
 
 
 # The entry points: each runs one command under run(); pipelines/<name>.py and the console scripts call them.

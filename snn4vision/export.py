@@ -78,12 +78,16 @@ def _load(config: ExportConfig, run_dir: Path, **overrides):
 
 def _export(config: ExportConfig, run_dir: Path, overwrite: bool, verbose: bool) -> dict:
     rundir.require(run_dir, rundir.CONFIG, rundir.SPLIT)
-    snn = _load(config, run_dir)
     out = Path(config.out) if config.out else run_dir / NIR_FILE
     if out.is_dir():
         raise UserError(f"--out {out} is a directory: give the path of the .nir file to write")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist: create it first")
+    own = rundir.owned_name(run_dir, out)
+    if own is not None and own != NIR_FILE and rundir.written_by(run_dir, own) != "export_nir":
+        raise UserError(f"--out {out} is {run_dir}'s own {own}, which an export never replaces: give another "
+                        f"--out, such as {run_dir / NIR_FILE}")
+    snn = _load(config, run_dir)
     problems = nir_problems(snn)
     changes = []
     exported = snn

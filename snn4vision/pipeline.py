@@ -18,6 +18,7 @@ resume too.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,10 @@ from . import distributed, rundir
 from .rundir import ENERGY_JSON, SUMMARY_JSON, SUMMARY_MD, TrainConfig, load_snn
 from .checkpoints import atomic_write_json, atomic_write_text, read_json
 from .convert import ConvertConfig, convert_snn
-from .energy import estimate_energy
+from .energy import check_request as check_energy_request, estimate_energy
 from .errors import UserError
 from .fine_tuning import FineTuneConfig, fine_tune
-from .report import ReportConfig, write_report
+from .report import OUTPUTS as REPORT_PAGES, ReportConfig, write_report
 from .training import train_ann
 
 PATHS = ("qcfs", "relu")
@@ -50,8 +51,12 @@ class PipelineConfig:
     devices: tuple = field(default_factory=lambda: SUMMARY_DEVICES)
     fine_tune_epochs: int = 2  # relu path: epochs of the last fine-tuning stage
     sweep: bool = True
+    # the settings given explicitly (a flag on the command line), as {"path" or "train.<field>": "--flag"}: a
+    # --resume takes the rest from the run's record, and refuses these where they differ from it
+    given: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Check every stage's settings, so that a flag only a later stage reads is refused before training."""
         if self.path not in PATHS:
             raise UserError(f"--path must be one of {', '.join(PATHS)}, got {self.path!r}")
         if self.path == "qcfs" and self.train.activation != "qcfs":
@@ -61,6 +66,11 @@ class PipelineConfig:
         if self.max_timesteps < 1:
             raise UserError(f"--timesteps must be at least 1, got {self.max_timesteps}")
         self.train.validate()
+        self.convert_config().validate()
+        if self.path == "relu":
+            self.fine_tune_config().validate()
+        check_energy_request(list(self.devices), self.energy_timesteps)
+        self.report_config().validate()
 
     @property
     def energy_timesteps(self) -> int:
@@ -69,6 +79,31 @@ class PipelineConfig:
         if self.path == "qcfs":
             return 1
         return self.max_timesteps
+
+    def convert_config(self) -> ConvertConfig:
+        convert = ConvertConfig(str(self.train.run_dir), max_timesteps=self.max_timesteps, sweep=self.sweep,
+                                data_dir=self.train.data_dir, readout_fraction=1.0, seed=self.train.seed)
+        if self.path == "relu":
+            convert.tau, convert.max_rate = None, 4 / convert.dt
+        return convert
+
+    def fine_tune_config(self) -> FineTuneConfig:
+        return FineTuneConfig(str(self.train.run_dir), timesteps=self.max_timesteps, epochs=self.fine_tune_epochs,
+                              readout_fraction=1.0, seed=self.train.seed, data_dir=self.train.data_dir)
+
+    def report_config(self) -> ReportConfig:
+        run_dir = Path(self.train.run_dir)
+        return ReportConfig([str(run_dir)], str(run_dir / rundir.REPORT), data_dir=self.train.data_dir)
+
+    def settings(self) -> dict:
+        """What run_all records of itself in ``config.json`` (beside the training config) for --resume."""
+        return {"path": self.path, "max_timesteps": self.max_timesteps, "timesteps": self.timesteps,
+                "devices": list(self.devices), "fine_tune_epochs": self.fine_tune_epochs, "sweep": self.sweep}
+
+
+RECORD = "run_all"  # the key of run_all's settings in config.json's "extra"
+#: run_all's own outputs, beside the stages': refused when something else wrote them
+RESULTS = [SUMMARY_JSON, SUMMARY_MD, f"{rundir.REPORT}/report.html"]
 
 
 def _stage_done(run_dir: Path, stage: str) -> bool:
@@ -79,24 +114,86 @@ def _stage_done(run_dir: Path, stage: str) -> bool:
 
 
 def run_all(config: PipelineConfig, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
-    """Run every stage of ``config`` into ``config.train.run_dir``; returns the summary (also written to disk)."""
-    config.validate()
+    """Run every stage of ``config`` into ``config.train.run_dir``; returns the summary (also written to disk).
+
+    With ``resume`` the settings are those the interrupted run recorded; ``config.given`` may only repeat them."""
+    if not resume:
+        config.validate()
     cluster = distributed.cluster_from_env()
     if cluster.multi_worker:
         raise UserError(f"run_all.py runs on one machine, but TF_CONFIG names {cluster.workers} workers: train with "
                         "pipelines/train_ann.py on every worker, then run run_all.py --resume on one machine "
                         "without TF_CONFIG for the other stages")
     with rundir.locked(Path(config.train.run_dir), create=not resume):
+        if resume:
+            config = recorded(config)
+            config.validate()
         return _run_all(config, resume, overwrite, verbose)
+
+
+def recorded(config: PipelineConfig) -> PipelineConfig:
+    """The settings of the run in ``config.train.run_dir`` (its ``config.json``), refusing in one line an
+    explicitly given setting (``config.given``) that differs from them."""
+    run_dir = Path(config.train.run_dir)
+    if not (run_dir / rundir.CONFIG).is_file():
+        raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}): run without --resume")
+    train = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG))
+    train.run_dir = config.train.run_dir
+    if "train.data_dir" in config.given:  # where the images are now (moved), not a setting of the run
+        train.data_dir = config.train.data_dir
+    settings = train.extra.get(RECORD, {"path": train.activation})  # a run trained by train_ann.py: its ANN's path
+    resumed = dataclasses.replace(config, train=train, **{k: tuple(v) if k == "devices" else v
+                                                          for k, v in settings.items()})
+    for name, flag in config.given.items():
+        given, saved = _setting(config, name), _setting(resumed, name)
+        if given != saved:
+            raise UserError(f"{flag} {_shown(given)} differs from the setting of the run being resumed, "
+                            f"{_shown(saved)} ({run_dir / rundir.CONFIG}): drop {flag} to resume with the recorded "
+                            "settings, or start again with --overwrite")
+    return resumed
+
+
+def _setting(config: PipelineConfig, name: str):
+    value = getattr(config.train, name[len("train."):]) if name.startswith("train.") else getattr(config, name)
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def check_ownership(run_dir: Path) -> None:
+    """Refuse, before any stage runs, files in the run's output folders that the project did not write: no stage
+    would move them, and an --overwrite suggested here would be refused too."""
+    foreign = rundir.foreign_files(run_dir, list(rundir.OWN_CONTENTS))
+    if foreign:
+        raise UserError(f"{run_dir} holds {', '.join(foreign)}, which this project did not write and never moves "
+                        f"or deletes: move them out of {run_dir}, or choose another --run directory")
+
+
+def check_results(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Never replace a summary or report that run_all did not write (provenance.json names what it wrote):
+    refuse, or with ``overwrite`` move them to ``stale/<time>/`` and say so."""
+    unowned = [name for name in RESULTS if (run_dir / name).exists() and rundir.written_by(run_dir, name) is None]
+    if not unowned:
+        return
+    if not overwrite or resume:
+        hint = "" if resume else ", or pass --overwrite to move them to stale/"
+        raise UserError(f"{run_dir} already holds {', '.join(unowned)}, which run_all.py did not write: move them "
+                        f"out of {run_dir}{hint}, or choose another --run directory")
+    rundir.set_aside_stale(run_dir, sorted({name.split("/")[0] for name in unowned}),
+                           "the earlier results that run_all.py did not write")
 
 
 def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
     run_dir = Path(config.train.run_dir)
-    if resume and not (run_dir / rundir.CONFIG).exists():
-        raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}): run without --resume")
+    check_ownership(run_dir)
     if not resume and not overwrite and (run_dir / rundir.CONFIG).exists():
         raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, --overwrite to replace it, "
                         "or choose another --run directory")
+    check_results(run_dir, resume, overwrite)
+    if not resume:
+        config.train.extra = config.train.extra | {RECORD: config.settings()}
     state_path = run_dir / rundir.CHECKPOINTS / PIPELINE_STATE
     seconds = read_json(state_path) if resume and state_path.exists() else {}
     stages = ["train", "convert"] + (["fine_tune"] if config.path == "relu" else []) + ["energy", "report"]
@@ -118,28 +215,24 @@ def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: boo
         # resumed before the first epoch was committed: nothing to keep, start the training again
         train_ann(config.train, resume=partial, overwrite=overwrite or (resume and not partial), verbose=verbose)
 
-    readout = 1.0
-    convert = ConvertConfig(str(run_dir), max_timesteps=config.max_timesteps, sweep=config.sweep,
-                            data_dir=config.train.data_dir, readout_fraction=readout, seed=config.train.seed)
-    if config.path == "relu":
-        convert.tau, convert.max_rate = None, 4 / convert.dt
+    def report() -> None:
+        write_report(config.report_config(), overwrite=True, verbose=verbose)
+        rundir.record_outputs(run_dir, "run_all", [f"{rundir.REPORT}/{name}" for name in REPORT_PAGES], [])
+
     stage("train", train)
-    stage("convert", lambda: convert_snn(convert, overwrite=overwrite or resume, verbose=verbose))
+    stage("convert", lambda: convert_snn(config.convert_config(), overwrite=overwrite or resume, verbose=verbose))
     if config.path == "relu":
-        tune = FineTuneConfig(str(run_dir), timesteps=config.max_timesteps, epochs=config.fine_tune_epochs,
-                              readout_fraction=readout, seed=config.train.seed, data_dir=config.train.data_dir)
         partial = resume and (run_dir / rundir.CHECKPOINTS / "fine_tune" / "state.json").exists()
-        stage("fine_tune", lambda: fine_tune(tune, resume=partial, overwrite=overwrite and not partial,
-                                             verbose=verbose))
+        stage("fine_tune", lambda: fine_tune(config.fine_tune_config(), resume=partial,
+                                             overwrite=overwrite and not partial, verbose=verbose))
     stage("energy", lambda: estimate_energy(run_dir, list(config.devices), config.energy_timesteps,
                                             data_dir=config.train.data_dir, overwrite=overwrite or resume,
                                             verbose=verbose))
-    stage("report", lambda: write_report(ReportConfig([str(run_dir)], str(run_dir / rundir.REPORT),
-                                                      data_dir=config.train.data_dir), overwrite=True,
-                                         verbose=verbose))
+    stage("report", report)
     summary = summarise(run_dir, seconds, fine_tuned=config.path == "relu")
     atomic_write_json(run_dir / SUMMARY_JSON, summary)
     atomic_write_text(run_dir / SUMMARY_MD, format_summary(summary))
+    rundir.record_outputs(run_dir, "run_all", [SUMMARY_JSON, SUMMARY_MD], [])
     if verbose:
         print(format_summary(summary))
     return summary

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import math
@@ -92,9 +93,9 @@ MADE_BY = {
 def require(run_dir: Path, *names: str) -> None:
     """Raise a UserError naming the first missing file and the stage that makes it."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
+    if exists(run_dir) and not run_dir.is_dir():
         raise UserError(f"--run {run_dir} is a file, not a run directory: pass a directory")
-    if not run_dir.is_dir():
+    if not exists(run_dir):
         raise UserError(f"run directory {run_dir} does not exist: run pipelines/train_ann.py --run {run_dir} first")
     for name in names:
         if not (run_dir / name).exists():
@@ -110,7 +111,8 @@ PROVENANCE = "provenance.json"
 #: The script behind each stage name, for messages.
 STAGE_SCRIPTS = {"train": "pipelines/train_ann.py", "train_transformer": "pipelines/train_spiking_transformer.py",
                  "convert": "pipelines/convert_snn.py", "fine_tune": "pipelines/fine_tune.py",
-                 "energy": "pipelines/energy_estimation.py", "export_nir": "pipelines/export_nir.py"}
+                 "energy": "pipelines/energy_estimation.py", "export_nir": "pipelines/export_nir.py",
+                 "run_all": "pipelines/run_all.py"}
 
 
 def file_hash(path: Path) -> str:
@@ -180,6 +182,29 @@ def _readable(path: Path) -> bool:
         return False
 
 
+#: What the project writes inside its output folders (each stage's checkpoints and logs, run_all's report and
+#: stage times; report_pages.FIGURES): anything else there is the user's, never moved or deleted.
+OWN_CONTENTS = {CHECKPOINTS: ("ann", "spikformer", "sdt", "fine_tune", "pipeline.json"),
+                TENSORBOARD: ("ann", "spikformer", "sdt", "fine_tune"),
+                REPORT: ("report.html", "report.md", "report.json", "accuracy_vs_timesteps.png",
+                         "accuracy_vs_energy.png", "firing_rates.png", "per_class_accuracy.png",
+                         "confusion_matrices.png")}
+
+
+def foreign_files(run_dir: Path, names: list[str]) -> list[str]:
+    """The entries of the output folders among ``names`` that no stage wrote (a user's own
+    ``checkpoints/my_model.pt``); a stage's own sub-folder (``checkpoints/ann``) is the stage's throughout."""
+    found = []
+    for name in names:
+        folder = Path(run_dir) / name
+        if name in OWN_CONTENTS and folder.is_dir() and not folder.is_symlink():
+            found += [f"{name}/{entry.name}" for entry in sorted(folder.iterdir())
+                      if entry.name not in OWN_CONTENTS[name] and not entry.name.startswith(".tmp-")]
+        elif name in OWN_CONTENTS and folder.is_symlink():  # moving it would move the user's folder it points to
+            found.append(name)
+    return found
+
+
 def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool, resumable: bool = True,
                 stage: str | None = None) -> None:
     """Make sure a stage may write ``outputs`` into ``run_dir``.
@@ -190,7 +215,8 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
     made from them (``DOWNSTREAM[stage]``), are moved aside. Inside
     :func:`replacing` they come back if the stage fails; once it succeeds the
     old outputs are deleted and the later stages' go to ``stale/<time>/``.
-    Outside it, that happens at once.
+    Outside it, that happens at once. Files the project did not write
+    (:func:`foreign_files`) are never moved: their presence is refused, with or without ``overwrite``.
     """
     run_dir = Path(run_dir)
     make(run_dir)
@@ -200,14 +226,18 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
         transaction.new_outputs += [name for name in outputs if name not in present]
     if not present or resume:
         return
+    downstream = [name for name in DOWNSTREAM.get(stage, []) if (run_dir / name).exists()
+                  and not any(name == p or name.startswith(p + "/") for p in present)]
+    foreign = foreign_files(run_dir, present + downstream)
+    if foreign:
+        raise UserError(f"{run_dir} holds {', '.join(foreign)}, which this project did not write and never moves "
+                        f"or deletes: move them out of {run_dir}, or choose another --run directory")
     if not overwrite:
         resume_hint = "--resume to continue that run, " if resumable else ""
         raise UserError(
             f"{run_dir} already holds {', '.join(present)}: pass {resume_hint}"
             "--overwrite to replace it, or choose another --run directory"
         )
-    downstream = [name for name in DOWNSTREAM.get(stage, []) if (run_dir / name).exists()
-                  and not any(name == p or name.startswith(p + "/") for p in present)]
     if transaction is not None:
         transaction.set_aside(present, downstream)
     else:
@@ -216,35 +246,45 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
         transaction.commit()
 
 
+ASIDE = ".replacing-"  # stale/.replacing-<pid>: what the --overwrite of process <pid> set aside
+ASIDE_NOTE = ".aside.json"  # in that folder, until the stage commits: what to put back if it never finishes
+
+
 class _Replacement:
     """Outputs moved aside by ``--overwrite`` until the stage that replaces them has finished."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, aside: Path | None = None,
+                 what: str = "the outputs made from the replaced ones"):
         self.run_dir = run_dir
-        self.aside = run_dir / f"{STALE}/.replacing-{os.getpid()}"
+        self.what = what  # the later stages' outputs, as the message that they were kept under stale/ says
+        self.aside = aside or run_dir / STALE / f"{ASIDE}{os.getpid()}"
         self.replaced, self.downstream = [], []
         self.new_outputs = []  # outputs the stage writes that are removed if it fails
 
     def set_aside(self, replaced: list, downstream: list) -> None:
+        self.replaced += replaced
+        self.downstream += downstream
+        # noted before anything moves: a process killed from here on leaves what the next command needs to undo it
+        self.aside.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.aside / ASIDE_NOTE, {"replaced": self.replaced, "downstream": self.downstream,
+                                                    "new_outputs": self.new_outputs})
         for name in replaced + downstream:
             target = self.aside / name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.run_dir / name, target)
-        self.replaced += replaced
-        self.downstream += downstream
 
     def commit(self) -> None:
         """Delete the replaced outputs; keep the later stages' under ``stale/<time>/`` and say so."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.aside / ASIDE_NOTE)  # the new outputs stand from here: nothing to put back
         if self.downstream:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             stale = self.run_dir / STALE / stamp
             for name in self.downstream:
                 (stale / name).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self.aside / name, stale / name)
-            print(f"moved the outputs made from the replaced ones to {stale}: {', '.join(self.downstream)}",
-                  flush=True)
-        if self.aside.exists():
-            shutil.rmtree(self.aside)
+            print(f"moved {self.what} to {stale}: {', '.join(self.downstream)}", flush=True)
+        self._clean()
 
     def restore(self) -> None:
         """Put everything back as it was (the new, incomplete outputs are removed)."""
@@ -253,13 +293,65 @@ class _Replacement:
             if path.exists() and name not in self.replaced + self.downstream:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         for name in self.replaced + self.downstream:
+            if not (self.aside / name).exists():  # killed before it was moved: still in place
+                continue
             path = self.run_dir / name
             if path.exists():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.aside / name, path)
+        self._clean()
+
+    def _clean(self) -> None:
+        """Remove the emptied aside folder, and ``stale/`` when nothing else is in it."""
         if self.aside.exists():
             shutil.rmtree(self.aside)
+        with contextlib.suppress(OSError):  # not empty: it keeps earlier stale outputs
+            (self.run_dir / STALE).rmdir()
+
+
+def set_aside_stale(run_dir: Path, names: list[str], what: str) -> None:
+    """Move ``names`` (``what`` they are, for the message) to ``stale/<time>/`` at once, saying so."""
+    transaction = _Replacement(Path(run_dir), what=what)
+    transaction.set_aside([], names)
+    transaction.commit()
+
+
+def recover(run_dir: Path) -> None:
+    """Undo the ``--overwrite`` of a process killed before its stage finished (``stale/.replacing-<pid>``): put
+    the earlier outputs back, or, where no note says what they were, name them and the way back. The caller
+    holds the run's lock, so no other stage is using them."""
+    stale = Path(run_dir) / STALE
+    if not stale.is_dir():
+        return
+    for aside in sorted(stale.glob(f"{ASIDE}*")):
+        pid = aside.name[len(ASIDE):]
+        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        try:
+            note = read_json(aside / ASIDE_NOTE)
+        except UserError:  # killed while committing, or an older version's: the user decides
+            entries = ", ".join(sorted(p.name for p in aside.iterdir()))
+            data.warn(f"{aside} holds {entries}, set aside by an --overwrite (process {pid}) that did not finish: "
+                      f"move them back into {run_dir} to restore the earlier results, or delete {aside}")
+            continue
+        transaction = _Replacement(Path(run_dir), aside)
+        transaction.replaced, transaction.downstream = note["replaced"], note["downstream"]
+        transaction.new_outputs = note["new_outputs"]
+        back = [name for name in transaction.replaced + transaction.downstream if (aside / name).exists()]
+        transaction.restore()
+        data.warn(f"put back {', '.join(back) or 'nothing'} in {run_dir}: an --overwrite (process {pid}) was "
+                  f"interrupted after setting them aside, and its incomplete outputs were removed")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 _transactions: dict = {}  # resolved run directory -> the _Replacement of the stage running in it
@@ -286,18 +378,46 @@ def replacing(run_dir: Path) -> Iterator[None]:
         del _transactions[key]
 
 
+def exists(path: Path) -> bool:
+    """``path.exists()`` that takes a name the filesystem cannot hold (too long) as absent."""
+    try:
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
 def make(run_dir: Path) -> None:
     """Create ``run_dir`` (and its parents), turning the usual failures into one-line UserErrors."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--run {run_dir} is a file, not a run directory: pass a directory")
     try:
+        if run_dir.is_symlink() and not run_dir.exists():
+            raise UserError(f"--run {run_dir} is a symbolic link to {os.readlink(run_dir)}, which does not exist: "
+                            "create its target, or choose another --run directory")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"--run {run_dir} is a file, not a run directory: pass a directory")
         run_dir.mkdir(parents=True, exist_ok=True)
     except PermissionError:
         raise UserError(f"cannot create the run directory {run_dir} (permission denied): choose a --run "
                         "directory you can write to") from None
+    except OSError as exc:
+        raise UserError(f"cannot create the run directory {run_dir}: {_unmakeable(run_dir, exc)}") from None
     if not os.access(run_dir, os.W_OK):
         raise UserError(f"the run directory {run_dir} is read-only: make it writable or choose another --run")
+
+
+def _unmakeable(run_dir: Path, exc: OSError) -> str:
+    """Why ``mkdir`` failed on ``run_dir``, and the fix."""
+    if exc.errno == errno.ENAMETOOLONG:
+        longest = max(run_dir.parts, key=len)
+        return (f"a name in it is {len(longest)} characters long ({longest[:20]}...), more than the filesystem "
+                "allows (usually 255): choose a shorter --run")
+    for parent in run_dir.parents:
+        if parent.is_symlink() and not exists(parent):
+            return (f"{parent} is a symbolic link to {os.readlink(parent)}, which does not exist: create its "
+                    "target, or choose another --run directory")
+        if exists(parent) and not parent.is_dir():
+            return f"{parent} is a file, not a folder: choose another --run directory"
+    return f"{exc.strerror or exc}: choose another --run directory"
 
 
 LOCK = ".lock"
@@ -314,10 +434,10 @@ def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
     killed run never leaves a stale lock. Without ``create``, a missing
     ``run_dir`` is left for the stage to report (nothing to lock).
     """
-    if not create and not Path(run_dir).is_dir():
+    if not create and not (exists(run_dir) and Path(run_dir).is_dir()):
         yield
         return
-    created = not Path(run_dir).exists()
+    created = not exists(run_dir)
     make(run_dir)
     key = str(Path(run_dir).resolve())
     if key in _held:
@@ -342,6 +462,7 @@ def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
     handle.flush()
     _held[key] = [handle, 1]
     try:
+        recover(Path(run_dir))
         yield
     finally:
         _held[key][1] -= 1
@@ -353,6 +474,32 @@ def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
                 os.rmdir(run_dir)
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+
+#: The names at the top of a run directory that its stages read and write, and its bookkeeping.
+RUN_FILES = frozenset(MADE_BY) | frozenset(n.split("/")[0] for names in DOWNSTREAM.values() for n in names) | {
+    TRANSFORMER_WEIGHTS, CHECKPOINTS, TENSORBOARD, PROVENANCE, LOCK, STALE}
+
+
+def owned_name(run_dir: Path, path: Path) -> str | None:
+    """The name in ``run_dir`` of the run's own file that ``path`` is or lies in (an input or output of a stage,
+    one provenance.json names, the lock, the logs), or None."""
+    try:
+        relative = Path(path).resolve().relative_to(Path(run_dir).resolve())
+    except ValueError:
+        return None
+    if not relative.parts:
+        return "."
+    if relative.parts[0] in RUN_FILES or written_by(run_dir, relative.as_posix()) is not None:
+        return relative.as_posix()
+    return None
+
+
+def written_by(run_dir: Path, name: str) -> str | None:
+    """The stage that provenance.json says wrote ``name``, or None."""
+    path = Path(run_dir) / PROVENANCE
+    entry = (read_json(path) if path.is_file() else {}).get(name)
+    return entry["stage"] if entry else None
 
 
 # --------------------------------------------------------------------------
@@ -488,6 +635,9 @@ class TrainConfig:
             (self.folds == 0 or (self.folds >= 2 and 0 <= self.fold < self.folds),
              f"--fold must be one of 0 .. {self.folds - 1} with --folds {self.folds} (--folds at least 2, or 0: off)"),
             (self.width > 0, f"--width must be positive, got {self.width}"),
+            (0 <= self.seed <= data.MAX_SEED, f"--seed must be 0 to {data.MAX_SEED} (2**32 - 1, what NumPy's seeding "
+                                              f"accepts), got {self.seed}"),
+            (not self._split_problem(), self._split_problem()),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.learning_rate > 0, f"--learning-rate must be positive, got {self.learning_rate}"),
@@ -536,6 +686,20 @@ class TrainConfig:
         if self.spiking:
             resources.check_timesteps(self.timesteps)
 
+    def _split_problem(self) -> str | None:
+        """What is wrong with ``split``: every split is used (val picks the best epoch, test scores the ANN and
+        its SNN), so each needs a positive fraction; with --folds the folds give the test split."""
+        split = tuple(self.split)
+        given = " ".join(f"{f:g}" for f in split) if all(isinstance(f, (int, float)) for f in split) else split
+        if len(split) != 3 or not all(isinstance(f, (int, float)) and math.isfinite(f) and f >= 0 for f in split):
+            return f"--split must be three fractions TRAIN VAL TEST, got {given}"
+        if self.folds:
+            return None if min(split[:2]) > 0 else f"--split needs positive TRAIN and VAL fractions, got {given}"
+        if min(split) <= 0 or not math.isclose(sum(split), 1.0, abs_tol=1e-6):
+            return (f"--split must be three positive fractions TRAIN VAL TEST summing to 1 (val picks the best "
+                    f"epoch, test scores the ANN and its SNN), got {given}: e.g. --split 0.8 0.1 0.1")
+        return None
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self) | {"split": list(self.split)}
 
@@ -573,6 +737,29 @@ class TrainConfig:
         resources.check_memory(needed, f"{'training' if training else 'running'} the {self.architecture} at "
                                        f"T = {self.timesteps} on batches of {batch_size}",
                                "lower --timesteps or --batch-size")
+
+    def check_ann_memory(self, batch_size: int) -> None:
+        """Refuse an ANN batch whose activations would not fit in memory (a mistyped --image-size 6400 would
+        otherwise be killed by the out-of-memory killer without a word)."""
+        needed = resources.conv_net_training_bytes(self.conv_maps(), batch_size)
+        resources.check_memory(needed, f"training the {self.architecture} on {self.image_size}x{self.image_size} "
+                                       f"images in batches of {batch_size}",
+                               f"lower --image-size (now {self.image_size}) or --batch-size (now {batch_size})")
+
+    def conv_maps(self) -> list:
+        """``(side, channels)`` of each conv layer's output of the ANN (VGG-16 or a ResNet)."""
+        side, maps = self.image_size, []
+        if self.architecture == "vgg16":
+            for channels, pooled in zip(*models.vgg16_layout(self.width)):
+                maps.append((side, channels))
+                side = side // 2 if pooled else side
+            return maps
+        stages = models.RESNET_STAGES[self.architecture]
+        maps.append((side, models.scaled_channels(stages[0][0], self.width)))  # the stem
+        for channels, blocks, stride in stages:
+            side = -(-side // stride)  # "same" padding: ceil
+            maps += [(side, models.scaled_channels(channels, self.width))] * (2 * blocks + 1)  # and a projection
+        return maps
 
     def learning_rate_at(self, epoch: int) -> float | None:
         """The cosine schedule's rate for ``epoch`` (0-based); None under the plateau schedule."""
