@@ -181,6 +181,40 @@ def _hold_lock(run, work):
     return holder
 
 
+def _odd_data(kind: str) -> Callable:
+    """Issue 33: the dataset of :func:`_dataset` with one entry the decoder or the folder scan once mishandled."""
+    def prepare(run, work):
+        _dataset("plain")(run, work)
+        bad, target = work / "bad", work / "bad" / CLASSES[0]
+        if kind in ("a decompression bomb", "a 12000x12000 image"):
+            import struct
+            import zlib
+
+            side = 60000 if kind == "a decompression bomb" else 12000
+
+            def chunk(tag, body):
+                return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+            header = chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))  # 8-bit RGB
+            # a tiny file: only the header's size matters, the pixel data are cut short
+            pixels = chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+            (target / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + pixels)
+        elif kind == "a 4-band tiff named .png":
+            import numpy as np
+            import tifffile
+
+            tifffile.imwrite(target / "nir.png", np.zeros((64, 64, 4), np.uint8), photometric="minisblack",
+                             planarconfig="contig")
+        elif kind == "hidden folders":
+            (bad / ".ipynb_checkpoints").mkdir()
+            (bad / ".git").mkdir()
+        elif kind == "a class folder symlink loop":
+            (bad / "loop").symlink_to(bad / "loop")
+        elif kind == "an image symlink loop":
+            (target / "loop.jpg").symlink_to(target / "loop.jpg")
+    return prepare
+
+
 # ------------------------------------------------------------------ the cases
 def cases() -> list:
     c = []
@@ -385,14 +419,97 @@ def cases() -> list:
     add(Case("report", "unknown device", ["{run}", "--out", "{work}/report", "--devices", "tpu"], base="ann"))
     add(Case("report", "--out is a file", ["{run}", "--out", "{work}/file"], base="ann",
              prepare=lambda r, w: (w / "file").write_text("x")))
-    add(Case("report", "run without its SNN", ["{run}", "--out", "{work}/report"], base="ann",
-             prepare=_remove("snn.json", "snn.weights.h5")))
+    add(Case("report", "run without its SNN", ["{run}", "--out", "{work}/report"], base="ann", expect="warning",
+             prepare=_remove("snn.json", "snn.weights.h5")))  # issue 33: its ANN is reported, the SNN named missing
     add(Case("report", "report there, no --overwrite", ["{run}", "--out", "{work}/report"], base="ann",
              prepare=lambda r, w: (w / "report").mkdir() or (w / "report" / "report.html").write_text("x")))
     # issue 33: the run directory is ours or refused (ownership, --overwrite, outputs on inputs, --resume)
+    def _users_files(run, work):
+        for relative in ("checkpoints/my_model.pt", "tensorboard/events.user"):
+            (run / relative).parent.mkdir(parents=True, exist_ok=True)
+            (run / relative).write_bytes(b"the user's own")
+    add(Case("train_ann", "--overwrite on a folder of the user's own checkpoints and logs",
+             ["--run", "{run}", "--dataset", "{data}", *tiny, "--overwrite"], prepare=_users_files))
+    add(Case("run_all", "--overwrite on a folder of the user's own checkpoints and logs",
+             ["--run", "{run}", "--dataset", "{data}", *tiny, "--overwrite"], prepare=_users_files))
+    for name in ("ann.weights.h5", "config.json"):
+        add(Case("export_nir", f"--out on the run's own {name}, --overwrite",
+                 ["--run", "{run}", "--out", "{run}/" + name, "--overwrite"], base="ann"))
+    for flags, name in [(["--devices", "tpu"], "unknown device"), (["--timesteps", "1000000"], "T 1000000")]:
+        add(Case("run_all", f"--overwrite, {name} (a later stage's flag)",
+                 ["--run", "{run}", "--dataset", "{data}", *tiny, "--overwrite", *flags], base="ann"))
+    for relative in ("summary.md", "report/report.html"):
+        add(Case("run_all", f"the user's own {relative} in the run directory",
+                 ["--run", "{run}", "--dataset", "{data}", *tiny],
+                 prepare=lambda run, work, relative=relative: (run / relative).parent.mkdir(parents=True) or
+                 (run / relative).write_text("the user's own")))
+    add(Case("run_all", "--resume with a flag that differs from the recorded run",
+             ["--run", "{run}", "--resume", "--epochs", "5"], base="ann"))
+    add(Case("train_ann", "--run a dangling symlink", ["--run", "{work}/link", "--dataset", "{data}", *tiny],
+             prepare=lambda run, work: (work / "link").symlink_to(work / "nowhere")))
+    add(Case("train_ann", "--run under a file", ["--run", "{work}/file/run", "--dataset", "{data}", *tiny],
+             prepare=lambda run, work: (work / "file").write_text("x")))
+    add(Case("run_all", "--run of a 300-character name",
+             ["--run", "{work}/" + "r" * 300, "--dataset", "{data}", *tiny]))
     # issue 33: data decoding and training flags
+    for flags, name in [(["--split", "0.9", "0.1", "0"], "split with no test images"), (["--seed", "-1"], "seed -1"),
+                        (["--seed", "99999999999"], "seed above 2**32 - 1"),
+                        (["--image-size", "6400"], "image size 6400: too much memory")]:
+        add(Case("train_ann", name, ["--run", "{work}/new", "--dataset", "{data}", *tiny, *flags]))
+    for kind, expect in [("a decompression bomb", "error"), ("a 12000x12000 image", "error"),
+                         ("a 4-band tiff named .png", "error"), ("a class folder symlink loop", "error"),
+                         ("an image symlink loop", "error"), ("hidden folders", "warning")]:
+        add(Case("train_ann", f"dataset with {kind}", ["--run", "{work}/new", "--dataset", "{work}/bad", *tiny],
+                 prepare=_odd_data(kind), expect=expect))
     # issue 33: report, export, energy profiles, predict
+    odd = r"$\alpha_$ <img src=x onerror=alert(1)>"  # invalid math text and markup as a run's name
+    add(Case("report", "run name with math text and markup", [f"{{work}}/{odd}", "--out", "{work}/report"],
+             base="ann", expect="ok", prepare=lambda r, w: shutil.copytree(r, w / odd, symlinks=True)))
+    add(Case("report", "--out on a read-only place", ["{run}", "--out", "/sys/snn4vision-report"], base="ann"))
+
+    def profile(value):  # a folder {work}/profiles of one profile whose energy_per_neuron is ``value``
+        return lambda r, w: ((w / "profiles").mkdir(), (w / "profiles" / "chip.toml").write_text(
+            f'name = "chip"\nspiking = true\nenergy_per_synop = 1e-12\nenergy_per_neuron = {value}\n'))
+    for value, name in [('"5e-12"', "profile value a string"), ("-5e-12", "profile value negative")]:
+        add(Case("energy_estimation", name, ["--run", "{run}", "--overwrite", "--profiles", "{work}/profiles"],
+                 base="ann", prepare=profile(value)))
+    add(Case("report", "profile value negative", ["{run}", "--out", "{work}/report", "--profiles", "{work}/profiles"],
+             base="ann", prepare=profile("-5e-12")))
+    add(Case("convert_snn", "dt 1e-40", ["--run", "{run}", "--overwrite", "--dt", "1e-40"], base="ann"))
+    add(Case("convert_snn", "max rate 1e300: a NaN SNN", ["--run", "{run}", "--overwrite", "--no-sweep", "--timesteps",
+                                                          "2", "--max-rate", "1e300"], base="ann"))
     # issue 33: cluster config and run files
+    def _free_port() -> int:
+        with __import__("socket").socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    def _holding(port: int) -> Callable:  # another process's listener on a worker's port, during the command
+        def prepare(run, work):
+            held = __import__("socket").socket()
+            held.bind(("", port))
+            held.listen()
+            return held
+        return prepare
+
+    def _workers(*addresses, index=0) -> dict:
+        return {"TF_CONFIG": json.dumps({"cluster": {"worker": list(addresses)},
+                                         "task": {"type": "worker", "index": index}})}
+
+    taken, alone, absent = _free_port(), _free_port(), _free_port()
+    for name, env, prepare in [
+            ("TF_CONFIG a JSON list", {"TF_CONFIG": '["127.0.0.1:1"]'}, None),
+            ("TF_CONFIG without a task", {"TF_CONFIG": json.dumps({"cluster": {"worker": ["h:1", "h:2"]}})}, None),
+            ("TF_CONFIG worker address without a port", _workers("127.0.0.1", "127.0.0.1:2"), None),
+            ("worker port in use", _workers(f"127.0.0.1:{taken}", "127.0.0.1:2"), _holding(taken)),
+            ("a worker that never starts", _workers(f"127.0.0.1:{alone}", f"127.0.0.1:{absent}") |
+             {"SNN4VISION_WORKER_TIMEOUT": "3"}, None)]:
+        add(Case("train_ann", name, ["--run", "{work}/new", "--dataset", "{data}", *tiny], env=env, prepare=prepare))
+    add(Case("predict", "emptied config.json", ["--run", "{run}", image], base="ann", prepare=_write("config.json", b"{}")))
+    add(Case("predict", "classes.json not UTF-8", ["--run", "{run}", image], base="ann",
+             prepare=_write("classes.json", b'["\xff\xfe"]')))
+    add(Case("report", "emptied metrics.json", ["{run}", "--out", "{work}/report"], base="ann",
+             prepare=_write("metrics.json", b"{}")))
     return c
 
 
