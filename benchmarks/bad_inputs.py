@@ -582,7 +582,7 @@ def main() -> None:
     counts = {}
     for row in rows:
         counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
-    lines = ["# Bad inputs against every pipeline script (issue 13)", "",
+    lines = ["# Bad inputs against every pipeline script (issues 13 and 33)", "",
              f"`{Path(PYTHON).name} benchmarks/bad_inputs.py` on {time.strftime('%Y-%m-%d')}: {len(rows)} commands in "
              f"{time.perf_counter() - began:.0f} s. Verdicts: "
              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".", "",

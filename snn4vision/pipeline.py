@@ -165,10 +165,7 @@ def _shown(value) -> str:
 def check_ownership(run_dir: Path) -> None:
     """Refuse, before any stage runs, files in the run's output folders that the project did not write: no stage
     would move them, and an --overwrite suggested here would be refused too."""
-    foreign = rundir.foreign_files(run_dir, list(rundir.OWN_CONTENTS))
-    if foreign:
-        raise UserError(f"{run_dir} holds {', '.join(foreign)}, which this project did not write and never moves "
-                        f"or deletes: move them out of {run_dir}, or choose another --run directory")
+    rundir.refuse_foreign(run_dir, list(rundir.OWN_CONTENTS))
 
 
 def check_results(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -178,8 +175,9 @@ def check_results(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if not unowned:
         return
     if not overwrite or resume:
-        hint = "" if resume else ", or pass --overwrite to move them to stale/"
-        raise UserError(f"{run_dir} already holds {', '.join(unowned)}, which run_all.py did not write: move them "
+        what = "it" if len(unowned) == 1 else "them"
+        hint = "" if resume else f", or pass --overwrite to move {what} to stale/"
+        raise UserError(f"{run_dir} already holds {', '.join(unowned)}, which run_all.py did not write: move {what} "
                         f"out of {run_dir}{hint}, or choose another --run directory")
     rundir.set_aside_stale(run_dir, sorted({name.split("/")[0] for name in unowned}),
                            "the earlier results that run_all.py did not write")

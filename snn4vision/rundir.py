@@ -228,10 +228,7 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
         return
     downstream = [name for name in DOWNSTREAM.get(stage, []) if (run_dir / name).exists()
                   and not any(name == p or name.startswith(p + "/") for p in present)]
-    foreign = foreign_files(run_dir, present + downstream)
-    if foreign:
-        raise UserError(f"{run_dir} holds {', '.join(foreign)}, which this project did not write and never moves "
-                        f"or deletes: move them out of {run_dir}, or choose another --run directory")
+    refuse_foreign(run_dir, present + downstream)
     if not overwrite:
         resume_hint = "--resume to continue that run, " if resumable else ""
         raise UserError(
@@ -248,6 +245,16 @@ def prepare_new(run_dir: Path, outputs: list[str], resume: bool, overwrite: bool
 
 ASIDE = ".replacing-"  # stale/.replacing-<pid>: what the --overwrite of process <pid> set aside
 ASIDE_NOTE = ".aside.json"  # in that folder, until the stage commits: what to put back if it never finishes
+
+
+def refuse_foreign(run_dir: Path, names: list) -> None:
+    """Refuse in one line files under ``names`` that the project did not write (:func:`foreign_files`): nothing
+    moves or deletes them, so no --overwrite is suggested."""
+    foreign = foreign_files(run_dir, names)
+    if foreign:
+        what = "it" if len(foreign) == 1 else "them"
+        raise UserError(f"{run_dir} holds {', '.join(foreign)}, which this project did not write and never moves "
+                        f"or deletes: move {what} out of {run_dir}, or choose another --run directory")
 
 
 class _Replacement:
