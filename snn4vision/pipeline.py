@@ -171,7 +171,8 @@ def check_ownership(run_dir: Path) -> None:
 def check_results(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Never replace a summary or report that run_all did not write (provenance.json names what it wrote):
     refuse, or with ``overwrite`` move them to ``stale/<time>/`` and say so."""
-    unowned = [name for name in RESULTS if (run_dir / name).exists() and rundir.written_by(run_dir, name) is None]
+    unowned = [name for name in RESULTS if (run_dir / name).exists() and rundir.written_by(run_dir, name) is None
+               and not (_written_before_records(run_dir) and _looks_like_ours(run_dir, name))]
     if not unowned:
         return
     if not overwrite or resume:
@@ -181,6 +182,25 @@ def check_results(run_dir: Path, resume: bool, overwrite: bool) -> None:
                         f"out of {run_dir}{hint}, or choose another --run directory")
     rundir.set_aside_stale(run_dir, sorted({name.split("/")[0] for name in unowned}),
                            "the earlier results that run_all.py did not write")
+
+
+def _written_before_records(run_dir: Path) -> bool:
+    """A run that train_ann.py wrote (provenance.json says so) and no run_all.py recorded its settings in: made
+    before run_all recorded its summary and report, which are then its own (they are replaced as before)."""
+    if rundir.written_by(run_dir, rundir.CONFIG) is None:
+        return False
+    return RECORD not in read_json(run_dir / rundir.CONFIG).get("extra", {})
+
+
+#: How each of run_all's results begins, as earlier versions wrote them too
+_SIGNATURES = {SUMMARY_JSON: b"{", SUMMARY_MD: b"# Summary of ",
+               f"{rundir.REPORT}/report.html": b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                                               b'<title>snn4vision: '}
+
+
+def _looks_like_ours(run_dir: Path, name: str) -> bool:
+    with open(run_dir / name, "rb") as handle:
+        return handle.read(len(_SIGNATURES[name])) == _SIGNATURES[name]
 
 
 def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:

@@ -148,6 +148,12 @@ MUTANTS = [
     ("conversion keeps the old NIR export", "snn4vision/rundir.py",
      '"convert": _FINE_TUNED + _ENERGY + _SUMMARY + _EXPORTED,', '"convert": _FINE_TUNED + _ENERGY + _SUMMARY,',
      ["tests/test_run_ownership.py"]),
+    ("earlier runs' results foreign", "snn4vision/pipeline.py",
+     "and not (_written_before_records(run_dir) and _looks_like_ours(run_dir, name))]", "]",
+     ["tests/test_run_ownership.py"]),
+    ("any file passes as an earlier run's", "snn4vision/pipeline.py",
+     "return handle.read(len(_SIGNATURES[name])) == _SIGNATURES[name]", "return True",
+     ["tests/test_run_ownership.py"]),
     # issue 33: data decoding and training flags
     ("bomb error escapes", "snn4vision/data.py",
      "except Image.DecompressionBombError as exc:", "except KeyError as exc:",

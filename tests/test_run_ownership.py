@@ -123,6 +123,27 @@ def test_run_all_refuses_a_summary_or_report_it_did_not_write(tmp_path, name):
     assert _tree(tmp_path) == {name: b"the user's own"}
 
 
+def test_a_run_from_before_the_records_keeps_its_own_summary_and_report_but_not_a_users(tmp_path):
+    """Runs that run_all wrote before it recorded its results (provenance names config.json, config.json has no
+    run_all record) resume: their summary and report begin as ours do. A file of the user's there is refused."""
+    (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "extra": {}}))
+    rundir.record_outputs(tmp_path, "train", ["config.json"], [])
+    (tmp_path / "report").mkdir()
+    (tmp_path / "summary.md").write_text(f"# Summary of {tmp_path}\n")
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "report" / "report.html").write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                                                      "<title>snn4vision: run comparison</title>")
+    pipeline.check_results(tmp_path, resume=True, overwrite=False)
+    (tmp_path / "summary.md").write_text("my notes")
+    with pytest.raises(UserError, match=r"already holds summary.md, which run_all.py did not write: move it out"):
+        pipeline.check_results(tmp_path, resume=True, overwrite=False)
+    (tmp_path / "summary.md").unlink()
+    (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "extra": {"run_all": {"path": "qcfs"}}}))
+    rundir.record_outputs(tmp_path, "train", ["config.json"], [])
+    with pytest.raises(UserError, match=r"summary.json, report/report.html, which run_all.py did not write"):
+        pipeline.check_results(tmp_path, resume=True, overwrite=False)  # recorded: only what provenance names
+
+
 def test_run_all_overwrite_keeps_a_foreign_summary_under_stale_and_replaces_its_own(tmp_path, capsys):
     (tmp_path / "summary.md").write_text("the user's own")
     (tmp_path / "summary.json").write_text("ours")
