@@ -171,8 +171,9 @@ def check_ownership(run_dir: Path) -> None:
 def check_results(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Never replace a summary or report that run_all did not write (provenance.json names what it wrote):
     refuse, or with ``overwrite`` move them to ``stale/<time>/`` and say so."""
-    unowned = [name for name in RESULTS if (run_dir / name).exists() and rundir.written_by(run_dir, name) is None
-               and not (_written_before_records(run_dir) and _looks_like_ours(run_dir, name))]
+    unowned = [name for name in RESULTS if (run_dir / name).exists() and rundir.written_by(run_dir, name) is None]
+    if unowned and _written_before_records(run_dir):  # read config.json once, only where it can matter
+        unowned = [name for name in unowned if not _looks_like_ours(run_dir, name)]
     if not unowned:
         return
     if not overwrite or resume:

@@ -484,7 +484,7 @@ def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
 
 
 #: The names at the top of a run directory that its stages read and write, and its bookkeeping.
-RUN_FILES = frozenset(MADE_BY) | frozenset(n.split("/")[0] for names in DOWNSTREAM.values() for n in names) | {
+RUN_NAMES = frozenset(MADE_BY) | frozenset(n.split("/")[0] for names in DOWNSTREAM.values() for n in names) | {
     TRANSFORMER_WEIGHTS, CHECKPOINTS, TENSORBOARD, PROVENANCE, LOCK, STALE}
 
 
@@ -497,7 +497,7 @@ def owned_name(run_dir: Path, path: Path) -> str | None:
         return None
     if not relative.parts:
         return "."
-    if relative.parts[0] in RUN_FILES or written_by(run_dir, relative.as_posix()) is not None:
+    if relative.parts[0] in RUN_NAMES or written_by(run_dir, relative.as_posix()) is not None:
         return relative.as_posix()
     return None
 
