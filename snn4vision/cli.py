@@ -197,6 +197,11 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--qcfs-warmup", type=float,
                    help="QCFS: train this fraction of the epochs as ReLU, then quantise (each threshold where it "
                         "reproduces the layer's activations best); 0: QCFS from the start")
+    p.add_argument("--distill", type=float,
+                   help="QCFS with a ReLU warm-up: weight in [0, 1) of a distillation term from the warm-up's ReLU "
+                        "network (frozen at the switch) in the loss of the quantised epochs (0: off)")
+    p.add_argument("--distill-temperature", type=float,
+                   help="--distill: temperature of the softened logits (default 4)")
     p.add_argument("--qcfs-threshold", dest="qcfs_threshold", type=positive_float, default=None,
                    help="initial QCFS threshold lambda (trainable; default 2.0: BatchNorm makes the pre-activations "
                         "about unit-variance, and the paper's 8.0 leaves most of them in the zero level)")
@@ -208,7 +213,8 @@ def train_config(args: argparse.Namespace):
 
     given = _given(args, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs", "learning_rate",
                           "optimizer", "augment", "qcfs_threshold", "label_smoothing", "lr_schedule", "qcfs_warmup",
-                          "levels", "sparsity", "pool_before_activation", "pool_levels"))
+                          "levels", "sparsity", "pool_before_activation", "pool_levels", "distill",
+                          "distill_temperature"))
     return TrainConfig.from_preset(args.preset, **given, activation=args.activation, architecture=args.architecture)
 
 

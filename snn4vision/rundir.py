@@ -599,6 +599,10 @@ class TrainConfig:
     # QCFS ANNs: train this fraction of the epochs as ReLU, then quantise, each lambda where QCFS reproduces the
     # layer's activations best (0: QCFS from the start)
     qcfs_warmup: float = 0.75
+    # QCFS with a ReLU warm-up: distil the quantised network from the warm-up's ReLU network at this weight of the
+    # loss (0: off), on logits softened by distill_temperature; see training.distillation_loss
+    distill: float = 0.0
+    distill_temperature: float = 4.0
     # weight of the SNN's expected synaptic operations per ANN MAC in the loss (0: off); see add_sparsity_penalty
     sparsity: float = 0.0
     # VGG-16: pool each block's last conv before its activation (models.vgg16), so that its SNN has 4x fewer
@@ -671,6 +675,13 @@ class TrainConfig:
              "none: drop it"),
             (0 <= self.qcfs_warmup < 1, f"--qcfs-warmup must be in [0, 1) so that the network ends quantised, "
                                         f"got {self.qcfs_warmup}"),
+            (0 <= self.distill < 1 and math.isfinite(self.distill),
+             f"--distill must be in [0, 1) (the weight of the teacher's term; 0: off), got {self.distill}"),
+            (not self.distill or self.qcfs_from_epoch > 0,
+             "--distill distils a QCFS network from its own ReLU warm-up: it needs --activation qcfs and a "
+             "--qcfs-warmup that leaves at least one ReLU epoch"),
+            (self.distill_temperature > 0 and math.isfinite(self.distill_temperature),
+             f"--distill-temperature must be positive, got {self.distill_temperature}"),
             (not self.spiking or (self.dim % 8 == 0 and self.dim % self.heads == 0),
              f"--dim must be a multiple of 8 and of --heads ({self.heads}), got {self.dim}"),
             (not self.spiking or (len(self.pooling) == 4 and set(self.pooling) <= {"0", "1"}),

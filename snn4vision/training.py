@@ -161,6 +161,79 @@ def classification_loss(num_classes: int, label_smoothing: float = 0.0):
     return loss
 
 
+def distillation_loss(num_classes: int, weight: float, temperature: float, label_smoothing: float = 0.0):
+    """The loss of ``--distill``: ``(1 - weight) x`` the cross-entropy on the labels plus ``weight x
+    temperature**2 x`` KL(teacher || student) on the logits softened by ``temperature`` (Hinton et al. 2015: the
+    square keeps the soft term's gradients on the scale of the hard one's).
+
+    ``y_true`` is either labels, ``(batch,)`` or ``(batch, 1)``, and then the loss is the plain cross-entropy
+    (validation data, the ReLU warm-up), or the labels packed with the teacher's logits by :func:`with_teacher`,
+    ``(batch, 1 + classes)``.
+    """
+    import tensorflow as tf
+
+    hard = classification_loss(num_classes, label_smoothing)
+
+    def loss(y_true, logits):
+        if not _packed(y_true, num_classes):
+            return hard(y_true, logits)
+        labels, teacher = y_true[:, :1], y_true[:, 1:]
+        soft = tf.nn.softmax(teacher / temperature)
+        kl = tf.reduce_sum(soft * (tf.nn.log_softmax(teacher / temperature) - tf.nn.log_softmax(logits / temperature)),
+                           axis=-1)
+        return (1.0 - weight) * hard(labels, logits) + weight * temperature ** 2 * tf.reduce_mean(kl)
+
+    return loss
+
+
+def label_accuracy(num_classes: int):
+    """The ``accuracy`` metric for labels, packed with a teacher's logits or not (see :func:`distillation_loss`)."""
+    import tensorflow as tf
+
+    def accuracy(y_true, logits):
+        labels = y_true[:, :1] if _packed(y_true, num_classes) else y_true
+        return tf.keras.metrics.sparse_categorical_accuracy(labels, logits)
+
+    return accuracy
+
+
+def _packed(y_true, num_classes: int) -> bool:
+    # static shapes: the training batches of a distilled epoch and the plain labels trace apart
+    return y_true.shape.rank == 2 and y_true.shape[-1] == 1 + num_classes
+
+
+def with_teacher(batches, teacher):
+    """``batches`` of (images, labels) as (images, labels packed with ``teacher``'s logits): a float column of
+    the labels, then the logits. The teacher runs in tf.data's threads, beside the training step."""
+    import tensorflow as tf
+
+    def pack(x, y):
+        logits = teacher(x, training=False)
+        return x, tf.concat([tf.cast(tf.reshape(y, [-1, 1]), logits.dtype), logits], axis=1)
+
+    return batches.map(pack)
+
+
+TEACHER = "teacher.weights.h5"  # in the training stage's checkpoint folder (its cleaning keeps it)
+
+
+def relu_teacher(config: TrainConfig, model, num_classes: int, checkpoints: Path, save: bool):
+    """The teacher of ``--distill``: the QCFS network as its ReLU warm-up left it, frozen; ``save`` writes it
+    (at the switch) so that a run resumed later distils from the same network, else it is read back."""
+    teacher = build_model(config, num_classes, weights="none")
+    path = checkpoints / TEACHER
+    if save:
+        teacher.set_weights(model.get_weights())  # quantising 0 included: called before start_quantising
+        atomic_save_weights(teacher, path)
+    else:
+        if not path.is_file():
+            raise UserError(f"{path} is missing, so this --distill run cannot resume from its ReLU teacher: train it "
+                            "again with --overwrite")
+        load_weights(teacher, path, what="distillation teacher")
+    teacher.trainable = False
+    return teacher
+
+
 def add_sparsity_penalty(model, strength: float) -> None:
     """Add ``strength`` x the converted SNN's expected synaptic operations per ANN MAC to the model's loss.
 
@@ -305,6 +378,9 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         config = saved
     config.validate()
     distributed.check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
+    if config.distill and cluster.multi_worker:
+        raise UserError("--distill trains on one machine only for now (its teacher is not shared between workers): "
+                        "drop --distill or TF_CONFIG")
     if config.spiking:
         config.check_transformer_memory(config.batch_size // strategy.num_replicas_in_sync, training=True)
     else:
@@ -342,7 +418,11 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
             optimizer.set_backbone(backbone_variables(model, config.transfer["copied"]))
         if config.sparsity:
             add_sparsity_penalty(model, config.sparsity)
-        model.compile(optimizer, classification_loss(len(source.classes), config.label_smoothing), ["accuracy"])
+        if config.distill:
+            model.compile(optimizer, distillation_loss(len(source.classes), config.distill, config.distill_temperature,
+                                                       config.label_smoothing), [label_accuracy(len(source.classes))])
+        else:
+            model.compile(optimizer, classification_loss(len(source.classes), config.label_smoothing), ["accuracy"])
         optimizer.build(model.trainable_variables)
     # weights, two optimizer slots, the checkpoint's copy of all three and the best weights
     if chief:
@@ -396,6 +476,9 @@ def _epochs(config: TrainConfig, run: RunData, model, optimizer, checkpointer: E
         for layer in qcfs_layers(model):
             layer.quantising.assign(0.0)
     steps = math.ceil(len(manifest["train"]) / config.batch_size)
+    checkpoints = run_dir / rundir.CHECKPOINTS / stage_name(config)
+    teacher = (relu_teacher(config, model, len(source.classes), checkpoints, save=False)
+               if config.distill and start > config.qcfs_from_epoch else None)
     with data.explain_bad_images(source, all_indices):
         for epoch in range(start, config.epochs if not stop else start):
             began = time.perf_counter()
@@ -406,12 +489,16 @@ def _epochs(config: TrainConfig, run: RunData, model, optimizer, checkpointer: E
                 optimizer.backbone_factor.assign(0.0 if epoch < config.freeze_backbone else config.backbone_lr_factor)
             if warmup and epoch == config.qcfs_from_epoch:
                 images = (x for x, _ in run.batches("train", 64, count=256, seed=config.seed))
+                if config.distill:  # before quantising: the teacher is the ReLU network
+                    teacher = relu_teacher(config, model, len(source.classes), checkpoints, save=True)
                 thresholds = start_quantising(model, images, seed=config.seed)
                 if verbose:
                     print(f"epoch {epoch + 1}: ReLU warm-up over, QCFS thresholds of least quantisation error: "
                           + " ".join(f"{t:.2f}" for t in thresholds), flush=True)
             batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch, augmentation,
                                             config.transform)
+            if teacher is not None:
+                batches = with_teacher(batches, teacher)
             if cluster.multi_worker:
                 batches = distributed.shard_by_example(batches)
             callbacks = [BatchProgress(f"epoch {epoch + 1}/{config.epochs}", steps)] if verbose else []
