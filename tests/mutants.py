@@ -111,7 +111,7 @@ MUTANTS = [
      ["tests/test_untested_behaviours_training.py"]),
     # issue 33: the run directory is ours or refused
     ("--overwrite moves the user's files", "snn4vision/rundir.py",
-     "    foreign = foreign_files(run_dir, present + downstream)\n", "    foreign = []\n",
+     "    refuse_foreign(run_dir, present + downstream)\n", "",
      ["tests/test_run_ownership.py"]),
     ("export --out onto the run's inputs", "snn4vision/export.py",
      "if own is not None and own != NIR_FILE and", "if False and own != NIR_FILE and",
@@ -228,7 +228,7 @@ MUTANTS = [
      '    classes = list(models[0]["per_class_accuracy"])',
      ["tests/test_report_and_outputs.py::"
       "test_the_per_class_figure_uses_each_runs_own_classes"]),
-    ("negative joules accepted", "snn4vision/costs.py",
+    ("negative joules accepted", "snn4vision/devices.py",
      "math.isfinite(value) and value >= 0", "math.isfinite(value)",
      ["tests/test_report_and_outputs.py::"
       "test_a_bad_profile_value_is_named_with_its_file_key_and_range"]),
