@@ -180,14 +180,15 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
         if verbose:
             print(f"evaluating {name} ({len(variants) + 1}/{len(planned) + 1}) on "
                   f"{len(labels)} test images, T = 1 ... {config.max_timesteps}", flush=True)
-        # a T at which the levels are compressed is not the start of a longer run: simulated on its own
-        compressed = [t for t in grid if snn.compression(t) != 1]
-        result = simulate_split(snn, test_batches, config.max_timesteps, name if verbose else None)
+        # a T at which the levels are compressed is not the start of a longer run, and a compressed longest run
+        # is the start of no shorter one: such T are simulated on their own
+        longest = config.max_timesteps
+        prefixes = [longest] if snn.compressed(longest) else [t for t in grid if not snn.compressed(t)]
+        result = simulate_split(snn, test_batches, longest, name if verbose else None)
         if not variants:  # the SNN that is written
             check_finite(snn, result["logits"], snn.dt)
-        rows = accuracy_over_time(result, labels, [t for t in grid if t not in compressed], fraction,
-                                  snn.neurons_per_layer(), snn.dt)
-        for t in compressed:
+        rows = accuracy_over_time(result, labels, prefixes, fraction, snn.neurons_per_layer(), snn.dt)
+        for t in [t for t in grid if t not in prefixes]:
             short = simulate_split(snn, test_batches, t, f"{name}, T = {t}" if verbose else None)
             rows += accuracy_over_time(short, labels, [t], fraction, snn.neurons_per_layer(), snn.dt)
         rows.sort(key=lambda row: row["timesteps"])

@@ -277,6 +277,35 @@ MUTANTS = [
     ("a run file that is not UTF-8 is a traceback", "snn4vision/checkpoints.py",
      "    except UnicodeDecodeError:\n", "    except KeyError:\n",
      ["tests/test_cluster_and_files.py"]),
+    # --- issue 34 (distillation, more time never hurts) ---
+    ("distillation without T squared", "snn4vision/training.py",
+     "weight * temperature ** 2 * tf.reduce_mean(kl)", "weight * tf.reduce_mean(kl)",
+     ["tests/test_distillation.py"]),
+    ("distillation weight ignored", "snn4vision/training.py",
+     "return (1.0 - weight) * hard(labels, logits)", "return hard(labels, logits)",
+     ["tests/test_distillation.py"]),
+    ("teacher is the quantised network", "snn4vision/training.py",
+     "                if config.distill:  # before quantising: the teacher is the ReLU network\n"
+     "                    teacher = relu_teacher(config, model, len(source.classes), checkpoints, save=True)\n"
+     "                thresholds = start_quantising(model, images, seed=config.seed)\n",
+     "                thresholds = start_quantising(model, images, seed=config.seed)\n"
+     "                if config.distill:\n"
+     "                    teacher = relu_teacher(config, model, len(source.classes), checkpoints, save=True)\n",
+     ["tests/test_distillation.py"]),
+    ("resumed run forgets its teacher", "snn4vision/training.py",
+     "if config.distill and start > config.qcfs_from_epoch else None)", "if False else None)",
+     ["tests/test_distillation.py"]),
+    ("no compression above L", "snn4vision/simulation.py",
+     'return levels / timesteps if self.neuron == "signed_if" and self.max_spikes > 1 else 1.0',
+     "return 1.0", ["tests/test_layers.py"]),
+    ("compressed T read from a longer run", "snn4vision/simulation.py",
+     "return any(c != 1 for c in self.node_compression(timesteps).values())",
+     "return max(self.node_compression(timesteps).values(), default=1.0) != 1", ["tests/test_layers.py"]),
+    ("shorter T read from a compressed longest run", "snn4vision/convert.py",
+     "prefixes = [longest] if snn.compressed(longest) else [t for t in grid if not snn.compressed(t)]",
+     "prefixes = [t for t in grid if not snn.compressed(t)]",
+     ["tests/pipelines/test_snn_stages.py::test_qcfs_run_converts_to_signed_if_neurons"]),
+    # --- end issue 34 ---
 ]
 
 

@@ -222,7 +222,7 @@ def test_compressed_levels_fire_each_qcfs_level_in_one_burst(qcfs_ann):
     net = layer_graph.build_graph(qcfs_ann)
     assert net.levels == 4
     snn = simulation.SpikingNetwork.from_graph(net, timesteps=1, tau=None, neuron="signed_if", max_spikes=4)
-    assert [snn.compression(t) for t in (1, 2, 4, 8)] == [4, 2, 1, 1]
+    assert [snn.compression(t) for t in (1, 2, 4, 8)] == [4, 2, 1, 0.5]
     result = snn.simulate(images, 1)
     np.testing.assert_allclose(result["logits"][:, 0].numpy(), qcfs_ann(images).numpy(), rtol=1e-4, atol=1e-4)
     layers = [qcfs_ann.get_layer(n.name) for n in snn.neuron_nodes]
@@ -265,3 +265,24 @@ def test_quantisation_threshold_trades_clipping_against_step_size():
     with_outliers = np.concatenate([uniform, np.full(5, 5.0)])
     assert np.percentile(with_outliers, 99.99) == pytest.approx(5.0)
     assert abs(quantisation_threshold(with_outliers, 4) - 8 / 9) < 0.02
+
+
+def test_more_time_never_hurts_with_mixed_levels():
+    """The default's shape: QCFS at L = 2 with each pooled map requantised at 4 levels, signed IF bursts of up to
+    4. Every node compressed by its own L / T, the SNN's mean logits equal the QCFS ANN's at every T, below, at
+    and above each layer's L (uncompressed above L, a layer quantises at T levels: not the ANN)."""
+    ann = models.vgg16(4, image_size=32, width=0.125, batch_norm=True, seed=3, activation="qcfs", levels=2,
+                       pool_levels=4)
+    rng = np.random.default_rng(8)
+    for layer in ann.layers:
+        if isinstance(layer, QCFS):
+            layer.threshold.assign(rng.uniform(0.5, 2.0))
+    images = np.random.default_rng(9).random((4, 32, 32, 3)).astype(np.float32)
+    net = layer_graph.build_graph(ann)
+    assert {n.params.get("levels") for n in net.neurons} == {2, 4}
+    snn = simulation.SpikingNetwork.from_graph(net, tau=None, neuron="signed_if", max_spikes=4)
+    expected = ann(images).numpy()
+    for timesteps in (1, 2, 3, 4, 6, 8, 16):
+        assert snn.compressed(timesteps)
+        logits = snn.simulate(images, timesteps)["logits"].numpy().mean(axis=1)
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4, err_msg=f"T = {timesteps}")
