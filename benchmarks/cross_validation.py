@@ -67,7 +67,8 @@ def report(args: argparse.Namespace) -> None:
              "95 %: Wilson's for the pooled accuracy (test-sample noise of these K networks), Student's t over the "
              "folds for the fold means and for paired differences (training noise included).", "",
              "| setting | K | images | ANN pooled | SNN pooled | ANN fold mean | SNN fold mean | SNN - ANN "
-             "(points) | SNN/ANN energy, loihi | SNN/ANN energy, 45nm |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "(points) | SNN/ANN energy, loihi (compute-only) | SNN/ANN energy, 45nm (compute-only) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in out["settings"].items():
         cell = {key: _interval(v) for key, v in s["fold_mean"].items()}
         pooled = {key: _interval(v) for key, v in s["pooled"].items()}

@@ -17,92 +17,12 @@ from __future__ import annotations
 
 import csv
 import io
-import importlib.resources
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-
-#: The profiles shipped with the package (package data, read through importlib.resources so that any install,
-#: zipped included, finds them).
-ENERGY_DIR = importlib.resources.files("snn4vision").joinpath("profiles")
-
-
-@dataclass(frozen=True)
-class Device:
-    """Energy figures of one device (joules)."""
-
-    name: str
-    spiking: bool
-    energy_per_synop: float  # per synaptic operation: an accumulate on spiking devices, a MAC otherwise
-    energy_per_neuron: float  # per neuron (or synaptic filter) update
-    energy_per_mac: float | None = None  # per MAC with an analog operand; None: energy_per_synop
-    source: str = ""
-
-    @property
-    def mac(self) -> float:
-        return self.energy_per_synop if self.energy_per_mac is None else self.energy_per_mac
-
-
-def load_devices(directory: str | Path | None = None) -> dict:
-    """All ``*.toml`` device profiles of ``directory`` (default: the shipped ``profiles/``)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib
-
-    directory = Path(directory) if directory else ENERGY_DIR
-    files = sorted((f for f in directory.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name) \
-        if directory.is_dir() else []
-    if not files:
-        raise UserError(f"no device profiles (*.toml) in {directory}: pass --profiles with the folder that holds them")
-    devices = {}
-    for path in files:
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"device profile {path} is invalid ({exc}): it needs name, spiking, energy_per_synop, "
-                            "energy_per_neuron and optionally energy_per_mac and source") from None
-        device = Device(**check_profile(values, path))
-        if device.name in devices:
-            raise UserError(f"device profile {path} is named {device.name!r} like another profile in {directory}: "
-                            "give each profile its own name")
-        devices[device.name] = device
-    return devices
-
-
-def _energy(value) -> bool:
-    """Joules: a finite number, 0 or more (a string, a boolean or a negative value is a typo)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-
-
-#: Each key of a profile: (required, check, what the check wants).
-PROFILE_KEYS = {
-    "name": (True, lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
-    "spiking": (True, lambda v: isinstance(v, bool), "true or false"),
-    "energy_per_synop": (True, _energy, "a number of joules, 0 or more"),
-    "energy_per_neuron": (True, _energy, "a number of joules, 0 or more"),
-    "energy_per_mac": (False, _energy, "a number of joules, 0 or more"),
-    "source": (False, lambda v: isinstance(v, str), "a string"),
-}
-
-
-def check_profile(values: dict, path) -> dict:
-    """``values`` of the profile file ``path`` if every key is known and of its type and range; else one
-    UserError naming the file, the key and what it should be (a wrong value would give wrong joules silently)."""
-    for key in values:
-        if key not in PROFILE_KEYS:
-            raise UserError(f"device profile {path} has an unknown key {key!r}: use {', '.join(PROFILE_KEYS)}")
-    for key, (required, valid, wanted) in PROFILE_KEYS.items():
-        if key not in values:
-            if required:
-                raise UserError(f"device profile {path} is invalid: {key} is missing (it should be {wanted})")
-        elif not valid(values[key]):
-            raise UserError(f"device profile {path} is invalid: {key} must be {wanted}, got {values[key]!r}")
-    return values
+from .devices import ENERGY_DIR, PROFILE_KEYS, SRAM_KEYS, Device, check_profile, load_devices  # noqa: F401
 
 
 @dataclass
@@ -128,6 +48,11 @@ class LayerCost:
     sources: tuple = ()
     analog: str = ""
     feeds: tuple = ()
+    # the layout the memory-aware model needs: weights stored, kernel positions, output positions and channels
+    weights: int = 0
+    kernel: int = 1
+    positions: int = 1
+    channels: int = 0
 
     @property
     def fan_out(self) -> float:
@@ -183,8 +108,12 @@ def graph_costs(nodes: list, output: str) -> list:
         else:
             connections = _size(node.shape) * source.shape[-1]
         analog = {"static": "once", "analog": "every_step", "spikes": ""}[kind[node.inputs[0]]]
+        positions = _size(node.shape[:-1])
         rows[node.name] = LayerCost(node.name, connections, _size(source.shape), 0, 0, carried[node.inputs[0]],
-                                    analog)
+                                    analog, weights=0 if node.name in pooling else connections // positions,
+                                    kernel=(window[0] * window[1]) if node.name in pooling
+                                    else (1 if node.op == "dense" else k[0] * k[1]),
+                                    positions=positions, channels=int(node.shape[-1]))
     position = {n.name: i for i, n in enumerate(nodes)}
 
     def upstream_linear(name):
@@ -220,7 +149,8 @@ def graph_costs(nodes: list, output: str) -> list:
     return list(rows.values())
 
 
-def network_activity(layers: list, neurons: list, spikes_per_layer, timesteps: int, synapse: bool) -> list:
+def network_activity(layers: list, neurons: list, spikes_per_layer, timesteps: int, synapse: bool,
+                     events_per_layer=None, payload_bits: int = 0) -> list:
     """The activity records (:func:`activity_costs`) of a converted network from its measured spikes.
 
     ``layers``: :func:`graph_costs`' rows; ``neurons``: ``(name, size)`` of each neuron layer;
@@ -228,17 +158,26 @@ def network_activity(layers: list, neurons: list, spikes_per_layer, timesteps: i
     node is a ``synapse`` record whose events are its sources' spikes (none where it reads analog values: the
     image once, or analog values every step), followed by the ``neurons`` records of the layers it feeds
     (with a synaptic filter, two updates per neuron and step).
+
+    ``events_per_layer[l]``: messages of layer ``l`` where a burst of spikes in one step is one message
+    (default: one per spike); ``payload_bits``: the bits a graded message carries. The memory-aware model
+    (:mod:`snn4vision.memory_costs`) reads them and each layer's layout (``weights``, ``kernel``, ...).
     """
+    events_per_layer = spikes_per_layer if events_per_layer is None else events_per_layer
     records = []
     for cost in layers:
         events = None if cost.analog else float(sum(float(spikes_per_layer[s]) for s in cost.sources))
+        messages = None if cost.analog else float(sum(float(events_per_layer[s]) for s in cost.sources))
         records.append({"kind": "synapse", "name": cost.name, "connections": cost.connections, "inputs": cost.inputs,
                         "adds": cost.adds, "evaluations": timesteps if cost.analog == "every_step" else 1,
-                        "events": events})
+                        "events": events, "messages": messages, "payload_bits": payload_bits,
+                        "sources": [neurons[i][0] for i in cost.sources], "weights": cost.weights,
+                        "kernel": cost.kernel, "positions": cost.positions, "channels": cost.channels})
         for index in cost.feeds:
             name, size = neurons[index]
             spikes = float(spikes_per_layer[index])
             records.append({"kind": "neurons", "name": name, "neurons": size, "spikes": spikes,
+                            "messages": float(events_per_layer[index]),
                             "rate": spikes / (size * timesteps), "updates_per_step": 2 if synapse else 1})
     return records
 
@@ -275,6 +214,9 @@ def activity_costs(records: list, timesteps: int, dt: float = 0.001) -> tuple:
             costs.append(cost)
             operations.append({"macs": 0.0, "sops": float(e["events"]) * cost.fan_out, "updates": 0.0,
                                "dense_synops": float(e["connections"] * timesteps)})
+            if e.get("messages") is not None:  # graded devices pay one SOP per message and synapse
+                operations[-1] |= {"event_sops": float(e["messages"]) * cost.fan_out,
+                                   "payload_bits": float(e.get("payload_bits", 0))}
         rates.append(None)
     return costs, operations, rates
 
@@ -305,9 +247,21 @@ def snn_energy(operations: list, device: Device) -> list:
     synapse every timestep (``dense_synops``).
     """
     if device.spiking:
-        return [o["macs"] * device.mac + o["sops"] * device.energy_per_synop + o["updates"] * device.energy_per_neuron
-                for o in operations]
+        return [o["macs"] * device.mac + synaptic_ops(o, device) * device.energy_per_synop
+                + graded_payload(o, device) + o["updates"] * device.energy_per_neuron for o in operations]
     return [o["dense_synops"] * device.mac + o["updates"] * device.energy_per_neuron for o in operations]
+
+
+def synaptic_ops(operation: dict, device: Device) -> float:
+    """SOPs on ``device``: one per spike and synapse; on a graded device one per message (a burst) and synapse."""
+    return operation.get("event_sops", operation["sops"]) if device.graded else operation["sops"]
+
+
+def graded_payload(operation: dict, device: Device) -> float:
+    """Joules of the payloads of a graded device's SOPs (each multiplies its weight by the payload)."""
+    if not device.graded:
+        return 0.0
+    return operation.get("event_sops", 0.0) * operation.get("payload_bits", 0.0) * device.energy_per_payload_bit
 
 
 def energy_table(costs: list, operations: list, rates_hz: list, devices: dict) -> list:

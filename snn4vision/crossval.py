@@ -51,7 +51,8 @@ def wilson_interval(correct: int, total: int) -> dict:
 
 def fold_result(run_dir: str | Path) -> dict:
     """What one fold run measured: the ANN's test accuracy (``metrics.json``) and, where run_all finished
-    (``summary.json``), the SNN's at its energy T, their gap and each device's SNN/ANN energy ratio (else None)."""
+    (``summary.json``), the SNN's at its energy T, their gap and each device's SNN/ANN energy ratio
+    (compute-only model; else None)."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
     if not config.get("folds"):

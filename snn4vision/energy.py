@@ -15,6 +15,7 @@ from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_tex
 from .costs import activity_costs, device_table, energy_table, load_devices, rows_to_csv, summary
 from .errors import UserError
 from .evaluation import ann_accuracy, layer_spikes, network_readout_steps, readout_accuracy, simulate_split
+from .memory_costs import FAIR_BASELINE, energy_models
 from .report_pages import plain
 from .rundir import (ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn,
                      load_trained, open_run)
@@ -58,10 +59,11 @@ def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_s
                        stage="energy")
     run = open_run(run_dir, data_dir)
     selected = {n: available[n] for n in names}
+    fair = available.get(FAIR_BASELINE)  # the fair baseline is priced whether or not its profile was asked for
     if run.config.spiking:
-        report = _transformer_report(run, run_dir, selected, timesteps, batch_size)
+        report = _transformer_report(run, run_dir, selected, timesteps, batch_size, fair)
     else:
-        report = _converted_report(run, run_dir, selected, timesteps, model, batch_size)
+        report = _converted_report(run, run_dir, selected, timesteps, model, batch_size, fair)
     atomic_write_json(run_dir / ENERGY_JSON, report)
     atomic_write_text(run_dir / ENERGY_CSV, rows_to_csv(report["layers"]))
     plot_energy(report, run_dir / ENERGY_PLOT)
@@ -74,13 +76,31 @@ def _estimate_energy(run_dir: Path, devices, timesteps, model, profiles, batch_s
     return report
 
 
-def _report(costs, operations, rates, devices: dict, **fields) -> dict:
+MODELS = ("Two energy models, side by side. Compute-only ('summary'): operations at each device's per-operation "
+          "energy, the ANN as fp32 MACs on the same device (SNN4Space's convention). Memory-aware ('memory_aware'): "
+          "the same plus weight, bias and membrane-potential reads and writes, input/output and event traffic and "
+          "event addressing, SRAM energy from memory size and word width, the ANN with data reuse; profiles "
+          "without an SRAM law (measured chips) add only spike messages. 'fair_baseline': the ANN at its own "
+          "precision (int8 weights, ceil(log2(L+1))-bit activations) on 45 nm. See docs/energy_models.md.")
+
+
+def _report(records, timesteps, devices: dict, fair, levels=None, dt=0.001, **fields) -> dict:
+    costs, operations, rates = activity_costs(records, timesteps, dt)
     rows = energy_table(costs, operations, rates, devices)
-    return fields | {"sop_per_mac": rows[-1]["sop_per_mac"], "devices": device_table(devices),
-                     "summary": summary(rows[-1], devices), "layers": rows}
+    models = energy_models(records, timesteps, devices, levels, fair)
+    totals = summary(rows[-1], devices)
+    memory = {}
+    for name, entry in models["devices"].items():
+        totals[name]["snn_over_fair_ann"] = entry["compute_only"].get("snn_over_fair_ann")
+        memory[name] = entry["memory_aware"] | {"spiking": devices[name].spiking,
+                                                "sops_per_synapse": entry["sops_per_synapse"],
+                                                "break_even_sops_per_synapse": entry["break_even_sops_per_synapse"]}
+    return fields | {"timesteps": timesteps, "dt": dt, "sop_per_mac": rows[-1]["sop_per_mac"],
+                     "devices": device_table(devices), "energy_models": MODELS, "summary": totals,
+                     "memory_aware": memory, "fair_baseline": models["fair_baseline"], "layers": rows}
 
 
-def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None, batch_size: int) -> dict:
+def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None, batch_size: int, fair) -> dict:
     """Energy of a directly trained spiking transformer, from activity measured on the test split."""
     dataclasses.replace(run.config, timesteps=timesteps or run.config.timesteps).check_transformer_memory(
         batch_size, training=False)
@@ -90,10 +110,9 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
     with data.explain_bad_images(run.source, run.indices("test")):
         result = measure(model, run.batches("test", batch_size))
     accuracy = float(np.mean(result["logits"].argmax(axis=1) == labels))
-    costs, operations, rates = activity_costs(result["layers"], model.timesteps)
     spikes = total_spikes(result["layers"])
-    return _report(costs, operations, rates, devices, model=config.architecture, timesteps=model.timesteps,
-                   dt=0.001, test_images=int(len(labels)), ann_test_accuracy=None, snn_test_accuracy=accuracy,
+    return _report(result["layers"], model.timesteps, devices, fair, model=config.architecture,
+                   test_images=int(len(labels)), ann_test_accuracy=None, snn_test_accuracy=accuracy,
                    spikes_per_image=float(spikes),
                    method="Directly trained spiking transformer. 'ann' columns: the same network evaluated once "
                           "with dense operands (one MAC per synapse and attention product, one update per neuron). "
@@ -103,7 +122,8 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
                           "devices every synapse and product every step. Rates in Hz at 1 ms per step.")
 
 
-def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, model: str, batch_size: int) -> dict:
+def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, model: str, batch_size: int,
+                      fair) -> dict:
     """Energy of the run's ANN and its converted (or fine-tuned) SNN, counted per node of the layer graph."""
     if model == "auto":
         model = "fine-tuned" if (run_dir / FINE_TUNED_CONFIG).exists() else "converted"
@@ -116,8 +136,8 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
         result = simulate_split(snn, batches, snn.timesteps)
     snn_accuracy = readout_accuracy(result["logits"], labels, network_readout_steps(snn, snn.timesteps))
     spikes = layer_spikes(result["spikes"])
-    costs, operations, rates = activity_costs(snn.activity(spikes, snn.timesteps), snn.timesteps, snn.dt)
-    return _report(costs, operations, rates, devices, model=model, timesteps=snn.timesteps, dt=snn.dt,
+    records = snn.activity(spikes, snn.timesteps, layer_spikes(result["events"]))
+    return _report(records, snn.timesteps, devices, fair, snn.layer_levels(), snn.dt, model=model,
                    test_images=int(len(labels)), ann_test_accuracy=ann_test_accuracy, snn_test_accuracy=snn_accuracy,
                    spikes_per_image=float(spikes.sum()),
                    method="ANN: one MAC per synapse, adds for pooling and residual adds, one update per ReLU. SNN "
@@ -125,17 +145,39 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
                           "input), one SOP per measured presynaptic spike and synapse (a layer after a residual "
                           "add receives both branches' spikes), neuron (and synaptic filter) updates every "
                           "timestep. SNN on non-spiking devices: every synapse every timestep. See "
-                          "snn4vision/profiles/README.md.")
+                          "snn4vision/profiles/README.md. Graded-spike devices (loihi2): one SOP per message "
+                          "(a burst) and synapse, plus its payload.")
+
+
+def _ratio(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def format_summary(report: dict) -> str:
+    """The report in a few lines; every energy says its model (compute-only, memory-aware)."""
     ann = "n/a (directly trained)" if report["ann_test_accuracy"] is None else f"{report['ann_test_accuracy']:.3f}"
     lines = [f"ANN test accuracy {ann}; SNN ({report['model']}, T={report['timesteps']}) "
              f"{report['snn_test_accuracy']:.3f}, {report['spikes_per_image']:.0f} spikes/image, "
              f"{report['sop_per_mac']:.3f} synaptic operations per ANN MAC",
-             f"{'device':>12} {'spiking':>8} {'ANN J/inf':>12} {'SNN J/inf':>12} {'SNN/ANN':>9}"]
+             "compute-only model (ANN as fp32 MACs on the same device):",
+             f"{'device':>12} {'spiking':>8} {'ANN J/inf':>12} {'SNN J/inf':>12} {'SNN/ANN':>9} {'SNN/fairANN':>12}"]
     for name, s in report["summary"].items():
-        lines.append(f"{name:>12} {str(s['spiking']):>8} {s['ann_J']:12.3e} {s['snn_J']:12.3e} {s['snn_over_ann']:9.3f}")
+        lines.append(f"{name:>12} {str(s['spiking']):>8} {s['ann_J']:12.3e} {s['snn_J']:12.3e} "
+                     f"{s['snn_over_ann']:9.3f} {_ratio(s.get('snn_over_fair_ann')):>12}")
+    memory = report.get("memory_aware")
+    if memory:  # absent from energy.json written before issue 29
+        lines += ["memory-aware model (memory traffic, events; ANN with data reuse):",
+                  f"{'device':>12} {'ANN J/inf':>12} {'SNN J/inf':>12} {'SNN/ANN':>9} {'SNN/fairANN':>12} "
+                  f"{'SOP/syn':>8} {'break-even':>10}"]
+        for name, m in memory.items():
+            even = m.get("break_even_sops_per_synapse")
+            lines.append(f"{name:>12} {m['ann_J']:12.3e} {m['snn_J']:12.3e} {_ratio(m['snn_over_ann']):>9} "
+                         f"{_ratio(m.get('snn_over_fair_ann')):>12} {_ratio(m.get('sops_per_synapse')):>8} "
+                         f"{_ratio(even):>10}")
+    fair = report.get("fair_baseline")
+    if fair:
+        lines.append(f"fair baseline: the ANN on {fair['device']} (int8 weights, own activation bits): "
+                     f"{fair['compute_only_J']:.3e} J compute-only, {fair['memory_aware_J']:.3e} J memory-aware")
     return "\n".join(lines)
 
 
@@ -149,20 +191,28 @@ def plot_energy(report: dict, path: Path) -> None:
 
     names = list(report["summary"])
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(x - 0.2, [report["summary"][n]["ann_J"] for n in names], 0.4, label="ANN")
-    ax.bar(x + 0.2, [report["summary"][n]["snn_J"] for n in names], 0.4,
-           label=f"SNN ({report['model']}, T={report['timesteps']})")
+    memory = report.get("memory_aware") or {}
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.bar(x - 0.3, [report["summary"][n]["ann_J"] for n in names], 0.2, label="ANN, compute-only")
+    ax.bar(x - 0.1, [report["summary"][n]["snn_J"] for n in names], 0.2,
+           label=f"SNN ({report['model']}, T={report['timesteps']}), compute-only")
+    if memory:
+        ax.bar(x + 0.1, [memory[n]["ann_J"] for n in names], 0.2, label="ANN, memory-aware", hatch="//")
+        ax.bar(x + 0.3, [memory[n]["snn_J"] for n in names], 0.2, label="SNN, memory-aware", hatch="//")
     for i, n in enumerate(names):  # the ratio over each pair of bars
         s = report["summary"][n]
-        ax.annotate(f"{s['snn_over_ann']:.2f}x", (i, max(s["ann_J"], s["snn_J"])), ha="center", va="bottom",
-                    fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.annotate(f"{s['snn_over_ann']:.2f}x", (i - 0.2, max(s["ann_J"], s["snn_J"])), ha="center",
+                    va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+        if n in memory and memory[n]["snn_over_ann"] is not None:
+            m = memory[n]
+            ax.annotate(f"{m['snn_over_ann']:.2f}x", (i + 0.2, max(m["ann_J"], m["snn_J"])), ha="center",
+                        va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(x, [plain(n) for n in names])  # profile names drawn as written, never as math text
     ax.set_yscale("log")
-    top = max(max(s["ann_J"], s["snn_J"]) for s in report["summary"].values())
+    top = max(max(s["ann_J"], s["snn_J"]) for s in list(report["summary"].values()) + list(memory.values()))
     ax.set_ylim(top=top * 3)  # room for the ratio labels
     ax.set_ylabel("joules per inference")
-    ax.set_title("SNN / ANN energy per device", fontsize=10)
+    ax.set_title("SNN / ANN energy per device: compute-only and memory-aware models", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     atomic_save_figure(fig, path)

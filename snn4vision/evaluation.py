@@ -52,7 +52,8 @@ def simulate_split(model, batches, timesteps: int, label: str | None = None) -> 
             progress.update(len(outputs), "batches")
     if progress:
         progress.close()
-    return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes")}
+    return {key: np.concatenate([o[key].numpy() for o in outputs]) for key in ("logits", "spikes", "events")
+            if key in outputs[0]}
 
 
 def readout_predictions(per_step_logits, steps: int) -> np.ndarray:

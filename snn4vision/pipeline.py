@@ -35,7 +35,8 @@ from .training import train_ann
 
 PATHS = ("qcfs", "relu")
 PIPELINE_STATE = "pipeline.json"  # under checkpoints/: seconds per finished stage
-SUMMARY_DEVICES = ("gpu", "loihi", "45nm")
+SUMMARY_DEVICES = ("gpu", "loihi", "loihi2", "45nm", "45nm_int8")
+MEMORY_KEYS = ("ann_J", "snn_J", "snn_over_ann", "snn_over_fair_ann", "break_even_sops_per_synapse")
 
 
 @dataclass
@@ -286,8 +287,14 @@ def summarise(run_dir: str | Path, seconds: dict | None = None, fine_tuned: bool
                    "snn_test_accuracy": energy["snn_test_accuracy"],
                    "spikes_per_neuron": energy["spikes_per_image"] / neurons,
                    "sop_per_mac": energy.get("sop_per_mac"),  # None for energy.json from before it was recorded
+                   # compute-only (the key every reader, crossval included, has always read)
                    "devices": {name: {k: s[k] for k in ("ann_J", "snn_J", "snn_over_ann")}
-                               for name, s in energy["summary"].items()}},
+                               for name, s in energy["summary"].items()},
+                   # memory-aware and the fair baseline: None for energy.json from before issue 29
+                   "memory_aware": None if "memory_aware" not in energy else
+                   {name: {k: m.get(k) for k in MEMORY_KEYS} for name, m in energy["memory_aware"].items()},
+                   "fair_baseline": energy.get("fair_baseline") and
+                   {k: energy["fair_baseline"][k] for k in ("device", "compute_only_J", "memory_aware_J")}},
         "neurons": int(neurons),
         "wall_time_s": dict(seconds or {}),
         "training_time_s": metrics["wall_time_s"],
@@ -310,9 +317,22 @@ def format_summary(summary: dict) -> str:
                   f"{100 * e['snn_test_accuracy']:.1f} %, {e['spikes_per_neuron']:.3f} spikes per neuron"
                   + (f", {e['sop_per_mac']:.3f} synaptic operations per ANN MAC" if e.get("sop_per_mac") else "")
                   + "):", "",
-              "| device | ANN (mJ) | SNN (mJ) | SNN / ANN |", "|---|---|---|---|"]
+              "| device | model | ANN (mJ) | SNN (mJ) | SNN / ANN |", "|---|---|---|---|---|"]
+    memory = e.get("memory_aware") or {}
     for name, d in e["devices"].items():
-        lines.append(f"| {name} | {1e3 * d['ann_J']:.4g} | {1e3 * d['snn_J']:.4g} | {d['snn_over_ann']:.2f} |")
+        lines.append(f"| {name} | compute-only | {1e3 * d['ann_J']:.4g} | {1e3 * d['snn_J']:.4g} | "
+                     f"{d['snn_over_ann']:.2f} |")
+        if name in memory:
+            m = memory[name]
+            lines.append(f"| {name} | memory-aware | {1e3 * m['ann_J']:.4g} | {1e3 * m['snn_J']:.4g} | "
+                         f"{m['snn_over_ann']:.2f} |")
+    fair = e.get("fair_baseline")
+    if fair:
+        lines += ["", f"Fair baseline: the ANN at its own precision on {fair['device']} (int8 weights, "
+                      f"ceil(log2(L+1))-bit activations): {1e3 * fair['compute_only_J']:.4g} mJ compute-only, "
+                      f"{1e3 * fair['memory_aware_J']:.4g} mJ memory-aware. SNN / fair ANN, memory-aware: "
+                      + ", ".join(f"{n} {m['snn_over_fair_ann']:.2f}" for n, m in memory.items()
+                                  if m.get("snn_over_fair_ann") is not None)]
     lines += ["", "| stage | wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {s:.0f} |" for name, s in summary["wall_time_s"].items()]
     lines += ["", f"Every model of the run side by side, with figures: {summary['run']}/{rundir.REPORT}/report.html"]

@@ -27,6 +27,7 @@ import tensorflow as tf
 from . import layer_graph, resources, rundir
 from .checkpoints import read_json
 from .costs import activity_costs, device_table, energy_table, graph_costs, load_devices, network_activity
+from .memory_costs import model_energies
 from .errors import UserError
 from .evaluation import (classification_metrics, layer_spikes, network_readout_steps, readout_predictions,
                          simulate_split)
@@ -168,10 +169,12 @@ def _scores(labels, predictions, classes) -> dict:
             "confusion_matrix": scores["confusion_matrix"]}
 
 
-def _costs(records: list, timesteps: int, dt: float, devices: dict) -> dict:
-    """Operations, sparsity and joules per device of one measured model (the energy stage's counting)."""
+def _costs(records: list, timesteps: int, dt: float, devices: dict, levels: dict | None = None) -> dict:
+    """Operations, sparsity and joules per device of one measured model (the energy stage's counting), under
+    the compute-only (``energy_J``, ``ann_J``) and memory-aware (``energy_J_memory``, ``ann_J_memory``) models."""
     costs, operations, rates = activity_costs(records, timesteps, dt)
     total = energy_table(costs, operations, rates, devices)[-1]
+    memory = {d: model_energies(records, timesteps, device, levels)["memory_aware"] for d, device in devices.items()}
     neurons = [r for r in records if r["kind"] == "neurons"]
     spikes = sum(r["spikes"] for r in neurons)
     size = sum(r["neurons"] for r in neurons)
@@ -179,7 +182,9 @@ def _costs(records: list, timesteps: int, dt: float, devices: dict) -> dict:
             "sop_per_mac": total["sop_per_mac"], "spikes_per_image": float(spikes),
             "spikes_per_neuron_per_step": float(spikes / (size * timesteps)) if size else None,
             "layer_rates": {r["name"]: float(r["rate"]) for r in neurons},
-            "ann_J": {d: total[f"ann_J_{d}"] for d in devices}, "energy_J": {d: total[f"snn_J_{d}"] for d in devices}}
+            "ann_J": {d: total[f"ann_J_{d}"] for d in devices}, "energy_J": {d: total[f"snn_J_{d}"] for d in devices},
+            "ann_J_memory": {d: m["ann_J"] for d, m in memory.items()},
+            "energy_J_memory": {d: m["snn_J"] for d, m in memory.items()}}
 
 
 def _ann_costs(run_dir: Path, ann, devices: dict) -> dict:
@@ -187,11 +192,11 @@ def _ann_costs(run_dir: Path, ann, devices: dict) -> dict:
     SNN, or of its layer graph where the run has no SNN."""
     if (run_dir / rundir.SNN_CONFIG).exists():
         snn = load_snn(run_dir)
-        return _costs(snn.activity(np.zeros(len(snn.neuron_nodes)), 1), 1, snn.dt, devices)
+        return _costs(snn.activity(np.zeros(len(snn.neuron_nodes)), 1), 1, snn.dt, devices, snn.layer_levels())
     graph = layer_graph.build_graph(ann)
     neurons = [(n.name, int(np.prod(n.shape))) for n in graph.neurons]
     records = network_activity(graph_costs(graph.nodes, graph.output), neurons, np.zeros(len(neurons)), 1, False)
-    return _costs(records, 1, 0.001, devices)
+    return _costs(records, 1, 0.001, devices, {n.name: n.params.get("levels") for n in graph.neurons})
 
 
 def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
@@ -220,7 +225,8 @@ def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
                     "ms_per_image": _latency_ms(tf.function(lambda x: ann(x, training=False)), timing),
                     "ann_macs": reference["ann_macs"], "synaptic_ops": None, "sop_per_mac": None,
                     "spikes_per_image": None, "spikes_per_neuron_per_step": None, "layer_rates": None,
-                    "energy_J": reference["ann_J"], "ann_J": reference["ann_J"]}
+                    "energy_J": reference["ann_J"], "ann_J": reference["ann_J"],
+                    "energy_J_memory": reference["ann_J_memory"], "ann_J_memory": reference["ann_J_memory"]}
             | _scores(labels, ann_logits.argmax(axis=1), run.classes)]
     if not (run_dir / rundir.SNN_CONFIG).exists():  # an ANN-only run (_check_run said so)
         return rows
@@ -234,7 +240,8 @@ def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
             result = simulate_split(snn, batches, t)
             predictions = readout_predictions(result["logits"], network_readout_steps(snn, t))
             simulate = tf.function(lambda x, snn=snn, t=t: snn.simulate(x, t)["logits"])
-            costs = _costs(snn.activity(layer_spikes(result["spikes"]), t), t, snn.dt, devices)
+            records = snn.activity(layer_spikes(result["spikes"]), t, layer_spikes(result["events"]))
+            costs = _costs(records, t, snn.dt, devices, snn.layer_levels())
             rows.append(base | {"model": f"{run.config.architecture} {name}", "kind": "snn", "timesteps": t,
                                 "parameters": parameters, "ms_per_image": _latency_ms(simulate, timing),
                                 "train_s_per_epoch": None}

@@ -40,7 +40,8 @@ COLUMNS = [
 ]
 FIGURES = {
     "accuracy_vs_timesteps.png": "Test accuracy against T for every SNN",
-    "accuracy_vs_energy.png": "Test accuracy against energy per inference on each device (log scale); ANNs as "
+    "accuracy_vs_energy.png": "Test accuracy against energy per inference (compute-only model) on each device (log "
+                              "scale); ANNs as "
                               "dashed lines at their energy",
     "firing_rates.png": "Spikes per neuron per step in each neuron layer (each SNN at its chosen T)",
     "per_class_accuracy.png": "Per-class test accuracy (each ANN and each SNN at its chosen T)",
@@ -111,17 +112,26 @@ def notes(report: dict) -> list:
     return [f"{r['run']}: {r['missing']}" for r in report.get("runs", []) if r.get("missing")]
 
 
+def energy_model(report: dict) -> str:
+    """The energy model the recommendation uses: memory-aware where every model has it, else compute-only
+    (a report.json written before issue 29)."""
+    return "memory-aware" if all("energy_J_memory" in m for m in report["models"]) else "compute-only"
+
+
 def recommendations(report: dict) -> list:
-    """Per device: the least-energy model within 1 point of the best accuracy of the chosen models."""
+    """Per device: the least-energy model within 1 point of the best accuracy of the chosen models, by
+    :func:`energy_model`'s joules."""
     models = chosen(report["models"])
     best = max(m["accuracy"] for m in models)
     good = [m for m in models if m["accuracy"] >= best - 0.01]
+    which = energy_model(report)
+    key = "energy_J_memory" if which == "memory-aware" else "energy_J"
     lines = []
     for device in report["devices"]:
         name = device["name"]
-        pick = min(good, key=lambda m: m["energy_J"][name])
+        pick = min(good, key=lambda m: m[key][name])
         lines.append({"device": name, "model": label(pick), "accuracy": pick["accuracy"],
-                      "energy_J": pick["energy_J"][name]})
+                      "energy_J": pick[key][name], "energy_model": which})
     return lines
 
 
@@ -260,12 +270,18 @@ def table_rows(report: dict) -> list:
         cells = [(key, m.get(key), format_value(m.get(key), spec)) for key, _, spec in COLUMNS]
         cells += [(f"energy_J.{d['name']}", m["energy_J"][d["name"]], millijoules(m["energy_J"][d["name"]]))
                   for d in report["devices"]]
+        if "energy_J_memory" in m:  # absent from report.json written before issue 29
+            cells += [(f"energy_J_memory.{d['name']}", m["energy_J_memory"][d["name"]],
+                       millijoules(m["energy_J_memory"][d["name"]])) for d in report["devices"]]
         rows.append({"kind": m["kind"], "chosen": id(m) in picked, "cells": cells})
     return rows
 
 
 def headings(report: dict) -> list:
-    return [h for _, h, _ in COLUMNS] + [f"mJ / inference, {d['name']}" for d in report["devices"]]
+    memory = [f"mJ / inference, {d['name']} (memory-aware)" for d in report["devices"]] \
+        if energy_model(report) == "memory-aware" else []
+    return [h for _, h, _ in COLUMNS] + [f"mJ / inference, {d['name']}" + (" (compute-only)" if memory else "")
+                                         for d in report["devices"]] + memory
 
 
 def markdown(report: dict) -> str:
@@ -277,9 +293,9 @@ def markdown(report: dict) -> str:
         lines.append("| " + " | ".join(e(text) for _, _, text in row["cells"]) + " |")
     if notes(report):
         lines += ["", "Missing models:", ""] + [f"- {e(note)}" for note in notes(report)]
-    lines += ["", "Least energy within 1 point of the best accuracy:", ""]
-    lines += [f"- {e(r['device'])}: {e(r['model'])} ({r['accuracy']:.1%}, {millijoules(r['energy_J'])} mJ)"
-              for r in recommendations(report)]
+    lines += ["", f"Least energy within 1 point of the best accuracy ({energy_model(report)} energy model):", ""]
+    lines += [f"- {e(r['device'])}: {e(r['model'])} ({r['accuracy']:.1%}, {millijoules(r['energy_J'])} mJ, "
+              f"{r['energy_model']})" for r in recommendations(report)]
     lines += ["", f"Latency: {e(report['timing'])} on {e(report['machine']['processor'])}."]
     return "\n".join(lines) + "\n"
 
@@ -301,7 +317,7 @@ def page(report: dict, pngs: dict) -> str:
                         for key, value, text in row["cells"])
         body.append(f'<tr class="{classes}" data-row="{i}">{cells}</tr>')
     advice = "".join(f"<li><b>{e(r['device'])}</b>: {e(r['model'])} ({r['accuracy']:.1%}, "
-                     f"{millijoules(r['energy_J'])} mJ)</li>" for r in recommendations(report))
+                     f"{millijoules(r['energy_J'])} mJ, {r['energy_model']})</li>" for r in recommendations(report))
     runs = ", ".join(f"<code>{e(r['path'])}</code>" for r in report["runs"])
     missing = "".join(f"<li>{e(note)}</li>" for note in notes(report))
     missing = f"<p>Missing models:</p><ul>{missing}</ul>" if missing else ""
@@ -316,7 +332,8 @@ def page(report: dict, pngs: dict) -> str:
 (the least T within {WITHIN:.0%} of its best accuracy).</p>
 {missing}
 <h2>Which model, at what T, on which chip</h2>
-<p>Least energy per inference within 1 point of the best accuracy:</p>
+<p>Least energy per inference within 1 point of the best accuracy, by the {energy_model(report)} energy model
+(memory traffic and events included; see docs/energy_models.md):</p>
 <ul>{advice}</ul>
 <h2>Models</h2>
 <table><thead><tr>{head}</tr></thead><tbody>

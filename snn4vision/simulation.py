@@ -15,6 +15,8 @@ thresholds and no synaptic filter.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -194,7 +196,8 @@ class SpikingNetwork(tf.keras.Model):
         """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "activity": (B,T,L)}``
         over the ``L`` neuron layers in graph order, and in training ``"rates": (B,T,L)``.
 
-        ``spikes`` counts spikes (of either sign) per image, step and layer; ``activity`` is each layer's spikes
+        ``spikes`` counts spikes (of either sign) per image, step and layer, ``events`` the neurons that fired (a
+        burst counts once); ``activity`` is each layer's spikes
         per neuron and step, differentiable in training (straight-through); ``rates`` is each layer's mean
         filtered output (Hz) per step (only the rate-band penalty needs it, so inference skips it). With
         ``return_outputs``, ``"outputs"`` maps each neuron node to its
@@ -228,16 +231,17 @@ class SpikingNetwork(tf.keras.Model):
         sums = {n.name: tf.zeros(full(n)) for n in self.neuron_nodes} if return_outputs else {}
         features = tf.TensorArray(tf.float32, size=timesteps)
         counts = tf.TensorArray(tf.float32, size=timesteps)
+        messages = tf.TensorArray(tf.float32, size=timesteps)
         rates = tf.TensorArray(tf.float32, size=timesteps if training else 0, dynamic_size=not training)
         band = training and self.rate_l2 > 0
         outside = tf.zeros([batch])  # per image: squared distance of the spike rates from the band, summed
         looped = [n for n in self.nodes if n.name not in self.static and n is not self.tail]
         read = self.tail.inputs[0] if self.tail is not None else self.graph["output"]
 
-        def step(t, states, filters, gates, sums, features, counts, rates, outside):
+        def step(t, states, filters, gates, sums, features, counts, messages, rates, outside):
             values = dict(static)
             states, filters, gates, sums = dict(states), dict(filters), dict(gates), dict(sums)
-            step_counts, step_rates = [], []
+            step_counts, step_rates, step_events = [], [], []
             for node in looped:
                 xs = [values[i] for i in node.inputs]
                 name = node.name
@@ -256,6 +260,9 @@ class SpikingNetwork(tf.keras.Model):
                         fired = _straight_through(drive * cell.spike_unit(threshold, dt), fired)
                     axes = list(range(1, len(node.shape) + 1))
                     step_counts.append(tf.reduce_sum(fired, axis=axes))
+                    # a burst is one message on graded-spike hardware (costs.Device.graded)
+                    step_events.append(tf.reduce_sum(tf.cast(tf.not_equal(tf.stop_gradient(fired), 0.0), tf.float32),
+                                                     axis=axes))
                     if band:
                         outside = outside + tf.reduce_sum(outside_band(spikes, self.rate_band) ** 2, axis=axes)
                     if self.taus:
@@ -278,13 +285,14 @@ class SpikingNetwork(tf.keras.Model):
                     values[name] = self._apply(node, xs, weights, gains)
             features = features.write(t, values[read])
             counts = counts.write(t, tf.stack(step_counts, axis=1))
+            messages = messages.write(t, tf.stack(step_events, axis=1))
             if training:
                 rates = rates.write(t, tf.stack(step_rates, axis=1))
-            return t + 1, states, filters, gates, sums, features, counts, rates, outside
+            return t + 1, states, filters, gates, sums, features, counts, messages, rates, outside
 
-        _, _, _, _, sums, features, counts, rates, outside = tf.while_loop(
+        _, _, _, _, sums, features, counts, messages, rates, outside = tf.while_loop(
             lambda t, *_: t < timesteps, step,
-            (tf.constant(0), states, filters, gates, sums, features, counts, rates, outside))
+            (tf.constant(0), states, filters, gates, sums, features, counts, messages, rates, outside))
         per_step = tf.transpose(features.stack(), [1, 0, *range(2, 1 + len(self._node(read).shape) + 1)])
         if self.tail is not None:
             kernel, bias = weights[self.tail.name]
@@ -293,7 +301,7 @@ class SpikingNetwork(tf.keras.Model):
         else:
             logits = rescale(per_step, plan[read].output, ONE, gains)
         spikes = tf.transpose(counts.stack(), [1, 0, 2])
-        result = {"logits": logits, "spikes": spikes,
+        result = {"logits": logits, "spikes": spikes, "events": tf.transpose(messages.stack(), [1, 0, 2]),
                   "activity": spikes / np.asarray(self.neurons_per_layer(), np.float32)}
         if training:
             result["rates"] = tf.transpose(rates.stack(), [1, 0, 2])
@@ -338,6 +346,11 @@ class SpikingNetwork(tf.keras.Model):
         """The most levels per step of any neuron node at ``timesteps`` (:meth:`node_compression`); 1: none."""
         return max(self.node_compression(timesteps).values(), default=1.0)
 
+    def compressed(self, timesteps: int) -> bool:
+        """Whether any neuron node is compressed at ``timesteps``: such a T is not the start of a longer run, so
+        it must be simulated on its own."""
+        return any(c != 1 for c in self.node_compression(timesteps).values())
+
     def _node(self, name):
         return next(n for n in self.nodes if n.name == name)
 
@@ -349,11 +362,6 @@ class SpikingNetwork(tf.keras.Model):
         if node.op in LINEAR_OPS:
             return apply_op(node, xs, *weights[node.name])
         if node.op in ("add", "concat"):
-    def compressed(self, timesteps: int) -> bool:
-        """Whether any neuron node is compressed at ``timesteps``: such a T is not the start of a longer run, so
-        it must be simulated on its own."""
-        return any(c != 1 for c in self.node_compression(timesteps).values())
-
             xs = [rescale(x, have, self.plan[node.name].output, gains)
                   for x, have in zip(xs, self.plan[node.name].inputs)]
         return apply_op(node, xs)
@@ -375,11 +383,19 @@ class SpikingNetwork(tf.keras.Model):
         """Per-inference counts of every linear node (:func:`costs.graph_costs`)."""
         return graph_costs(self.nodes, self.graph["output"])
 
-    def activity(self, spikes_per_layer, timesteps: int) -> list:
+    def activity(self, spikes_per_layer, timesteps: int, events_per_layer=None) -> list:
         """The activity records of :func:`costs.activity_costs` for measured spikes per image and neuron layer
-        over ``timesteps`` steps (:func:`costs.network_activity`)."""
+        over ``timesteps`` steps (:func:`costs.network_activity`); ``events_per_layer``: the measured messages
+        (``simulate``'s ``events``), which graded-spike devices pay instead of spikes."""
         neurons = [(n.name, size) for n, size in zip(self.neuron_nodes, self.neurons_per_layer())]
-        return network_activity(self.layer_costs(), neurons, spikes_per_layer, timesteps, self.tau is not None)
+        signed = self.neuron == "signed_if"
+        payload = (math.ceil(math.log2(self.max_spikes + 1)) if self.max_spikes > 1 else 0) + int(signed)
+        return network_activity(self.layer_costs(), neurons, spikes_per_layer, timesteps, self.tau is not None,
+                                events_per_layer, payload)
+
+    def layer_levels(self) -> dict:
+        """The QCFS levels of each neuron layer by name (None where it has none)."""
+        return {n.name: n.params.get("levels") for n in self.neuron_nodes}
 
     def sop_weights(self) -> np.ndarray:
         """Synaptic operations per ANN MAC that one spike per neuron of each neuron layer causes

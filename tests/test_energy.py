@@ -47,7 +47,8 @@ def test_network_costs_by_hand():
     rows, ops, rates = costs.activity_costs(records, timesteps=4, dt=0.001)
     assert ops == [{"macs": 100.0, "sops": 0.0, "updates": 0.0, "dense_synops": 100.0},
                    {"macs": 0.0, "sops": 0.0, "updates": 40.0, "dense_synops": 0.0},
-                   {"macs": 0.0, "sops": 7.0 * 12, "updates": 0.0, "dense_synops": 240.0},
+                   {"macs": 0.0, "sops": 7.0 * 12, "updates": 0.0, "dense_synops": 240.0,
+                    "event_sops": 7.0 * 12, "payload_bits": 0.0},  # one message per spike by default
                    {"macs": 0.0, "sops": 0.0, "updates": 24.0, "dense_synops": 0.0}]
     assert rates == [None, pytest.approx(7 / 5 / 4 / 0.001), None, pytest.approx(2 / 3 / 4 / 0.001)]
     loihi = costs.Device("l", True, energy_per_synop=2.0, energy_per_neuron=1.0, energy_per_mac=3.0)
@@ -67,7 +68,8 @@ def test_network_costs_by_hand():
     analog = costs.LayerCost("d", connections=20, inputs=4, neurons=0, analog="every_step")
     records = costs.network_activity([merged, analog], [("n0", 5), ("n1", 3)], [7.0, 2.0], 4, synapse=False)
     _, ops, _ = costs.activity_costs(records, timesteps=4)
-    assert ops == [{"macs": 0.0, "sops": 9.0 * 10, "updates": 0.0, "dense_synops": 120.0},
+    assert ops == [{"macs": 0.0, "sops": 9.0 * 10, "updates": 0.0, "dense_synops": 120.0, "event_sops": 90.0,
+                    "payload_bits": 0.0},
                    {"macs": 80.0, "sops": 0.0, "updates": 0.0, "dense_synops": 80.0}]
     assert costs.sop_weights([merged, analog], [5, 3]) == [5 * 10 / 50, 3 * 10 / 50]
 
@@ -105,8 +107,9 @@ def test_synops_agree_with_keras_spiking_model_energy():
     assert ours["logits"]["sops"] == pytest.approx(2 * 2 * synop_energy / loihi.energy_per_synop, rel=1e-4)
 
 
+@pytest.mark.install
 def test_profiles_are_found_by_a_non_editable_install(tmp_path):
-    """The profiles ship as package data: an installed copy (not this checkout) finds all seven."""
+    """The profiles ship as package data: an installed copy (not this checkout) finds all nine."""
     import subprocess
     import sys
     from pathlib import Path
@@ -120,7 +123,7 @@ def test_profiles_are_found_by_a_non_editable_install(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          check=True, capture_output=True, text=True).stdout.splitlines()
     assert out[0].startswith(str(target))
-    assert out[1] == "45nm arm cpu gpu loihi spinnaker spinnaker2"
+    assert out[1] == "45nm 45nm_int8 arm cpu gpu loihi loihi2 spinnaker spinnaker2"
 
 
 @pytest.mark.parametrize("pooling", ["after", "before", "requantised"])
