@@ -4,9 +4,50 @@ Importing the package selects Keras 2 (``tf-keras``) for TensorFlow, which
 keras-spiking requires. It must therefore be imported before TensorFlow; if
 TensorFlow was imported first with Keras 3, :func:`snn4vision.errors.check_keras`
 raises a clear error on first use.
+
+The Python API (:mod:`snn4vision.api`): :func:`convert`, :func:`estimate_energy`,
+:func:`export_nir`, and on the :class:`SpikingNetwork` they return ``evaluate`` and
+``export_nir``. It loads on first use, so that ``import snn4vision`` stays light
+and imports no TensorFlow.
 """
+import importlib
 import os
+import sys
+import types
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 __version__ = "0.1.0"
+
+#: The names that snn4vision takes from snn4vision.api (loaded lazily, on first use).
+API = ("convert", "estimate_energy", "export_nir", "ConversionOptions", "EnergyEstimate", "SpikingNetwork",
+       "UserError")
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str):
+    if name in API:
+        # importlib rather than an import statement: the import of TensorFlow waits for the first use of the API
+        return getattr(importlib.import_module(".api", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(API))
+
+
+class _Package(types.ModuleType):
+    """The package's module type: ``snn4vision.convert`` stays the API's function when the convert stage's module
+    (``snn4vision/convert.py``, reached through ``from snn4vision.convert import ...``) loads, where the import
+    system would set the module in its place."""
+
+    @property
+    def convert(self):
+        return __getattr__("convert")
+
+    @convert.setter
+    def convert(self, module):
+        pass  # the stage's module stays in sys.modules["snn4vision.convert"]
+
+
+sys.modules[__name__].__class__ = _Package

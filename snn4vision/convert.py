@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, layer_graph, resources, rundir
+from . import api, data, layer_graph, resources, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, save_variables
 from .errors import UserError, check_keras
 from .evaluation import ann_accuracy, firing_rates, layer_spikes, readout_accuracy, readout_steps, simulate_split
@@ -79,7 +79,7 @@ class ConvertConfig:
         burst (:meth:`SpikingNetwork.compression`), or 1."""
         if self.max_spikes is not None:
             return self.max_spikes
-        return max(2, levels) if self.signed else 1
+        return api.default_bursts(levels, self.signed)
 
 
 def _non_finite(dt: float) -> UserError:
@@ -136,18 +136,17 @@ def build_snn(run, ann, config: ConvertConfig, normalise: bool | None = None, ta
     graph = layer_graph.build_graph(ann)
     if graph.thresholds:  # a QCFS ANN: integrate-and-fire neurons, thresholds from the ANN, no filter
         signed = config.signed if signed is None else signed
-        snn = SpikingNetwork.from_graph(graph, timesteps=config.max_timesteps, dt=dt, tau=None, seed=config.seed,
-                                        neuron="signed_if" if signed else "if",
-                                        max_spikes=config.bursts(max(n.params["levels"] for n in graph.neurons))
-                                        if max_spikes is None else max_spikes)
+        bursts = config.bursts(max(n.params["levels"] for n in graph.neurons)) if max_spikes is None else max_spikes
+        snn = SpikingNetwork.from_graph(graph, timesteps=config.max_timesteps, dt=dt, seed=config.seed,
+                                        **api.qcfs_neurons(graph, signed, bursts))
         return snn, None
     percentiles = None
     if config.normalise if normalise is None else normalise:
         sample = run.batches("train", config.batch_size, config.normalisation_images, config.seed)
         batches = (x for x, _ in sample)
-        percentiles = layer_graph.activation_percentiles(graph, batches, config.percentile, seed=config.seed)
-        graph = layer_graph.normalise(graph, percentiles, max_rate or config.max_rate or 1.0 / dt)
-        if not all(abs(g) <= np.finfo(np.float32).max for g in graph.gains.values()):  # the SNN holds them as float32
+        graph, percentiles = api.normalised(graph, batches, config.percentile,
+                                            max_rate or config.max_rate or 1.0 / dt, config.seed)
+        if not api.gains_fit_float32(graph):
             raise _non_finite(dt)
     snn = SpikingNetwork.from_graph(graph, timesteps=config.max_timesteps, dt=dt,
                                     tau=config.tau if tau == "config" else tau, seed=config.seed)

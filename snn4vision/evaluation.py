@@ -7,7 +7,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from .errors import UserError
 from .progress import Progress
+from .resources import check_timesteps
 
 
 def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
@@ -89,3 +91,104 @@ def ann_accuracy(ann, batches, labels) -> float:
 
 def readout_steps(timesteps: int, fraction: float) -> int:
     return max(1, math.ceil(fraction * timesteps))
+
+
+# --------------------------------------------------------------------------
+# Arrays from the Python API (snn4vision.api, SpikingNetwork.evaluate)
+# --------------------------------------------------------------------------
+def as_images(source, shape, what: str = "images", limit: int | None = None) -> tuple:
+    """``(images, labels or None)`` as numpy arrays from an array ``(N, *shape)`` or an iterable (a tf.data
+    Dataset, say) of images, image batches or ``(images, labels)`` batches; at most ``limit`` images. Anything
+    else is one :class:`UserError` naming ``what`` and the shape wanted."""
+    wanted = f"(N, {', '.join(str(int(d)) for d in shape)})"
+    labels = None
+    if isinstance(source, (np.ndarray, tf.Tensor, list)):
+        images = _array(source, what, wanted)
+    elif hasattr(source, "__iter__") and not isinstance(source, (str, bytes, dict)):
+        images, labels = _collect(source, what, wanted, limit, len(shape))
+    else:
+        raise UserError(f"{what} must be an array {wanted} of images or a tf.data.Dataset of them, got "
+                        f"{type(source).__name__}")
+    if images.ndim == len(shape):  # one image
+        images = images[None]
+    if images.ndim != len(shape) + 1 or tuple(images.shape[1:]) != tuple(int(d) for d in shape):
+        raise UserError(f"{what} have shape {tuple(images.shape)}: the network takes images {wanted}")
+    if len(images) == 0:
+        raise UserError(f"{what} are empty: pass at least one image")
+    if limit is not None:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    if not np.isfinite(images).all():
+        raise UserError(f"{what} hold NaN or infinite values: pass finite pixel values")
+    return images.astype(np.float32, copy=False), labels
+
+
+def _array(value, what: str, wanted: str) -> np.ndarray:
+    array = np.asarray(value.numpy() if isinstance(value, tf.Tensor) else value)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise UserError(f"{what} must be numbers, an array {wanted}, got an array of {array.dtype}")
+    return array
+
+
+def _collect(batches, what: str, wanted: str, limit: int | None, rank: int) -> tuple:
+    """Images (and labels, where the elements are pairs) of an iterable, stopping once ``limit`` are read."""
+    images, labels, count = [], [], 0
+    for element in batches:
+        pair = isinstance(element, (tuple, list))
+        x = _array(element[0] if pair else element, what, wanted)
+        images.append(x[None] if x.ndim == rank else x)
+        if pair and len(element) > 1:
+            labels.append(np.atleast_1d(np.asarray(element[1])))
+        count += len(images[-1])
+        if limit is not None and count >= limit:
+            break
+    if not images:
+        raise UserError(f"{what} are empty: pass at least one image")
+    if len({x.shape[1:] for x in images}) > 1:
+        raise UserError(f"{what} have images of several shapes: the network takes images {wanted}")
+    return np.concatenate(images), (np.concatenate(labels) if len(labels) == len(images) else None)
+
+
+def check_labels(labels, count: int, classes: int) -> np.ndarray:
+    """``labels`` as class indices, one per image, each in ``[0, classes)``; else one :class:`UserError`."""
+    if labels is None:
+        raise UserError("labels are missing: pass one class index per image")
+    labels = np.asarray(labels.numpy() if isinstance(labels, tf.Tensor) else labels)
+    if labels.ndim == 2 and labels.shape[1] == classes and count > 0:
+        raise UserError(f"labels are one-hot {labels.shape}: pass class indices, labels.argmax(axis=1)")
+    if labels.ndim != 1 or len(labels) != count:
+        raise UserError(f"labels have shape {labels.shape} for {count} images: pass one class index per image")
+    if not np.issubdtype(labels.dtype, np.integer) and not (np.issubdtype(labels.dtype, np.floating)
+                                                            and np.all(labels == np.round(labels))):
+        raise UserError(f"labels must be whole class indices, got {labels.dtype} values")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise UserError(f"labels run from {labels.min():g} to {labels.max():g}: the network has {classes} classes, "
+                        f"0 to {classes - 1}")
+    return labels.astype(np.int64)
+
+
+def check_count(value, name: str) -> None:
+    """``value`` is a whole number, 1 or more; else one :class:`UserError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserError(f"{name} must be a whole number, 1 or more, got {value!r}")
+
+
+def array_batches(images: np.ndarray, batch_size: int) -> list:
+    """``[(images, None), ...]`` in batches of ``batch_size``: what :func:`simulate_split` reads."""
+    return [(images[i:i + batch_size], None) for i in range(0, len(images), batch_size)]
+
+
+def evaluate_images(model, images, labels, timesteps: int | None = None, batch_size: int = 32) -> dict:
+    """Accuracy of a spiking network on ``images`` and ``labels`` at ``timesteps`` (default: the model's), with its
+    spikes per image and per-layer firing rates (Hz): :meth:`SpikingNetwork.evaluate
+    <snn4vision.simulation.SpikingNetwork.evaluate>`."""
+    timesteps = model.timesteps if timesteps is None else timesteps
+    check_count(timesteps, "timesteps")
+    check_timesteps(timesteps, "timesteps")
+    check_count(batch_size, "batch_size")
+    images, found = as_images(images, model.nodes[0].shape)
+    labels = check_labels(found if labels is None else labels, len(images), model.num_classes)
+    result = simulate_split(model, array_batches(images, batch_size), timesteps)
+    spikes = layer_spikes(result["spikes"])
+    return {"accuracy": readout_accuracy(result["logits"], labels, network_readout_steps(model, timesteps)),
+            "timesteps": int(timesteps), "images": int(len(images)), "spikes_per_image": float(spikes.sum()),
+            "firing_rate_hz": firing_rates(spikes, model.neurons_per_layer(), timesteps, model.dt)}

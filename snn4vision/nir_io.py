@@ -50,7 +50,6 @@ import numpy as np
 from .checkpoints import atomic_write
 from .errors import UserError, write_failure
 from .layer_graph import LINEAR_OPS, ONE, rescale
-from .simulation import SpikingNetwork
 
 #: Neurons NIR can express (signed IF has negative spikes; keras-spiking's neuron integrates relu(input) from
 #: random initial voltages).
@@ -104,6 +103,21 @@ def nir_problems(model: SpikingNetwork) -> list:
                 problems.append(f"{node.name}: NIR pads only inside a conv, evenly: put ZeroPadding2D with equal "
                                 f"padding on both sides only before convs with padding='valid'")
     return problems
+
+
+def approximated(model) -> tuple:
+    """``(model, changes)``: ``model`` as NIR's neurons can run it (plain IF neurons for signed ones, single spikes
+    for bursts; the same weights), and one line per change (none: ``model`` itself)."""
+    overrides = ({"max_spikes": 1} if model.max_spikes > 1 else {}) | (
+        {"neuron": "if"} if model.neuron == "signed_if" else {})
+    if not overrides:
+        return model, []
+    changes = ([f"{model.neuron} neurons exported as plain IF neurons"] if "neuron" in overrides else []) + (
+        [f"bursts of up to {model.max_spikes} spikes per step exported as single spikes"]
+        if "max_spikes" in overrides else [])
+    exported = type(model).from_config(model.get_config() | overrides)
+    exported.set_weights(model.get_weights())
+    return exported, changes
 
 
 def _input(model, node):

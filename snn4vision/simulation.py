@@ -21,7 +21,10 @@ import numpy as np
 import tensorflow as tf
 
 from . import neurons as neuron_models
+from . import nir_io
 from .costs import graph_costs, network_activity, sop_weights
+from .errors import UserError
+from .evaluation import evaluate_images
 from .layer_graph import (LINEAR_OPS, ONE, LayerGraph, apply_op, nodes_from_spec, rescale, scale_plan, scaled_weights,
                           vgg_graph_spec)
 from .neurons import layer_seed
@@ -404,6 +407,30 @@ class SpikingNetwork(tf.keras.Model):
 
     def neurons_per_layer(self) -> list:
         return [int(np.prod(n.shape)) for n in self.neuron_nodes]
+
+    def evaluate(self, images=None, labels=None, timesteps=None, batch_size=None, **keras_options):
+        """Accuracy of this SNN on ``images`` and class-index ``labels`` at ``timesteps`` (default: its own), with
+        its spikes per image and firing rates: ``{"accuracy", "timesteps", "images", "spikes_per_image",
+        "firing_rate_hz"}`` (:func:`evaluation.evaluate_images`). ``images`` may also be a tf.data Dataset of
+        ``(images, labels)`` batches. Called with any other keyword (``verbose``, ``return_dict``, ...: the way
+        Keras's ``fit`` validates) it is Keras's own ``evaluate`` of the compiled loss and metrics."""
+        if keras_options:  # fit's validation passes x= and y= by name
+            x, y = keras_options.pop("x", images), keras_options.pop("y", labels)
+            return super().evaluate(x, y, batch_size=batch_size, **keras_options)
+        return evaluate_images(self, images, labels, timesteps, 32 if batch_size is None else batch_size)
+
+    def export_nir(self, path, timesteps=None, approximate=False):
+        """Write this SNN to ``path`` as a NIR graph to be run for ``timesteps`` steps (default: its own) and return
+        the graph (:func:`nir_io.to_nir`); what NIR cannot express is one :class:`~snn4vision.errors.UserError`.
+        ``approximate``: signed IF neurons become plain IF neurons and bursts single spikes
+        (:func:`nir_io.approximated`; measure what that costs with the returned graph's network)."""
+        exported = nir_io.approximated(self)[0] if approximate else self
+        try:
+            graph = nir_io.to_nir(exported, timesteps)
+        except UserError as exc:  # the messages name the pipeline's flag
+            raise UserError(str(exc).replace("pass --approximate", "pass approximate=True")) from None
+        nir_io.write_nir(path, graph)
+        return graph
 
 
 def readout(per_step_logits, steps=None):

@@ -7,6 +7,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "snn4vision"
 #: The pipeline stages; pipeline.py (which runs them all) and cli.py (the commands) sit above them.
 STAGES = {"training", "convert", "fine_tuning", "energy", "predict", "export", "report"}
+#: The Python API (snn4vision.api): the top of the library, below the stages, which may build on it.
+API = "api"
 
 
 def package_imports() -> dict:
@@ -64,6 +66,27 @@ def test_stages_never_import_each_other():
     crossings = [f"{module} imports {target}" for module, edges in package_imports().items() if module in STAGES
                  for target, _, _ in edges if target in STAGES - {module}]
     assert crossings == []
+
+
+def test_the_api_is_a_library_layer_that_stages_build_on():
+    graph = package_imports()
+    assert {target for target, _, _ in graph[API]} & (STAGES | {"pipeline", "cli"}) == set()
+    assert API in {target for target, _, _ in graph["convert"]}
+
+
+def test_import_snn4vision_leaves_tensorflow_and_the_api_until_first_use():
+    """``import snn4vision`` (the tf-keras switch) is light; its API names load snn4vision.api when first used."""
+    import subprocess
+    import sys
+
+    import snn4vision
+    from snn4vision import api
+
+    probe = ("import sys, snn4vision; print('tensorflow' in sys.modules, 'snn4vision.api' in sys.modules, "
+             "sorted(set(snn4vision.API) - set(dir(snn4vision))))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[0] == "False False []"
+    assert [getattr(snn4vision, name) for name in snn4vision.API] == [getattr(api, name) for name in snn4vision.API]
 
 
 def test_the_cycle_check_finds_a_cycle():

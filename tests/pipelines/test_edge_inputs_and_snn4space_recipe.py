@@ -18,6 +18,8 @@ from snn4vision.training import train_ann
 
 from ..conftest import TINY_TRAIN_ARGS
 
+pytestmark = pytest.mark.pipeline
+
 
 def _prewitt_by_scipy(image):
     """Prewitt gradient magnitude per channel, by SciPy, with SNN4Space's scale (not yet thresholded)."""

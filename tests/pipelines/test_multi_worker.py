@@ -18,6 +18,8 @@ from snn4vision.training import train_ann
 
 from ..conftest import ROOT, checkpoint_variables, make_subset
 
+pytestmark = pytest.mark.pipeline
+
 SCRIPT = ROOT / "pipelines" / "train_ann.py"
 # SNN4Space's VGG-16 has no BatchNorm. With it, this tiny network at batch 8 is chaotic: one process's fused
 # BatchNorm and the same layer unfused differ by 1e-3 in the loss after one epoch (the synchronised layers are

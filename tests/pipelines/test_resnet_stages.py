@@ -12,6 +12,8 @@ from snn4vision.layers import QCFS
 from snn4vision.simulation import SpikingNetwork
 from snn4vision.training import train_ann
 
+pytestmark = pytest.mark.pipeline
+
 
 @pytest.mark.parametrize("depth, activations, convs", [("resnet18", 17, 20), ("resnet20", 19, 21)])
 def test_resnets_have_the_published_layout(depth, activations, convs):

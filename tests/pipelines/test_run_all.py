@@ -14,6 +14,8 @@ from snn4vision.pipeline import run_all
 
 from ..conftest import ROOT, TINY_TRAIN_ARGS
 
+pytestmark = pytest.mark.pipeline
+
 SCRIPT = ROOT / "pipelines" / "run_all.py"
 
 
@@ -60,7 +62,8 @@ def test_summary_agrees_with_the_stages(pipeline_run):
     assert summary["energy"]["timesteps"] == 1  # the qcfs path: each QCFS level in one burst
     # which is the ANN up to float rounding at a level boundary: one test image at most
     assert abs(summary["converted"][0]["accuracy"] - summary["ann_test_accuracy"]) <= 1 / conversion["test_images"]
-    assert set(summary["energy"]["devices"]) == {"gpu", "loihi", "45nm"}
+    assert set(summary["energy"]["devices"]) == set(summary["energy"]["memory_aware"]) == \
+        {"gpu", "loihi", "loihi2", "45nm", "45nm_int8"}
     for name, device in summary["energy"]["devices"].items():
         assert device["snn_over_ann"] == pytest.approx(device["snn_J"] / device["ann_J"])
         assert device["snn_J"] == pytest.approx(energy["summary"][name]["snn_J"])
@@ -198,6 +201,7 @@ def _number(text: str):
     return (value / 100, step / 100) if percent else (value, step)
 
 
+@pytest.mark.browser
 def test_the_report_page_in_a_real_browser(pipeline_run, tmp_path):
     """report.html opened from disk in headless Chromium: no console errors, every figure loaded and visible, and
     every number in the table is the value in report.json (to the digits shown)."""
@@ -218,7 +222,8 @@ def test_the_report_page_in_a_real_browser(pipeline_run, tmp_path):
         cells = driver.execute_script(
             "return Array.from(document.querySelectorAll('tr[data-row] td')).map(td =>"
             " [td.parentElement.dataset.row, td.dataset.key, td.textContent])")
-        assert len(cells) == len(report["models"]) * (11 + len(report["devices"]))
+        # an energy column per device under each model (compute-only, memory-aware)
+        assert len(cells) == len(report["models"]) * (11 + 2 * len(report["devices"]))
         numbers = 0
         for row, key, text in cells:
             expected = report["models"][int(row)]
@@ -230,7 +235,7 @@ def test_the_report_page_in_a_real_browser(pipeline_run, tmp_path):
                 assert text == "–"
             else:
                 shown, step = _number(text)
-                expected = 1e3 * expected if key.startswith("energy_J.") else expected  # shown in mJ
+                expected = 1e3 * expected if key.startswith(("energy_J.", "energy_J_memory.")) else expected  # in mJ
                 assert abs(shown - expected) <= step / 2 + 1e-12 * abs(expected), (key, text, expected)
                 numbers += 1
         assert numbers > 40

@@ -24,6 +24,8 @@ from snn4vision.predict import predict
 
 from ..conftest import ROOT, UCMERCED, assert_is_a_drawn_png
 
+pytestmark = pytest.mark.pipeline
+
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, trained_run):

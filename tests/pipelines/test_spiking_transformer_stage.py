@@ -16,6 +16,8 @@ from snn4vision.training import train_spiking_transformer
 
 from ..conftest import ROOT, UCMERCED, assert_is_a_drawn_png
 
+pytestmark = pytest.mark.pipeline
+
 SCRIPT = ROOT / "pipelines" / "train_spiking_transformer.py"
 TINY = ["--image-size", "32", "--depth", "1", "--dim", "32", "--heads", "2", "--timesteps", "2", "--epochs", "8",
         "--batch-size", "8", "--learning-rate", "2e-3", "--warmup-epochs", "0", "--seed", "3"]

@@ -16,6 +16,8 @@ from snn4vision.training import train_ann
 
 from ..conftest import ROOT, TINY_TRAIN_ARGS
 
+pytestmark = pytest.mark.pipeline
+
 SCRIPT = ROOT / "pipelines" / "train_ann.py"
 
 

@@ -14,6 +14,8 @@ from snn4vision.transfer import transfer_weights
 
 from ..conftest import TINY_TRAIN_ARGS, checkpoint_variables, make_subset
 
+pytestmark = pytest.mark.pipeline
+
 OTHER_CLASSES = ["airplane", "harbor", "river"]
 
 
