@@ -510,6 +510,60 @@ def cases() -> list:
              prepare=_write("classes.json", b'["\xff\xfe"]')))
     add(Case("report", "emptied metrics.json", ["{run}", "--out", "{work}/report"], base="ann",
              prepare=_write("metrics.json", b"{}")))
+    # --- issue 31 ---
+    # multi-band GeoTIFF folders ({work}/ms: 2 classes x 8 images of 32 x 32 x 13 uint16 bands) with one fault each; the run
+    # goes to {run}, so a refusal that left anything there (an empty folder, a config.json) is judged "left"
+    ms_tiny = ["--image-size", "32", "--width", "0.125", "--epochs", "1", "--batch-size", "4", "--split", "0.5",
+               "0.25", "0.25"]
+
+    def _multiband(kind: str) -> Callable:
+        def prepare(run, work):
+            import numpy as np
+            import tifffile
+
+            rng = np.random.default_rng(0)
+            dtype = np.float32 if kind == "NaN pixels in a float tiff" else np.uint16
+            for c, name in enumerate(("bare", "crops")):
+                (work / "ms" / name).mkdir(parents=True)
+                for i in range(8):
+                    array = rng.normal(2000 + 1000 * c, 300, (32, 32, 13)).astype(dtype)
+                    tifffile.imwrite(work / "ms" / name / f"{name}{i}.tif", array, photometric="minisblack",
+                                     planarconfig="contig")
+            odd = work / "ms" / "crops" / "odd.tif"
+            if kind == "mixed band counts":
+                tifffile.imwrite(odd, np.zeros((32, 32, 12), np.uint16), photometric="minisblack",
+                                 planarconfig="contig")
+            elif kind == "NaN pixels in a float tiff":
+                array = np.full((32, 32, 13), 2000.0, np.float32)
+                array[3, 4, 7] = np.nan
+                tifffile.imwrite(odd, array, photometric="minisblack", planarconfig="contig")
+            elif kind == "a 20000x20000 tiff":  # a small file whose header declares 20000 x 20000 x 13 bands
+                tifffile.imwrite(odd, np.zeros((4, 4, 13), np.uint16), photometric="minisblack", planarconfig="contig")
+                with tifffile.TiffFile(odd) as tiff:
+                    tags = tiff.pages[0].tags
+                    spots = [(tags[n].valueoffset, int(tags[n].dtype)) for n in ("ImageWidth", "ImageLength")]
+                raw = bytearray(odd.read_bytes())
+                for offset, tag_type in spots:
+                    size = 2 if tag_type == 3 else 4
+                    raw[offset:offset + size] = (20000).to_bytes(size, "little")
+                odd.write_bytes(bytes(raw))
+            if kind == "a file with other bands, to predict":  # a finished 1-epoch run on the good folder first
+                result = _run("train_ann", ["--run", str(run), "--dataset", str(work / "ms"), *ms_tiny])
+                if result.returncode != 0:
+                    raise SystemExit(f"training the multi-band run failed:\n{result.stderr[-2000:]}")
+                tifffile.imwrite(work / "twelve.tif", np.zeros((32, 32, 12), np.uint16), photometric="minisblack",
+                                 planarconfig="contig")
+        return prepare
+
+    for kind, flags in [("mixed band counts", []), ("--bands index out of range", ["--bands", "4,3,2,14"]),
+                        ("--bands 0", ["--bands", "0,1"]), ("NaN pixels in a float tiff", []),
+                        ("a 20000x20000 tiff", [])]:
+        add(Case("train_ann", f"multi-band folder: {kind}", ["--run", "{run}", "--dataset", "{work}/ms", *ms_tiny,
+                                                             *flags], prepare=_multiband(kind)))
+    add(Case("train_ann", "--bands on RGB images", ["--run", "{run}", "--dataset", "{data}", *tiny, "--bands", "1,2"]))
+    add(Case("predict", "multi-band run, a file with 12 bands", ["--run", "{run}", "{work}/twelve.tif"],
+             prepare=_multiband("a file with other bands, to predict")))
+    # --- end issue 31 ---
     return c
 
 

@@ -106,6 +106,10 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
     parser.add_argument("--seed", type=int, default=0,
                         help="controls split, shuffling, augmentation and initial weights")
     parser.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1))
+    parser.add_argument("--bands", metavar="LIST",
+                        help="multi-band images (a folder of multi-band TIFFs, or --dataset eurosat_all): the bands "
+                             "to use, in order, by number from 1 or by name (4,3,2,8 or B04,B03,B02,B08; default: "
+                             "all); each is normalised with the training split's statistics")
     parser.add_argument("--folds", type=non_negative_int, default=0, metavar="K",
                         help="stratified K-fold cross-validation: the test split is fold --fold of K (each image is "
                              "tested once over the K runs) and --split's TRAIN:VAL proportion divides the rest "
@@ -151,6 +155,7 @@ def _given(args: argparse.Namespace, names: tuple) -> dict:
     dataset, transform = input_transform(args)
     return dict(run_dir=args.run_dir, dataset=dataset, data_dir=args.data_dir, seed=args.seed,
                 split=tuple(args.split), folds=args.folds, fold=args.fold, input_transform=transform,
+                bands=getattr(args, "bands", None),
                 init_from=args.init_from,
                 freeze_backbone=args.freeze_backbone, backbone_lr_factor=args.backbone_lr_factor,
                 **{name: getattr(args, name) for name in names if getattr(args, name) is not None})

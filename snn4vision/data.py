@@ -1,11 +1,16 @@
 """Image data: sources, seeded stratified splits, decoding, augmentation.
 
 A *source* is either a local folder laid out as ``root/<class>/<image>`` or a
-TensorFlow Datasets dataset (``eurosat``, ``uc_merced``). Every source yields
+TensorFlow Datasets dataset (``eurosat``, ``eurosat_all``, ``uc_merced``). Every source yields
 ``(image, label)`` pairs; images are decoded inside the ``tf.data`` graph
 (TIFFs with tensorflow-io), resized to a square ``image_size`` and cached as
 ``uint8``. Batches hand the model ``float32`` images in ``[0, 1]`` of shape
 ``(batch, image_size, image_size, 3)``.
+
+A folder of multi-band TIFFs (or ``eurosat_all``) is a multi-band source
+(:mod:`snn4vision.bands`): its images keep every band and sample type, and
+batches hand the model ``(batch, image_size, image_size, C)`` of the bands
+``--bands`` selected, each normalised with the training split's statistics.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import resources
+from . import bands, resources
 from .errors import UserError
 from .edges import EdgeFilter
 
@@ -36,9 +41,11 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 #: Images with a side shorter than this many pixels are named in a warning (they are upsampled a lot).
 MIN_IMAGE_SIDE = 32
 #: Dataset names understood by ``--dataset`` and their TensorFlow Datasets names.
-TFDS_NAMES = {"eurosat": "eurosat/rgb", "uc_merced": "uc_merced"}
+TFDS_NAMES = {"eurosat": "eurosat/rgb", "eurosat_all": "eurosat/all", "uc_merced": "uc_merced"}
 #: Host each TFDS dataset downloads from (checked before a download starts).
-_DOWNLOAD_HOSTS = {"eurosat": "madm.dfki.de", "uc_merced": "weegee.vision.ucmerced.edu"}
+_DOWNLOAD_HOSTS = {"eurosat": "madm.dfki.de", "eurosat_all": "madm.dfki.de", "uc_merced": "weegee.vision.ucmerced.edu"}
+#: TFDS datasets of multi-band images: their band layout (the EuroSAT TIFFs' 13 Sentinel-2 bands, float32).
+TFDS_LAYOUTS = {"eurosat_all": bands.Layout(13, "float32", bands.EUROSAT_BANDS)}
 SPLITS = ("train", "val", "test")
 #: The largest --seed: tf.keras.utils.set_random_seed seeds NumPy's legacy generator, which takes 0 .. 2**32 - 1.
 MAX_SEED = 2 ** 32 - 1
@@ -64,10 +71,17 @@ class ImageSource:
     root: Path | None = None
     data_dir: str | None = None
     _tfds_dataset: object = field(default=None, repr=False)
+    #: multi-band sources: every image's bands (bands.Layout); None for RGB images
+    layout: object = None
+    #: set by bands.prepare for a run: the selected bands and their training statistics (bands.Plan)
+    plan: object = field(default=None, repr=False)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "root": str(self.root) if self.root else None,
-                "data_dir": self.data_dir, "num_images": len(self.items), "num_classes": len(self.classes)}
+        described = {"kind": self.kind, "name": self.name, "root": str(self.root) if self.root else None,
+                     "data_dir": self.data_dir, "num_images": len(self.items), "num_classes": len(self.classes)}
+        if self.layout is not None:  # RGB sources describe themselves as before
+            described["bands"] = self.layout.describe()
+        return described
 
 
 def _looks_like_image_folder(path: Path) -> bool:
@@ -85,7 +99,12 @@ def open_source(dataset: str, data_dir: str | None = None) -> ImageSource:
     """
     if dataset in TFDS_NAMES:
         if data_dir and _looks_like_image_folder(Path(data_dir)):
-            return scan_folder(data_dir)
+            source = scan_folder(data_dir)
+            known = TFDS_LAYOUTS.get(dataset)
+            if known and source.layout is not None and source.layout.names is None \
+                    and source.layout.count == known.count:  # EuroSAT's allBands TIFFs do not name their bands
+                source.layout = bands.Layout(source.layout.count, source.layout.dtype, known.names)
+            return source
         return open_tfds(dataset, data_dir)
     path = Path(dataset)
     if path.exists() or "/" in dataset or dataset.startswith("."):
@@ -122,8 +141,8 @@ def scan_folder(root: str | Path) -> ImageSource:
     if dangling:
         warn(f"{len(dangling)} image link(s) in {root} point nowhere and are left out ({_first(dangling)}): "
              "restore their targets or remove the links")
-    check_images([root / item for item in items])
-    return ImageSource("folder", str(root), classes, items, np.asarray(labels, np.int64), root=root)
+    layout = check_images([root / item for item in items], root)
+    return ImageSource("folder", str(root), classes, items, np.asarray(labels, np.int64), root=root, layout=layout)
 
 
 def _class_folders(root: Path) -> list:
@@ -193,10 +212,10 @@ def is_tiff(path: Path) -> bool:
         return handle.read(4) in TIFF_MAGIC
 
 
-def image_header(path: Path) -> tuple[tuple, str | None]:
-    """``((height, width), why it is not RGB or None)``, read from the header (nothing is decoded).
+def image_header(path: Path) -> tuple[tuple, "bands.TiffInfo | None"]:
+    """``((height, width), the TIFF's bands or None)``, read from the header (nothing is decoded).
 
-    Only TIFFs can fail the RGB test (RGB, or RGB plus alpha, pass), whatever their name says. Raises a
+    A TIFF is told by its first bytes, whatever its name says; other images are read as RGB (None). Raises a
     UserError naming the file when no decoder would recognise it or it declares more pixels than PIL accepts.
     """
     from PIL import UnidentifiedImageError
@@ -205,10 +224,8 @@ def image_header(path: Path) -> tuple[tuple, str | None]:
     try:
         if is_tiff(path):
             tiff = True
-            bands, alpha, shape = tiff_layout(path)
-            rgb = bands == 3 or (bands == 4 and alpha)
-            named = "" if path.suffix.lower() in TIFF_EXTENSIONS else f" (a TIFF named {path.suffix})"
-            return shape, None if rgb else f"has {bands} band{'s' if bands != 1 else ''}{named}"
+            info = bands.tiff_info(path)
+            return info.shape, info
         return _pil_shape(path), None
     except (UnidentifiedImageError, OSError, ValueError, IndexError) as exc:  # tifffile: TiffFileError (a ValueError)
         detail = str(exc).replace(str(path), "").strip(" :'\"") or type(exc).__name__
@@ -234,29 +251,33 @@ def _pil_shape(path: Path) -> tuple:
                             f"{MAX_IMAGE_PIXELS:,} are decoded): replace or remove the file") from None
 
 
-def check_images(paths: list) -> None:
-    """Refuse TIFFs that are not RGB (or RGB plus alpha), images of more than MAX_IMAGE_PIXELS and files no
-    decoder recognises; warn once about images smaller than MIN_IMAGE_SIDE.
+def check_images(paths: list, root=None) -> "bands.Layout | None":
+    """The folder's band layout (None: RGB images, or RGB plus alpha) after refusing images whose bands differ
+    from the rest (:func:`bands.folder_layout`), images too large to decode and files no decoder recognises;
+    warn once about images smaller than MIN_IMAGE_SIDE.
 
-    A multispectral TIFF (for example RGB + near-infrared) would otherwise be
-    decoded as RGBA of its first band or first three bands: bands would be
-    dropped or duplicated without a word. A huge image would be decoded whole
-    before it is resized, several at once: the out-of-memory killer ends the
-    run without a word.
+    A multispectral TIFF among RGB images would otherwise be decoded as RGBA
+    of its first band or first three bands: bands would be dropped or
+    duplicated without a word. A huge image would be decoded whole before it
+    is resized, several at once: the out-of-memory killer ends the run
+    without a word.
     """
     headers = [(path, *image_header(path)) for path in paths]
-    problems = [(path, why) for path, _, why in headers if why]
-    if problems:
-        path, why = problems[0]
-        raise UserError(
-            f"{len(problems)} TIFF(s) are not RGB: {path} {why} (snn4vision reads RGB images, or RGB plus an "
-            "alpha channel): write an RGB copy of the bands you want (e.g. gdal_translate -b 1 -b 2 -b 3 in.tif "
-            "out.tif) and point --dataset at those copies")
     _refuse_huge([(path, shape) for path, shape, _ in headers if shape[0] * shape[1] > MAX_IMAGE_PIXELS])
+    too_large = [why for why in (bands.check_decode_size(path, info) for path, _, info in headers
+                                 if info is not None and not info.rgb) if why]
+    if too_large:  # multi-band: the bound is on bytes, since every band is decoded
+        raise UserError(f"{len(too_large)} image(s) are too large to decode: {too_large[0]}")
+    layout = bands.folder_layout([(path, info) for path, _, info in headers], root or _common_folder(paths))
     small = [(path, min(shape)) for path, shape, _ in headers if min(shape) < MIN_IMAGE_SIDE]
     if small:
         warn(f"{len(small)} image(s) have a side shorter than {MIN_IMAGE_SIDE} pixels and will be upsampled "
              f"({_first([f'{p} ({s} px)' for p, s in small])}): check that they belong in the dataset")
+    return layout
+
+
+def _common_folder(paths: list) -> str:
+    return os.path.commonpath([str(Path(p).parent) for p in paths]) if paths else "."
 
 
 def _refuse_huge(huge: list) -> None:
@@ -315,7 +336,7 @@ def open_tfds(name: str, data_dir: str | None = None) -> ImageSource:
     labels = np.fromiter((int(x) for x in dataset.map(lambda e: e["label"]).as_numpy_iterator()), np.int64)
     return ImageSource(
         "tfds", name, list(label_feature.names), [str(i) for i in range(len(labels))], labels,
-        data_dir=data_dir, _tfds_dataset=dataset,
+        data_dir=data_dir, _tfds_dataset=dataset, layout=TFDS_LAYOUTS.get(name),
     )
 
 
@@ -458,7 +479,10 @@ def load_image_file(path: str | Path, image_size: int | None = None) -> np.ndarr
 
     if not Path(path).is_file():
         raise UserError(f"image file {path} does not exist")
-    check_images([Path(path)])
+    layout = check_images([Path(path)])
+    if layout is not None:
+        raise UserError(f"image {path} has {layout.describe()}, where an RGB image was expected (this run was "
+                        "trained on RGB images): give an RGB image, or train a run on the multi-band images")
     try:
         with _c_libraries_quiet():
             image = decode_image(tf.io.read_file(str(path)))
@@ -496,6 +520,8 @@ def decoded_dataset(source: ImageSource, indices: np.ndarray, image_size: int):
     """``tf.data`` of ``(uint8 image (s, s, 3), int64 label)`` for ``indices``, cached."""
     import tensorflow as tf
 
+    if source.layout is not None:  # multi-band: float16 images of the selected, normalised bands
+        return bands.decoded_dataset(source, indices, image_size)
     autotune = tf.data.AUTOTUNE
     labels = source.labels[indices]
     if source.kind == "folder":
@@ -524,7 +550,10 @@ def explain_bad_images(source: ImageSource, indices: np.ndarray) -> Iterator[Non
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnimplementedError) as exc:
         if source.kind == "folder":
             for i in indices:
-                load_image_file(source.root / source.items[i])
+                if source.layout is not None:
+                    bands.read_bands(source.root / source.items[i], source.layout)
+                else:
+                    load_image_file(source.root / source.items[i])
             if "decode" not in str(exc).lower():  # every file decodes: the error was not about the images
                 raise
         raise UserError(f"an image of {source.name} could not be decoded ({tf_error_text(exc)}): find it by "
@@ -538,7 +567,7 @@ def explain_bad_images(source: ImageSource, indices: np.ndarray) -> Iterator[Non
 class Augmentation:
     """SNN4Space's training augmentation, applied per image with stateless ops.
 
-    Input and output: ``float32 (h, w, 3)`` in ``[0, 1]``; ``seed`` is an
+    Input and output: ``float32 (h, w, c)`` in ``[0, 1]`` (hue and saturation only where c is 3); ``seed`` is an
     ``int64 (2,)`` tensor, so the result is a pure function of image and seed.
     Set a parameter to ``None`` (or ``False``) to switch that step off.
     """
@@ -557,6 +586,7 @@ class Augmentation:
 
         size = tf.shape(image)[0]
         width = tf.shape(image)[1]
+        channels = image.shape[-1] if image.shape[-1] is not None else 3  # 3 for RGB; the selected bands
         seeds = tf.random.experimental.stateless_split(seed, 9)
         if self.zoom:
             factor = tf.random.stateless_uniform([], seeds[0], self.zoom[0], self.zoom[1])
@@ -567,7 +597,7 @@ class Augmentation:
         if self.pad_crop:
             pad = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * self.pad_crop), tf.int32))
             image = tf.image.resize_with_crop_or_pad(image, size + pad, width + pad)
-            image = tf.image.stateless_random_crop(image, [size, width, 3], seeds[1])
+            image = tf.image.stateless_random_crop(image, [size, width, channels], seeds[1])
         if self.flips:
             image = tf.image.stateless_random_flip_left_right(image, seeds[2])
             image = tf.image.stateless_random_flip_up_down(image, seeds[3])
@@ -578,9 +608,9 @@ class Augmentation:
             image = tf.image.stateless_random_brightness(image, self.brightness, seeds[5])
         if self.contrast:
             image = tf.image.stateless_random_contrast(image, self.contrast[0], self.contrast[1], seeds[6])
-        if self.hue:
+        if self.hue and channels == 3:  # hue and saturation are colour jitter: RGB-like images only
             image = tf.image.stateless_random_hue(image, self.hue, seeds[7])
-        if self.saturation:
+        if self.saturation and channels == 3:
             image = tf.image.stateless_random_saturation(image, self.saturation[0], self.saturation[1], seeds[8])
         return tf.clip_by_value(image, 0.0, 1.0)
 
@@ -601,9 +631,11 @@ def augmentation(name: str) -> Augmentation | None:
 
 
 def to_float(image):
-    """uint8 ``[0, 255]`` -> float32 ``[0, 1]``."""
+    """uint8 ``[0, 255]`` -> float32 ``[0, 1]``; a multi-band source's cached float16 ``[0, 1]`` -> float32."""
     import tensorflow as tf
 
+    if image.dtype != tf.uint8:  # already normalised to [0, 1] (bands.Plan.prepare)
+        return tf.cast(image, tf.float32)
     return tf.cast(image, tf.float32) / 255.0
 
 

@@ -1,7 +1,8 @@
 """Edge-filter inputs: SNN4Space's Prewitt and Sobel input transforms.
 
-An :class:`EdgeFilter` maps a batch of images ``(batch, h, w, 3)`` in
-``[0, 1]`` to another of the same shape, channel by channel:
+An :class:`EdgeFilter` maps a batch of images ``(batch, h, w, c)`` in
+``[0, 1]`` to another of the same shape, channel by channel (c is 3 for RGB,
+or the selected bands of a multispectral run: each band is filtered alone):
 
 1. the gradient magnitude ``sqrt(gx^2 + gy^2)`` of the 3x3 Prewitt or Sobel
    kernels, divided by ``sqrt(10)`` (Prewitt) or ``sqrt(20)`` (Sobel), as

@@ -41,11 +41,12 @@ def vgg16(
     qcfs_threshold: float = 2.0,
     pool_before_activation: bool = False,
     pool_levels: int = 0,
+    channels: int = 3,
 ):
     """Build the SNN4Space VGG-16 as a functional ``tf.keras.Model``.
 
-    Input ``(batch, image_size, image_size, 3)`` float images in ``[0, 1]``;
-    output ``(batch, num_classes)`` logits. Layer names follow Keras' VGG16
+    Input ``(batch, image_size, image_size, channels)`` float images in ``[0, 1]`` (3: RGB; more or fewer for
+    the bands of a multispectral run); output ``(batch, num_classes)`` logits. Layer names follow Keras' VGG16
     (``block{b}_conv{i}``), with ``block{b}_bn{i}`` (optional BatchNorm
     before the ReLU), ``block{b}_relu{i}`` and ``block{b}_pool``, then
     ``gap`` and ``logits``.
@@ -85,12 +86,13 @@ def vgg16(
     if pool_levels and (activation != "qcfs" or pool_before_activation):
         raise UserError("--pool-levels requantises a pooled map of QCFS activations: it needs --activation qcfs "
                         "and pooling after the activations (drop --pool-before-activation)")
+    _check_channels(channels, weights)
     initializer_seed = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
     def kernel_init():
         return tf.keras.initializers.GlorotUniform(seed=None if seed is None else next(initializer_seed))
 
-    inputs = tf.keras.Input((image_size, image_size, 3), name="image")
+    inputs = tf.keras.Input((image_size, image_size, channels), name="image")
     x = inputs
     for b, block in enumerate(VGG16_BLOCKS, start=1):
         for i, channels in enumerate(block, start=1):
@@ -130,11 +132,11 @@ RESNET_STAGES = {
 
 def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.0, weights: str = "none",
            kernel_l2: float = 1e-4, bias_l1: float = 1e-5, seed: int | None = None, activation: str = "relu",
-           levels: int = 8, qcfs_threshold: float = 2.0):
+           levels: int = 8, qcfs_threshold: float = 2.0, channels: int = 3):
     """ResNet-18 or the CIFAR ResNet-20 (``depth`` "resnet18" or "resnet20") as a functional ``tf.keras.Model``.
 
-    Input ``(batch, image_size, image_size, 3)`` images in ``[0, 1]``; output ``(batch, num_classes)`` logits.
-    Both start with a 3x3 stride-1 conv (ResNet-18's ImageNet stem, a 7x7 stride-2 conv and a max pooling,
+    Input ``(batch, image_size, image_size, channels)`` images in ``[0, 1]`` (3: RGB; the selected bands of a
+    multispectral run); output ``(batch, num_classes)`` logits. Both start with a 3x3 stride-1 conv (ResNet-18's ImageNet stem, a 7x7 stride-2 conv and a max pooling,
     would leave 2x2 maps of a 64 px image) and end with global average pooling and a dense layer. Basic
     blocks, post-activation: ``act(BN(conv(act(BN(conv(x))))) + shortcut(x))``; the shortcut is the identity,
     or a 1x1 strided conv with BatchNorm where the shape changes. Layers are named
@@ -158,6 +160,7 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
     if weights == "imagenet":
         raise UserError(f"--weights imagenet exists for the VGG-16 only: train {depth} from scratch "
                         "(--weights none) or give an .h5 file of this architecture")
+    _check_channels(channels, weights)
     seeds = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
     def next_seed():
@@ -174,7 +177,7 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
     def norm(x, name):
         return layers.BatchNormalization(momentum=0.9, name=name)(x)
 
-    inputs = tf.keras.Input((image_size, image_size, 3), name="image")
+    inputs = tf.keras.Input((image_size, image_size, channels), name="image")
     x = act(norm(conv(inputs, scaled_channels(RESNET_STAGES[depth][0][0], width), 3, 1, "stem_conv"), "stem_bn"),
             "stem_act")
     for s, (channels, blocks, first_stride) in enumerate(RESNET_STAGES[depth], start=1):
@@ -194,6 +197,14 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
     model = tf.keras.Model(inputs, outputs, name=depth)
     load_initial_weights(model, weights, width)
     return model
+
+
+def _check_channels(channels: int, weights: str) -> None:
+    if int(channels) < 1:
+        raise UserError(f"the first convolution needs at least 1 input channel, got {channels}")
+    if weights == "imagenet" and channels != 3:
+        raise UserError(f"--weights imagenet holds RGB filters, but the run's images have {channels} band(s): train "
+                        "from scratch (--weights none), or select 3 bands with --bands")
 
 
 def vgg16_layout(width: float) -> tuple[list, list]:
@@ -263,29 +274,31 @@ def _absorb_caffe_preprocessing(kernel, bias):
 
 def spikformer(num_classes: int, depth: int = 4, dim: int = 384, heads: int = 12, timesteps: int = 4,
                image_size: int | None = 32, mlp_ratio: int = 4, pooling: str = "0011", tau: float = 2.0,
-               alpha: float = 4.0):
+               alpha: float = 4.0, channels: int = 3):
     """Spikformer (official CIFAR configuration by default: 4 blocks, dim 384, 12 heads, T = 4).
 
     Returns a :class:`~snn4vision.transformers.SpikingTransformer`, built for
-    ``(batch, image_size, image_size, 3)`` input when ``image_size`` is given.
+    ``(batch, image_size, image_size, channels)`` input when ``image_size`` is given.
     """
     return _spiking_transformer("spikformer", num_classes, depth, dim, heads, timesteps, image_size, mlp_ratio,
-                                pooling, tau, alpha)
+                                pooling, tau, alpha, channels)
 
 
 def spike_driven_transformer(num_classes: int, depth: int = 2, dim: int = 512, heads: int = 8, timesteps: int = 4,
                              image_size: int | None = 32, mlp_ratio: int = 4, pooling: str = "0011",
-                             tau: float = 2.0, alpha: float = 4.0):
+                             tau: float = 2.0, alpha: float = 4.0, channels: int = 3):
     """The Spike-driven Transformer (official CIFAR configuration by default: 2 blocks, dim 512, 8 heads, T = 4).
 
     Returns a :class:`~snn4vision.transformers.SpikingTransformer`, built for
-    ``(batch, image_size, image_size, 3)`` input when ``image_size`` is given.
+    ``(batch, image_size, image_size, channels)`` input when ``image_size`` is given.
     """
     return _spiking_transformer("sdt", num_classes, depth, dim, heads, timesteps, image_size, mlp_ratio, pooling,
-                                tau, alpha)
+                                tau, alpha, channels)
 
 
-def _spiking_transformer(kind, num_classes, depth, dim, heads, timesteps, image_size, mlp_ratio, pooling, tau, alpha):
+def _spiking_transformer(kind, num_classes, depth, dim, heads, timesteps, image_size, mlp_ratio, pooling, tau, alpha,
+                         channels=3):
+    _check_channels(channels, "none")
 
     try:
         model = SpikingTransformer(kind, num_classes, depth, dim, heads, timesteps, mlp_ratio, pooling, tau, alpha)
@@ -295,5 +308,5 @@ def _spiking_transformer(kind, num_classes, depth, dim, heads, timesteps, image_
         pools = pooling.count("1")
         if image_size < 2 ** pools:
             raise UserError(f"--image-size {image_size} is too small for {pools} poolings")
-        model(tf.zeros((1, image_size, image_size, 3)))
+        model(tf.zeros((1, image_size, image_size, channels)))  # the patch splitting's first conv takes C channels
     return model

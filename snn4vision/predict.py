@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, resources, rundir
+from . import bands, data, resources, rundir
 from .checkpoints import read_json
 from .errors import UserError
 from .progress import Progress
@@ -47,6 +47,7 @@ def _transformer(model, batch: np.ndarray) -> tuple:
 def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: int | None = None) -> list:
     """Per image: ``{"image", "class", "probability"}`` and, for an SNN, ``"spikes"``.
 
+    ``images``: image files; for a run on multi-band images, TIFFs with the same bands as its training images.
     ``model``: ``ann``, ``snn`` (converted) or ``fine-tuned``; ignored for a
     run of ``train_spiking_transformer.py``, whose model is the SNN.
     """
@@ -60,7 +61,11 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
     classes = read_json(run_dir / rundir.CLASSES)
     if not images:
         raise UserError("no images given: pass one or more image files")
-    batch = np.stack([data.load_image_file(path, config.image_size) for path in images]).astype(np.float32) / 255.0
+    plan = bands.plan_of(config)
+    if plan is not None:  # a multi-band run: its bands, normalised with its training split's statistics
+        batch = np.stack([bands.load_file(path, plan, config.image_size) for path in images])
+    else:
+        batch = np.stack([data.load_image_file(path, config.image_size) for path in images]).astype(np.float32) / 255.0
     if config.transform is not None:  # the inputs the run was trained on
         batch = config.transform(batch).numpy()
     spikes = None

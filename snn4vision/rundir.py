@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import data, edges, models, resources
+from . import bands, data, edges, models, resources
 from .checkpoints import atomic_write_json, load_variables, load_weights, read_json
 from .errors import UserError
 from .simulation import SpikingNetwork
@@ -618,6 +618,10 @@ class TrainConfig:
     freeze_backbone: int = 0
     backbone_lr_factor: float = 1.0
     transfer: dict = field(default_factory=dict)  # what was copied (transfer.Transfer), written by training
+    # multi-band images (bands.py): --bands as given (None: every band), and the selected bands with the training
+    # split's per-band statistics (bands.Plan), written by training; both empty for RGB runs and older runs
+    bands: str | None = None
+    band_stats: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -701,6 +705,7 @@ class TrainConfig:
             if not ok:
                 raise UserError(message)
         edges.parse(self.input_transform)
+        bands.parse_selection(self.bands)
         if self.spiking:
             resources.check_timesteps(self.timesteps)
 
@@ -735,6 +740,11 @@ class TrainConfig:
     def transform(self) -> edges.EdgeFilter | None:
         """The input transform every stage applies to every batch (None: plain images)."""
         return edges.parse(self.input_transform)
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the run's models: 3 (RGB), or the bands selected from a multi-band source."""
+        return bands.channels_of(self)
 
     @property
     def qcfs_from_epoch(self) -> int:
@@ -795,16 +805,16 @@ def build_model(config: TrainConfig, num_classes: int, weights: str | None = Non
     if config.spiking:
         build = models.spikformer if config.architecture == "spikformer" else models.spike_driven_transformer
         return build(num_classes, config.depth, config.dim, config.heads, config.timesteps, config.image_size,
-                     config.mlp_ratio, config.pooling)
+                     config.mlp_ratio, config.pooling, channels=config.channels)
     weights = config.weights if weights is None else weights
     if config.architecture != "vgg16":
         return models.resnet(config.architecture, num_classes, config.image_size, config.width, weights,
                              config.kernel_l2, config.bias_l1, seed=config.seed, activation=config.activation,
-                             levels=config.levels, qcfs_threshold=config.qcfs_threshold)
+                             levels=config.levels, qcfs_threshold=config.qcfs_threshold, channels=config.channels)
     return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm, weights, config.kernel_l2,
                         config.bias_l1, seed=config.seed, activation=config.activation, levels=config.levels,
                         qcfs_threshold=config.qcfs_threshold, pool_before_activation=config.pool_before_activation,
-                        pool_levels=config.pool_levels)
+                        pool_levels=config.pool_levels, channels=config.channels)
 
 
 @dataclass
@@ -815,6 +825,9 @@ class RunData:
     source: data.ImageSource
     classes: list
     manifest: dict
+
+    def __post_init__(self):  # a multi-band source: the run's --bands and their training-split statistics
+        bands.prepare(self.config, self.source, self.indices)
 
     def indices(self, split: str) -> np.ndarray:
         return data.manifest_indices(self.source, self.manifest, split)

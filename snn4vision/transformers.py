@@ -25,7 +25,8 @@ KINDS = {
 class SpikingTransformer(tf.keras.Model):
     """Patch splitting, ``depth`` transformer blocks and a classification head.
 
-    Input: ``(batch, h, w, 3)`` images in ``[0, 1]`` (presented at every one
+    Input: ``(batch, h, w, c)`` images in ``[0, 1]`` (RGB, or the bands of a multispectral run; the patch
+    splitting's first conv takes its c input channels from the first batch; presented at every one
     of ``timesteps`` steps; the first conv + BN runs once) or ``(batch,
     time, h, w, c)`` frames. Output: ``(batch, num_classes)`` logits.
     ``kind``: ``"spikformer"`` or ``"sdt"`` (Spike-driven Transformer).

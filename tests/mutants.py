@@ -382,6 +382,48 @@ MUTANTS = [
      "prefixes = [t for t in grid if not snn.compressed(t)]",
      ["tests/pipelines/test_snn_stages.py::test_qcfs_run_converts_to_signed_if_neurons"]),
     # --- end issue 34 ---
+    # --- issue 31 (multispectral) ---
+    ("band statistics over every split", "snn4vision/bands.py",
+     '    for split in ("train", "val", "test") if check_all else ("train",):\n'
+     '        for image in raw_images(source, splits[split], indices):\n            if split == "train":\n',
+     '    for split in ("train", "val", "test"):\n'
+     '        for image in raw_images(source, splits[split], indices):\n            if True:\n',
+     ["tests/test_multispectral.py"]),
+    ("normalised to one standard deviation, not three", "snn4vision/bands.py",
+     "1.0 / (2 * SIGMAS * np.where", "1.0 / (2 * np.where",
+     ["tests/test_multispectral.py"]),
+    ("--bands order lost", "snn4vision/bands.py",
+     "        raise UserError(f\"--bands {text} selects one band twice (by number and by name): give each band once\")\n"
+     "    return indices\n",
+     "        raise UserError(f\"--bands {text} selects one band twice (by number and by name): give each band once\")\n"
+     "    return sorted(indices)\n",
+     ["tests/test_multispectral.py"]),
+    ("band-interleaved TIFF read as pixel-interleaved", "snn4vision/bands.py",
+     "        array = np.moveaxis(array, 0, -1)\n",
+     "        array = array.reshape(array.shape[1], array.shape[2], array.shape[0])\n",
+     ["tests/test_multispectral.py"]),
+    ("VGG-16 first conv takes 3 channels", "snn4vision/models.py",
+     '    inputs = tf.keras.Input((image_size, image_size, channels), name="image")\n    x = inputs\n',
+     '    inputs = tf.keras.Input((image_size, image_size, 3), name="image")\n    x = inputs\n',
+     ["tests/test_multispectral.py"]),
+    ("NaN samples pass", "snn4vision/bands.py",
+     'if dtype.startswith("float") and not np.isfinite(selected).all():',
+     'if False and not np.isfinite(selected).all():',
+     ["tests/test_multispectral.py"]),
+    ("a file with other bands joins the folder", "snn4vision/bands.py",
+     "    odd = [(path, info) for path, info in headers if key(info) != norm]\n",
+     "    odd = [(path, info) for path, info in headers if key(info) != norm and info is None]\n",
+     ["tests/test_multispectral.py"]),
+    ("multi-band decode budget ignored", "snn4vision/bands.py",
+     "    if needed <= MAX_DECODE_BYTES:\n", "    if True:\n",
+     ["tests/test_multispectral.py"]),
+    ("augmentation crops 3 channels", "snn4vision/data.py",
+     "channels = image.shape[-1] if image.shape[-1] is not None else 3", "channels = 3",
+     ["tests/test_multispectral.py"]),
+    ("predict reads a multi-band run's files as RGB", "snn4vision/predict.py",
+     "    if plan is not None:  # a multi-band run", "    if False:  # a multi-band run",
+     ["tests/test_multispectral_training.py"]),
+    # --- end issue 31 ---
 ]
 
 
