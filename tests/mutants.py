@@ -424,6 +424,35 @@ MUTANTS = [
      "    if plan is not None:  # a multi-band run", "    if False:  # a multi-band run",
      ["tests/test_multispectral_training.py"]),
     # --- end issue 31 ---
+    # --- issue 32: event data ---
+    ("event polarity channels swapped", "snn4vision/events.py",
+     '            + events["x"][inside].astype(np.int64)) * 2 + events["p"][inside].astype(np.int64)',
+     '            + events["x"][inside].astype(np.int64)) * 2 + 1 - events["p"][inside].astype(np.int64)',
+     ["tests/test_events.py"]),
+    ("last event past the last time bin", "snn4vision/events.py",
+     "    span = int(t[-1]) - start + 1 if duration_us is None else int(duration_us)",
+     "    span = int(t[-1]) - start if duration_us is None else int(duration_us)",
+     ["tests/test_events.py"]),
+    ("unsorted event times accepted", "snn4vision/events.py",
+     "    if len(back):\n", "    if False:\n",
+     ["tests/test_events.py"]),
+    ("event at x = width accepted", "snn4vision/events.py",
+     "x.max() >= width or y.max() >= height", "x.max() > width or y.max() > height",
+     ["tests/test_events.py"]),
+    ("event flip mirrors to width - x", "snn4vision/events.py",
+     '    flipped["x"] = width - 1 - events["x"].astype(np.int64)',
+     '    flipped["x"] = width - events["x"].astype(np.int64)',
+     ["tests/test_events.py"]),
+    ("AEDAT polarity bit read as ON", "snn4vision/events.py",
+     "    p = 1 - (address & 1)", "    p = address & 1",
+     ["tests/test_events.py"]),
+    ("emulator reference not moved by its events", "snn4vision/events.py",
+     "    reference[pixels] += sign * counts * thresholds[pixels]\n", "",
+     ["tests/test_events.py"]),
+    ("emulated dataset overwrites a full folder", "snn4vision/events.py",
+     "    if out.is_dir() and any(out.iterdir()) and not overwrite:", "    if False:",
+     ["tests/test_events.py"]),
+    # --- end issue 32 ---
 ]
 
 
