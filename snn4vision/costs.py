@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .devices import ENERGY_DIR, PROFILE_KEYS, SRAM_KEYS, Device, check_profile, load_devices  # noqa: F401
+from .ops import op_of
 
 
 @dataclass
@@ -84,36 +85,24 @@ def graph_costs(nodes: list, output: str) -> list:
             carried[node.name], kind[node.name] = (), "static"
         elif node.op == "neuron":
             carried[node.name], kind[node.name] = (neuron_index[node.name],), "spikes"
-        elif node.op in ("conv", "depthwise", "dense"):
+        elif op_of(node).linear:
             carried[node.name] = ()
             kind[node.name] = "static" if kind[ins[0]] == "static" else "analog"
         else:
             carried[node.name] = tuple(sorted({s for i in ins for s in carried[i]}))
             kinds = {kind[i] for i in ins}
             kind[node.name] = "static" if kinds == {"static"} else ("analog" if "analog" in kinds else "spikes")
-    pooling = {n.name for n in nodes if n.op == "avg_pool" and kind[n.inputs[0]] == "spikes"
+    pooling = {n.name for n in nodes if op_of(n).feeds_neurons_as_synapses() and kind[n.inputs[0]] == "spikes"
                and consumers[n.name] and all(by_name[c].op == "neuron" for c in consumers[n.name])}
-    linear = [n for n in nodes if n.op in ("conv", "depthwise", "dense") or n.name in pooling]
+    linear = [n for n in nodes if op_of(n).linear or n.name in pooling]
     rows = {}
     for node in linear:
         source = by_name[node.inputs[0]]
-        k = node.params.get("kernel_size", [1, 1])
-        if node.name in pooling:
-            window = node.params.get("pool_size", [2, 2])
-            connections = _size(node.shape) * window[0] * window[1]
-        elif node.op == "conv":
-            connections = _size(node.shape) * k[0] * k[1] * source.shape[-1]
-        elif node.op == "depthwise":
-            connections = _size(node.shape) * k[0] * k[1]
-        else:
-            connections = _size(node.shape) * source.shape[-1]
+        connections, weights, kernel = op_of(node).synapses(node, source)
         analog = {"static": "once", "analog": "every_step", "spikes": ""}[kind[node.inputs[0]]]
-        positions = _size(node.shape[:-1])
         rows[node.name] = LayerCost(node.name, connections, _size(source.shape), 0, 0, carried[node.inputs[0]],
-                                    analog, weights=0 if node.name in pooling else connections // positions,
-                                    kernel=(window[0] * window[1]) if node.name in pooling
-                                    else (1 if node.op == "dense" else k[0] * k[1]),
-                                    positions=positions, channels=int(node.shape[-1]))
+                                    analog, weights=weights, kernel=kernel, positions=_size(node.shape[:-1]),
+                                    channels=int(node.shape[-1]))
     position = {n.name: i for i, n in enumerate(nodes)}
 
     def upstream_linear(name):
@@ -142,10 +131,10 @@ def graph_costs(nodes: list, output: str) -> list:
             row = upstream_linear(node.inputs[0])
             row.neurons += _size(node.shape)
             row.feeds += (neuron_index[node.name],)
-        elif node.op in ("avg_pool", "max_pool", "gap") and node.name not in pooling:
-            downstream_linear(node.name).adds += _size(by_name[node.inputs[0]].shape)
-        elif node.op == "add":
-            downstream_linear(node.name).adds += _size(node.shape) * (len(node.inputs) - 1)
+        elif node.op != "input" and node.name not in rows:
+            adds = op_of(node).adds(node, [by_name[i].shape for i in node.inputs])
+            if adds:  # pooling, global pooling and residual adds
+                downstream_linear(node.name).adds += adds
     return list(rows.values())
 
 

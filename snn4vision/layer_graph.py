@@ -31,12 +31,9 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import UserError
-from .layers import QCFS, qcfs_formula
+from .layers import QCFS
+from .ops import LINEAR_OPS, OPS, SCALE_FREE_OPS, op_of  # noqa: F401  (the op names, kept here for their readers)
 
-#: Operations that compute a weighted sum (they take a kernel and a bias, and absorb gains).
-LINEAR_OPS = ("conv", "depthwise", "dense")
-#: Operations whose output is their input's scale times a constant (gains pass through them).
-SCALE_FREE_OPS = ("avg_pool", "max_pool", "gap", "flatten", "pad", "add", "concat")
 ONE = "1"  # the scale of the image and of the logits
 
 
@@ -79,7 +76,7 @@ class LayerGraph:
 
     @property
     def linear(self) -> list:
-        return [n for n in self.nodes if n.op in LINEAR_OPS]
+        return [n for n in self.nodes if op_of(n).linear]
 
     @property
     def thresholds(self) -> list | None:
@@ -165,6 +162,10 @@ class LayerConverter:
         raise NotImplementedError
 
     def add(self, op: str, inputs: list, params: dict | None = None, name: str | None = None, **weights) -> str:
+        """Add a node of the registered op ``op`` (:mod:`snn4vision.ops`) named after the layer."""
+        if op not in OPS:  # the simulator, costs and exports would each fail later, and less clearly
+            raise ValueError(f"{type(self).__name__} adds a {op!r} node, but no op of that name is registered "
+                             f"(snn4vision.ops.registers)")
         shape = tuple(int(d) for d in self.layer.output.shape[1:])
         return self.builder.add(Node(name or self.layer.name, op, inputs, shape, params or {}, **weights))
 
@@ -233,7 +234,7 @@ class BatchNormConverter(LayerConverter):
 
     def convert(self, inputs):
         target = self.builder.nodes[inputs[0]]
-        if target.op not in LINEAR_OPS or self.builder.readers[inputs[0]] > 1:
+        if not op_of(target).linear or self.builder.readers[inputs[0]] > 1:
             raise _NotConvertible("BatchNorm folds only into a conv or dense layer whose output nothing else reads: "
                                   "put it right after one")
         layer = self.layer
@@ -487,7 +488,7 @@ def scale_plan(nodes: list, output: str) -> dict:
     def wanted_input(node):
         if node.op == "neuron":
             return node.name
-        return None if node.op in LINEAR_OPS else wanted[node.name]
+        return None if op_of(node).linear else wanted[node.name]
 
     for node in reversed(nodes):
         if node.name == output:
@@ -502,7 +503,7 @@ def scale_plan(nodes: list, output: str) -> dict:
             out = ONE
         elif node.op == "neuron":
             out = node.name
-        elif node.op in LINEAR_OPS or node.op in ("add", "concat"):
+        elif op_of(node).linear or op_of(node).meets:
             out = wanted[node.name] or ins[0]
         else:
             out = ins[0]
@@ -535,31 +536,8 @@ def scaled_weights(scale: NodeScale, kernel, bias, gains: dict):
 # --------------------------------------------------------------------------
 def apply_op(node: Node, xs: list, kernel=None, bias=None):
     """Output of a non-neuron ``node`` for inputs ``xs`` (batched tensors); the kernel and bias of a linear node
-    as given (gains already applied)."""
-    op, p = node.op, node.params
-    if op in LINEAR_OPS:
-        if op == "conv":
-            y = tf.nn.conv2d(xs[0], kernel, p["strides"], p["padding"])
-        elif op == "depthwise":
-            y = tf.nn.depthwise_conv2d(xs[0], kernel, [1, *p["strides"], 1], p["padding"])
-        else:
-            y = xs[0] @ kernel
-        return y if bias is None else y + bias
-    if op == "avg_pool":
-        return tf.nn.avg_pool2d(xs[0], p["pool_size"], p["strides"], p["padding"])
-    if op == "max_pool":
-        return tf.nn.max_pool2d(xs[0], p["pool_size"], p["strides"], p["padding"])
-    if op == "gap":
-        return tf.reduce_mean(xs[0], axis=[1, 2])
-    if op == "flatten":
-        return tf.reshape(xs[0], [-1, *node.shape])
-    if op == "pad":
-        return tf.pad(xs[0], [[0, 0], p["padding"][0], p["padding"][1], [0, 0]])
-    if op == "add":
-        return tf.add_n(xs)
-    if op == "concat":
-        return tf.concat(xs, axis=-1)
-    raise ValueError(f"unknown operation {op!r}")
+    as given (gains already applied). The op's ``forward`` (:mod:`snn4vision.ops`)."""
+    return op_of(node).forward(node, xs, kernel, bias)
 
 
 def rate_forward(graph: LayerGraph, images, return_activations: bool = False):
@@ -574,18 +552,17 @@ def rate_forward(graph: LayerGraph, images, return_activations: bool = False):
     for node in graph.nodes[1:]:
         scale = plan[node.name]
         xs = [values[i] for i in node.inputs]
-        if node.op == "neuron":
-            h = rescale(xs[0], scale.inputs[0], node.name, gains)
-            threshold = node.params["threshold"]
-            out = tf.nn.relu(h) if threshold is None else qcfs_formula(h, threshold, node.params["levels"])
+        op = op_of(node)
+        if node.op == "neuron":  # its input current is its producer's value at the neuron's own gain
+            out = op.forward(node, [rescale(xs[0], scale.inputs[0], node.name, gains)])
             activations[node.name] = out
-        elif node.op in LINEAR_OPS:
+        elif op.linear:
             bias = node.bias if node.params["bias"] else None
-            out = apply_op(node, xs, *scaled_weights(scale, node.kernel, bias, gains))
+            out = op.forward(node, xs, *scaled_weights(scale, node.kernel, bias, gains))
         else:
-            if node.op in ("add", "concat"):
+            if op.meets:
                 xs = [rescale(x, have, scale.output, gains) for x, have in zip(xs, scale.inputs)]
-            out = apply_op(node, xs)
+            out = op.forward(node, xs)
         values[node.name] = out
     logits = rescale(values[graph.output], plan[graph.output].output, ONE, gains)
     return (logits, activations) if return_activations else logits

@@ -49,7 +49,8 @@ import numpy as np
 
 from .checkpoints import atomic_write
 from .errors import UserError, write_failure
-from .layer_graph import LINEAR_OPS, ONE, rescale
+from .layer_graph import ONE, rescale
+from .ops import Term, op_of
 
 #: Neurons NIR can express (signed IF has negative spikes; keras-spiking's neuron integrates relu(input) from
 #: random initial voltages).
@@ -57,14 +58,6 @@ EXPORTABLE_NEURONS = ("if", "lif")
 #: How the image enters the network, written into the graph's metadata.
 INPUT_ENCODING = ("the image, channels first, as an input current held constant over all timesteps: each step "
                   "adds the first layer's response to the image to its neurons' membranes")
-
-
-@dataclass
-class _Term:
-    """One NIR node's output times ``factor``: a node of our graph is the sum of such terms in NIR."""
-
-    source: str
-    factor: float
 
 
 def nir_problems(model: SpikingNetwork) -> list:
@@ -85,23 +78,9 @@ def nir_problems(model: SpikingNetwork) -> list:
     if model.neuron == "lif" and not 0.0 < model.leak <= 1.0:
         problems.append(f"LIF leak {model.leak}: NIR's LIF needs a leak in (0, 1] (a time constant above 0)")
     for node in model.nodes:
-        if node.op == "max_pool":
-            problems.append(f"{node.name}: NIR has no max pooling of spikes: use AveragePooling2D in the ANN")
-        elif node.op == "concat":
-            problems.append(f"{node.name}: NIR has no concatenation: build the network without Concatenate")
-        elif node.op == "flatten" and len(node.shape) != 1:
-            problems.append(f"{node.name}: a Reshape to {tuple(node.shape)}: NIR exports only flattening to a "
-                            f"vector")
-        elif node.op == "avg_pool" and _pool_padding(model, node) != (0, 0):
-            problems.append(f"{node.name}: average pooling with 'same' padding divides border windows by fewer "
-                            f"pixels, which NIR's SumPool2d cannot: use padding='valid'")
-        elif node.op == "pad":
-            pads = node.params["padding"]
-            readers = [n for n in model.nodes if node.name in n.inputs]
-            if any(a != b for a, b in pads) or any(n.op not in ("conv", "depthwise") or n.params["padding"] != "VALID"
-                                                  for n in readers):
-                problems.append(f"{node.name}: NIR pads only inside a conv, evenly: put ZeroPadding2D with equal "
-                                f"padding on both sides only before convs with padding='valid'")
+        problem = op_of(node).nir_problem(node, model)
+        if problem:
+            problems.append(problem)
     return problems
 
 
@@ -120,63 +99,45 @@ def approximated(model) -> tuple:
     return exported, changes
 
 
-def _input(model, node):
-    return next(n for n in model.nodes if n.name == node.inputs[0])
+@dataclass
+class _Export:
+    """A NIR export in progress, which each node's op (:meth:`snn4vision.ops.GraphOp.to_nir`) adds to: the NIR
+    ``nodes`` and ``edges``, and ``terms``, our node -> the NIR terms whose sum it is (in our units)."""
 
+    model: object
+    weights: dict
+    gains: dict
+    thresholds: dict
+    plan: dict
+    reset: str
+    nodes: dict
+    edges: list
+    terms: dict
 
-def _same_padding(size: int, kernel: int, stride: int) -> tuple:
-    """Keras/TensorFlow 'same' padding of one axis: (before, after)."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
+    def input_of(self, node):
+        """Our node that ``node`` reads first."""
+        return next(n for n in self.model.nodes if n.name == node.inputs[0])
 
+    def sources(self, node) -> list:
+        """The NIR terms of ``node``'s inputs."""
+        return [t for i in node.inputs for t in self.terms[i]]
 
-def _pool_padding(model, node) -> tuple:
-    if node.params["padding"] == "VALID":
-        return (0, 0)
-    size = _input(model, node).shape
-    return tuple(sum(_same_padding(size[a], node.params["pool_size"][a], node.params["strides"][a]))
-                 for a in range(2))
+    def to_scale(self, have: str, need: str) -> float:
+        """The factor that brings a value at scale ``have`` to scale ``need``."""
+        return rescale(1.0, have, need, self.gains)
 
-
-def _conv_weights(model, node, kernel) -> tuple:
-    """NIR's ``(weight (out, in, kh, kw), padding (ph, pw))`` of a conv or depthwise node."""
-    size = _input(model, node).shape
-    k = np.asarray(kernel, np.float32)
-    if node.op == "depthwise":
-        weight = _depthwise_as_dense(k)
-    else:
-        weight = k.transpose(3, 2, 0, 1)
-    padding = [0, 0]
-    if node.params["padding"] == "SAME":
-        for axis in range(2):
-            before, after = _same_padding(size[axis], weight.shape[2 + axis], node.params["strides"][axis])
-            if after == before + 1:  # one more at the end: shift the window by a leading zero row/column
-                shape = list(weight.shape)
-                shape[2 + axis] = 1
-                weight = np.concatenate([np.zeros(shape, weight.dtype), weight], axis=2 + axis)
-                before = after
-            padding[axis] = before
-    return weight, tuple(padding)
-
-
-def _depthwise_as_dense(kernel: np.ndarray) -> np.ndarray:
-    """A depthwise kernel ``(kh, kw, in, multiplier)`` as the dense ``(in * multiplier, in, kh, kw)`` kernel of the
-    same conv: output channel ``c * multiplier + m`` reads input channel ``c`` alone, every other weight is 0.
-
-    Not NIR's ``groups = in``: nir's Conv2d takes its input channels from ``weight.shape[1]`` whatever the
-    groups, so nir 1.0.7 and later, which type-check on read, refuse a grouped conv in ``nir.read`` (and sinabs's
-    importer builds it with the wrong input channels). The dense kernel is exact everywhere, at ``in`` times the
-    weights in the file."""
-    kh, kw, cin, mult = kernel.shape
-    dense = np.zeros((cin * mult, cin, kh, kw), np.float32)
-    per_output = kernel.reshape(kh, kw, cin * mult).transpose(2, 0, 1)  # (in * multiplier, kh, kw)
-    dense[np.arange(cin * mult), np.arange(cin * mult) // mult] = per_output
-    return dense
-
-
-def _strides(node) -> tuple:
-    return tuple(int(s) for s in node.params["strides"])
+    def feed(self, target: str, sources: list, factor: float) -> None:
+        """Edges into NIR node ``target`` from ``sources``, which it reads multiplied by ``factor`` (already
+        folded into the target): terms of another factor pass through a Scale node."""
+        for term in sources:
+            ratio = term.factor / factor
+            if math.isclose(ratio, 1.0, rel_tol=1e-6):
+                self.edges.append((term.source, target))
+            else:
+                name = f"{term.source}_to_{target}_scale"
+                shape = np.asarray(self.nodes[term.source].output_type["output"])
+                self.nodes[name] = nir.Scale(scale=np.full(shape, ratio, np.float32))
+                self.edges.extend([(term.source, name), (name, target)])
 
 
 def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
@@ -193,106 +154,17 @@ def to_nir(model: SpikingNetwork, timesteps: int | None = None) -> nir.NIRGraph:
     gains = {name: float(g) for name, g in model._gains().items()}
     thresholds = dict(zip(gains, np.asarray(model.thresholds, np.float64)))
     plan = model.plan
-    nodes, edges = {}, []
-    terms = {}  # our node -> the NIR terms whose sum it is (in our units)
-
-    def feed(target: str, sources: list, factor: float) -> None:
-        """Edges into NIR node ``target`` from ``sources``, which it reads multiplied by ``factor`` (already
-        folded into the target): terms of another factor pass through a Scale node."""
-        for term in sources:
-            ratio = term.factor / factor
-            if math.isclose(ratio, 1.0, rel_tol=1e-6):
-                edges.append((term.source, target))
-            else:
-                name = f"{term.source}_to_{target}_scale"
-                shape = np.asarray(nodes[term.source].output_type["output"])
-                nodes[name] = nir.Scale(scale=np.full(shape, ratio, np.float32))
-                edges.extend([(term.source, name), (name, target)])
-
-    def shared_factor(sources: list) -> float:
-        """The factor folded into the node that reads ``sources``; the others get a Scale. 1 if a source has it
-        (an add of a conv and an identity shortcut: the shortcut's spikes are scaled, the conv is left as is)."""
-        factors = [t.factor for t in sources]
-        return 1.0 if 1.0 in factors else factors[0]
-
+    export = _Export(model, weights, gains, thresholds, plan, reset_rule(model), {}, [], {})
+    nodes, edges = export.nodes, export.edges
     image = model.nodes[0].shape
     nodes["input"] = nir.Input(input_type={"input": np.asarray([image[2], image[0], image[1]])})
-    terms["input"] = [_Term("input", 1.0)]
+    export.terms["input"] = [Term("input", 1.0)]
     for node in model.nodes[1:]:
-        name, p = node.name, node.params
-        scale = plan[name]
-        sources = [t for i in node.inputs for t in terms[i]]
-        if node.op in ("add", "pad"):  # NIR sums the edges into a node; a pad is folded into the next conv
-            terms[name] = [_Term(t.source, t.factor * rescale(1.0, have, scale.output, gains))
-                           for i, have in zip(node.inputs, scale.inputs) for t in terms[i]] if node.op == "add" \
-                else sources
-            continue
-        if node.op in LINEAR_OPS:
-            kernel, bias = weights[name]
-            factor = shared_factor(sources)
-            if node.op == "dense":
-                source = _input(model, node)
-                if source.op == "flatten" and len(_input(model, source).shape) == 3:  # ours (h, w, c), NIR (c, h, w)
-                    h, w, c = _input(model, source).shape
-                    kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
-                bias = np.zeros(kernel.shape[1], np.float32) if bias is None else bias
-                nodes[name] = nir.Affine(weight=(kernel * factor).T.copy(), bias=bias)
-            else:
-                weight, padding = _conv_weights(model, node, kernel)
-                source = _input(model, node)
-                if source.op == "pad":  # nir_problems() checked that it is even, before a 'valid' conv
-                    padding = tuple(int(pad[0]) for pad in source.params["padding"])
-                    source = _input(model, source)
-                bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
-                nodes[name] = nir.Conv2d(input_shape=tuple(int(s) for s in source.shape[:2]),
-                                         weight=weight * np.float32(factor), stride=_strides(node),
-                                         padding=padding, dilation=1, groups=1, bias=bias)
-            feed(name, sources, factor)
-            terms[name] = [_Term(name, 1.0)]
-        elif node.op == "neuron":
-            # our input current is the producer's value brought to this neuron's gain
-            factor = shared_factor(sources) * rescale(1.0, scale.inputs[0], name, gains)
-            threshold = thresholds[name] / factor
-            shape = (node.shape[2], node.shape[0], node.shape[1]) if len(node.shape) == 3 else tuple(node.shape)
-            meta = {"reset": reset_rule(model), "v_initial": float(threshold / 2)}
-            if model.neuron == "lif" and model.leak < 1.0:  # a LIF neuron that does not leak is an IF neuron
-                tau = -model.dt / math.log(model.leak)
-                meta["leak_per_step"] = model.leak
-                nodes[name] = nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / model.dt),
-                                      v_leak=np.zeros(shape), v_threshold=np.full(shape, threshold),
-                                      metadata=meta)
-            else:
-                nodes[name] = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, threshold), metadata=meta)
-            feed(name, sources, shared_factor(sources))
-            terms[name] = [_Term(name, float(thresholds[name]))]
-        elif node.op in ("avg_pool", "gap"):
-            source = _input(model, node)
-            h, w = source.shape[:2]
-            window = (h, w) if node.op == "gap" else tuple(int(k) for k in p["pool_size"])
-            stride = (h, w) if node.op == "gap" else _strides(node)
-            nodes[name] = nir.SumPool2d(kernel_size=np.asarray(window), stride=np.asarray(stride),
-                                        padding=np.asarray([0, 0]))
-            factor = shared_factor(sources)
-            feed(name, sources, factor)
-            out = name
-            if node.op == "gap":
-                out = f"{name}_flatten"
-                nodes[out] = nir.Flatten(input_type={"input": np.asarray([source.shape[2], 1, 1])},
-                                         start_dim=0, end_dim=-1)
-                edges.append((name, out))
-            terms[name] = [_Term(out, factor / (window[0] * window[1]))]
-        elif node.op == "flatten":
-            shape = _input(model, node).shape
-            channels_first = (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
-            nodes[name] = nir.Flatten(input_type={"input": np.asarray(channels_first)}, start_dim=0, end_dim=-1)
-            feed(name, sources, shared_factor(sources))
-            terms[name] = [_Term(name, shared_factor(sources))]
-        else:  # nir_problems() lists the rest
-            raise UserError(f"{name}: NIR export has no rule for {node.op} nodes")
+        op_of(node).to_nir(node, export)  # nir_problems() refused what has no rule
     output = model.graph["output"]
     nodes["output"] = nir.Output(output_type={"output": np.asarray([model.num_classes])})
-    feed("output", [_Term(t.source, t.factor * rescale(1.0, plan[output].output, ONE, gains))
-                    for t in terms[output]], 1.0)
+    export.feed("output", [Term(t.source, t.factor * export.to_scale(plan[output].output, ONE))
+                           for t in export.terms[output]], 1.0)
     readout_steps = int(min(model.readout_steps or timesteps, timesteps))
     metadata = {"producer": "snn4vision", "dt": float(model.dt), "timesteps": timesteps,
                 "readout": f"class scores: the mean of the output over the last {readout_steps} of the "

@@ -25,9 +25,9 @@ from . import nir_io
 from .costs import graph_costs, network_activity, sop_weights
 from .errors import UserError
 from .evaluation import evaluate_images
-from .layer_graph import (LINEAR_OPS, ONE, LayerGraph, apply_op, nodes_from_spec, rescale, scale_plan, scaled_weights,
-                          vgg_graph_spec)
+from .layer_graph import ONE, LayerGraph, nodes_from_spec, rescale, scale_plan, scaled_weights, vgg_graph_spec
 from .neurons import layer_seed
+from .ops import op_of
 
 #: Neuron models by name (snn4vision.neurons).
 NEURONS = tuple(neuron_models.NEURONS)
@@ -111,7 +111,7 @@ class SpikingNetwork(tf.keras.Model):
         # the logits layer runs on all steps at once, after the loop
         self.tail = output if output.op == "dense" and output.name not in self.static else None
         self.kernels, self.biases, self.taus = {}, {}, []
-        linear = [n for n in self.nodes if n.op in LINEAR_OPS]
+        linear = [n for n in self.nodes if op_of(n).linear]
         for i, node in enumerate(linear):
             # names as the VGG simulator had them, so that its runs' weights still load
             prefix = "logits_" if node is self.tail else ""
@@ -137,13 +137,7 @@ class SpikingNetwork(tf.keras.Model):
                                           trainable=False)
 
     def _kernel_shape(self, node) -> tuple:
-        inputs = next(n for n in self.nodes if n.name == node.inputs[0]).shape
-        k = node.params.get("kernel_size")
-        if node.op == "conv":
-            return (*k, inputs[-1], node.shape[-1])
-        if node.op == "depthwise":
-            return (*k, inputs[-1], node.shape[-1] // inputs[-1])
-        return (inputs[-1], node.shape[-1])
+        return op_of(node).kernel_shape(node, self._input_of(node).shape)
 
     @classmethod
     def from_graph(cls, graph: LayerGraph, **kwargs) -> "SpikingNetwork":
@@ -229,8 +223,9 @@ class SpikingNetwork(tf.keras.Model):
                   for i, n in enumerate(self.neuron_nodes)}
         filters = {n.name: tf.zeros(full(n)) for n in self.neuron_nodes} if self.taus else {}
         decays = {n.name: tf.exp(-dt / tf.maximum(tau, 1e-8)) for n, tau in zip(self.neuron_nodes, self.taus)}
-        gates = {n.name: tf.zeros(full(self._input_of(n))) for n in self.nodes
-                 if n.op == "max_pool" and n.name not in self.static}
+        # the state of ops that keep one over time (a rate-gated max pooling); the image-only nodes ran above
+        held = {n.name: op_of(n).spiking_state(n, full(self._input_of(n))) for n in self.nodes
+                if n.op != "neuron" and op_of(n).stateful and n.name not in self.static}
         sums = {n.name: tf.zeros(full(n)) for n in self.neuron_nodes} if return_outputs else {}
         features = tf.TensorArray(tf.float32, size=timesteps)
         counts = tf.TensorArray(tf.float32, size=timesteps)
@@ -241,9 +236,9 @@ class SpikingNetwork(tf.keras.Model):
         looped = [n for n in self.nodes if n.name not in self.static and n is not self.tail]
         read = self.tail.inputs[0] if self.tail is not None else self.graph["output"]
 
-        def step(t, states, filters, gates, sums, features, counts, messages, rates, outside):
+        def step(t, states, filters, held, sums, features, counts, messages, rates, outside):
             values = dict(static)
-            states, filters, gates, sums = dict(states), dict(filters), dict(gates), dict(sums)
+            states, filters, held, sums = dict(states), dict(filters), dict(held), dict(sums)
             step_counts, step_rates, step_events = [], [], []
             for node in looped:
                 xs = [values[i] for i in node.inputs]
@@ -278,12 +273,8 @@ class SpikingNetwork(tf.keras.Model):
                     if return_outputs:
                         sums[name] = sums[name] + out
                     values[name] = out
-                elif name in gates:  # rate-gated max pooling: the unit with the most output so far passes
-                    gates[name] = gates[name] + xs[0]
-                    p = node.params
-                    _, where = tf.nn.max_pool_with_argmax(gates[name], p["pool_size"], p["strides"], p["padding"],
-                                                          include_batch_in_index=True)
-                    values[name] = tf.gather(tf.reshape(xs[0], [-1]), where)
+                elif name in held:
+                    values[name], held[name] = op_of(node).spiking_step(node, xs, held[name])
                 else:
                     values[name] = self._apply(node, xs, weights, gains)
             features = features.write(t, values[read])
@@ -291,11 +282,11 @@ class SpikingNetwork(tf.keras.Model):
             messages = messages.write(t, tf.stack(step_events, axis=1))
             if training:
                 rates = rates.write(t, tf.stack(step_rates, axis=1))
-            return t + 1, states, filters, gates, sums, features, counts, messages, rates, outside
+            return t + 1, states, filters, held, sums, features, counts, messages, rates, outside
 
         _, _, _, _, sums, features, counts, messages, rates, outside = tf.while_loop(
             lambda t, *_: t < timesteps, step,
-            (tf.constant(0), states, filters, gates, sums, features, counts, messages, rates, outside))
+            (tf.constant(0), states, filters, held, sums, features, counts, messages, rates, outside))
         per_step = tf.transpose(features.stack(), [1, 0, *range(2, 1 + len(self._node(read).shape) + 1)])
         if self.tail is not None:
             kernel, bias = weights[self.tail.name]
@@ -362,12 +353,13 @@ class SpikingNetwork(tf.keras.Model):
 
     def _apply(self, node, xs, weights, gains):
         """A non-neuron node's output (inputs of an add or concat brought to its scale first)."""
-        if node.op in LINEAR_OPS:
-            return apply_op(node, xs, *weights[node.name])
-        if node.op in ("add", "concat"):
+        op = op_of(node)
+        if op.linear:
+            return op.forward(node, xs, *weights[node.name])
+        if op.meets:
             xs = [rescale(x, have, self.plan[node.name].output, gains)
                   for x, have in zip(xs, self.plan[node.name].inputs)]
-        return apply_op(node, xs)
+        return op.forward(node, xs)
 
     def call(self, images, training=None):
         result = self.simulate(images, self.timesteps, training=bool(training))
@@ -449,62 +441,17 @@ def keras_spiking_model(model: SpikingNetwork, timesteps: int | None = None):
     are copied from ``model`` with its gains applied. Graphs whose gains need rescaling between nodes (a
     normalised residual add) and max pooling have no keras-spiking equivalent.
     """
-    import keras_spiking
-
     if model.neuron != "keras_spiking":
         raise ValueError("keras-spiking has no integrate-and-fire neuron with reset by subtraction: the naive "
                          "model exists for keras-spiking neurons only")
-    L = tf.keras.layers
     weights = model.effective_weights()
     inputs = tf.keras.Input((timesteps, *model.nodes[0].shape))
-    values, linear, filters, neuron_index = {"input": inputs}, {}, [], 0
+    values = {"input": inputs}
     for node in model.nodes[1:]:
         scale = model.plan[node.name]
-        if node.op not in LINEAR_OPS and any(have != scale.inputs[0] for have in scale.inputs) or (
+        if not op_of(node).linear and any(have != scale.inputs[0] for have in scale.inputs) or (
                 node.op == "neuron" and scale.inputs[0] != node.name):
             raise ValueError(f"node {node.name} rescales its inputs: keras-spiking layers cannot")
-        xs = [values[i] for i in node.inputs]
-        p = node.params
-        if node.op == "neuron":
-            x = keras_spiking.SpikingActivation("relu", dt=model.dt, seed=layer_seed(model.seed, neuron_index),
-                                                name=f"spiking_{neuron_index}")(xs[0])
-            if model.tau is not None:
-                lowpass = keras_spiking.Lowpass(model.tau, dt=model.dt, name=f"lowpass_{neuron_index}")
-                x = lowpass(x)
-                filters.append(lowpass)
-            neuron_index += 1
-        elif node.op in ("add", "concat"):
-            x = (L.Add() if node.op == "add" else L.Concatenate())(xs)
-        else:
-            if node.op == "conv":
-                layer = L.Conv2D(node.shape[-1], p["kernel_size"], p["strides"], p["padding"].lower(),
-                                 use_bias=node.name in model.biases)
-            elif node.op == "depthwise":
-                layer = L.DepthwiseConv2D(p["kernel_size"], p["strides"], p["padding"].lower(),
-                                          depth_multiplier=model.kernels[node.name].shape[-1],
-                                          use_bias=node.name in model.biases)
-            elif node.op == "dense":
-                layer = L.Dense(node.shape[-1], use_bias=node.name in model.biases)
-            elif node.op == "avg_pool":
-                layer = L.AveragePooling2D(p["pool_size"], p["strides"], p["padding"].lower())
-            elif node.op == "gap":
-                layer = L.GlobalAveragePooling2D()
-            elif node.op == "flatten":
-                layer = L.Reshape(node.shape)
-            elif node.op == "pad":
-                layer = L.ZeroPadding2D([tuple(pad) for pad in p["padding"]])
-            else:
-                raise ValueError(f"keras-spiking has no equivalent of the {node.op} node {node.name}")
-            wrapped = L.TimeDistributed(layer, name=node.name.replace("/", "_"))
-            x = wrapped(xs[0])
-            if node.op in LINEAR_OPS:
-                linear[node.name] = wrapped
-        values[node.name] = x
-    naive = tf.keras.Model(inputs, values[model.graph["output"]], name="keras_spiking_network")
-    for name, wrapped in linear.items():
-        kernel, bias = weights[name]
-        wrapped.set_weights([kernel.numpy()] + ([] if bias is None else [bias.numpy()]))
-    for lowpass, tau in zip(filters, model.taus):
-        tau_weight = [w for w in lowpass.weights if "tau" in w.name][0]
-        tau_weight.assign(tau)
-    return naive
+        # each op builds its layers, with the model's weights, seeds and time constants (snn4vision.ops)
+        values[node.name] = op_of(node).keras_spiking(node, model, [values[i] for i in node.inputs], weights)
+    return tf.keras.Model(inputs, values[model.graph["output"]], name="keras_spiking_network")
