@@ -188,7 +188,7 @@ def energy_models(records: list, timesteps: int, devices: dict, levels: dict | N
         for model in ("compute_only", "memory_aware"):
             e = both[model]
             entry[model] = e | {"snn_over_ann": _ratio(e["snn_J"], e["ann_J"])}
-            if fair_ann is not None:
+            if fair_ann is not None and device.spiking:  # on a GPU the 'SNN' is a dense ANN-like run: no SNN claim
                 entry[model]["snn_over_fair_ann"] = _ratio(e["snn_J"], fair_ann[model]["ann_J"])
         sops = sum(synaptic_ops(o, device) for o in operations)
         entry["sops_per_synapse"] = sops / connections if connections else None

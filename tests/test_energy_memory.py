@@ -108,6 +108,9 @@ def test_break_even_is_where_the_snn_meets_the_fair_baseline():
     assert at_even["memory_aware"]["snn_J"] == pytest.approx(result["fair_baseline"]["memory_aware_J"])
     assert entry["memory_aware"]["snn_over_fair_ann"] == pytest.approx(
         entry["memory_aware"]["snn_J"] / result["fair_baseline"]["memory_aware_J"])
+    dense = costs.Device("g", **UNIT | {"spiking": False})  # a GPU runs the 'SNN' densely: no SNN claim on it
+    assert "snn_over_fair_ann" not in memory_costs.energy_models(_records(), 4, {"g": dense}, levels, fair)[
+        "devices"]["g"]["memory_aware"]
     cheap = costs.Device("c", **UNIT | {"energy_per_mac": 0.0001, "activation_bits": "levels"})
     assert memory_costs.energy_models(_records(), 4, {"u": device}, levels, cheap)["devices"]["u"][
         "break_even_sops_per_synapse"] is None  # a silent SNN already costs more
