@@ -232,7 +232,9 @@ def run_all_parser() -> argparse.ArgumentParser:
                      "Flags left out take the preset's value (default preset: quick).")
     p.add_argument("--path", choices=PATHS, default="qcfs",
                    help="qcfs: QCFS ANN to signed IF neurons, lossless at T = L (default); relu: ReLU ANN to "
-                        "keras-spiking neurons without a synapse, 4 spikes per step, then fine-tuned")
+                        "keras-spiking neurons without a synapse, 4 spikes per step, then fine-tuned; snn4space: "
+                        "SNN4Space's path, a ReLU ANN converted with 0.1 s low-pass filters at dt 1 s and fine-tuned "
+                        "with --recipe snn4space (dt trained down to 1 ms) up to --timesteps (32 in SNN4Space)")
     p.add_argument("--timesteps", type=positive_int, default=8, help="largest T at which the SNN is evaluated")
     p.add_argument("--energy-timesteps", type=positive_int,
                    help="T of the energy estimate (default: 1 on the qcfs path, where each neuron fires its QCFS "
@@ -254,7 +256,7 @@ def run_all_config(args: argparse.Namespace, given: set | None = None):
     """The PipelineConfig of parsed flags; ``given``: the flags (dests) on the command line, which a --resume
     checks against the run's recorded settings."""
     if args.activation is None:
-        args.activation = args.path
+        args.activation = "qcfs" if args.path == "qcfs" else "relu"
     config = PipelineConfig(train_config(args), path=args.path, max_timesteps=args.timesteps,
                             timesteps=args.energy_timesteps, devices=tuple(args.devices), sweep=args.sweep)
     flags = {action.dest: action.option_strings[0] for action in run_all_parser()._actions if action.option_strings}

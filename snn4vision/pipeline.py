@@ -1,13 +1,16 @@
 """The whole pipeline in one call (``pipelines/run_all.py``): train, convert, fine-tune if needed, energy, summary and
 the run's report (``RUN/report/report.html``).
 
-Two paths:
+Three paths:
 
 - ``qcfs`` (default): a QCFS ANN converted to signed integrate-and-fire
   neurons, which reproduce it at T = L without fine-tuning;
 - ``relu``: a ReLU ANN converted to keras-spiking neurons without a synapse
   and with 4 spikes per step at the 99.9th percentile, then fine-tuned over
-  doubling T (the best measured keras-spiking path).
+  doubling T (the best measured keras-spiking path);
+- ``snn4space``: the design card's own path, SNN4Space's: a ReLU ANN
+  converted with 0.1 s low-pass filters at dt = 1 s, then fine-tuned with
+  the ``snn4space`` recipe (dt trained down to 1 ms while T doubles).
 
 Each stage is the library function of its own pipeline script, writing the
 same files into one run directory, so every stage stays runnable on its own.
@@ -29,11 +32,13 @@ from .checkpoints import atomic_write_json, atomic_write_text, read_json
 from .convert import ConvertConfig, convert_snn
 from .energy import check_request as check_energy_request, estimate_energy
 from .errors import UserError
-from .fine_tuning import FineTuneConfig, fine_tune
+from .fine_tuning import RECIPES, FineTuneConfig, fine_tune
 from .report import OUTPUTS as REPORT_PAGES, ReportConfig, write_report
 from .training import train_ann
 
-PATHS = ("qcfs", "relu")
+PATHS = ("qcfs", "relu", "snn4space")
+#: the paths that fine-tune their SNN (a ReLU ANN's conversion) and estimate its energy at --timesteps
+FINE_TUNED_PATHS = ("relu", "snn4space")
 PIPELINE_STATE = "pipeline.json"  # under checkpoints/: seconds per finished stage
 SUMMARY_DEVICES = ("gpu", "loihi", "loihi2", "45nm", "45nm_int8")
 MEMORY_KEYS = ("ann_J", "snn_J", "snn_over_ann", "snn_over_fair_ann", "break_even_sops_per_synapse")
@@ -62,13 +67,13 @@ class PipelineConfig:
             raise UserError(f"--path must be one of {', '.join(PATHS)}, got {self.path!r}")
         if self.path == "qcfs" and self.train.activation != "qcfs":
             raise UserError("the qcfs path trains a QCFS ANN: drop --activation relu, or pass --path relu")
-        if self.path == "relu" and self.train.activation != "relu":
-            raise UserError("the relu path trains a ReLU ANN: pass --activation relu (or --path qcfs)")
+        if self.path in FINE_TUNED_PATHS and self.train.activation != "relu":
+            raise UserError(f"the {self.path} path trains a ReLU ANN: pass --activation relu (or --path qcfs)")
         if self.max_timesteps < 1:
             raise UserError(f"--timesteps must be at least 1, got {self.max_timesteps}")
         self.train.validate()
         self.convert_config().validate()
-        if self.path == "relu":
+        if self.path in FINE_TUNED_PATHS:
             self.fine_tune_config().validate()
         check_energy_request(list(self.devices), self.energy_timesteps)
         self.report_config().validate()
@@ -86,9 +91,15 @@ class PipelineConfig:
                                 data_dir=self.train.data_dir, readout_fraction=1.0, seed=self.train.seed)
         if self.path == "relu":
             convert.tau, convert.max_rate = None, 4 / convert.dt
+        if self.path == "snn4space":  # SNN4Space's conversion: dt 1 s (0.1 s filters transparent), 4 spikes a step
+            convert.dt, convert.tau, convert.max_rate = 1.0, 0.1, 4000.0
         return convert
 
     def fine_tune_config(self) -> FineTuneConfig:
+        if self.path == "snn4space":  # the recipe (fine_tuning.RECIPES), at this run's T and epochs
+            recipe = RECIPES["snn4space"] | dict(timesteps=self.max_timesteps, epochs=self.fine_tune_epochs)
+            return FineTuneConfig(str(self.train.run_dir), **recipe, recipe="snn4space", seed=self.train.seed,
+                                  data_dir=self.train.data_dir)
         return FineTuneConfig(str(self.train.run_dir), timesteps=self.max_timesteps, epochs=self.fine_tune_epochs,
                               readout_fraction=1.0, seed=self.train.seed, data_dir=self.train.data_dir)
 
@@ -216,7 +227,8 @@ def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: boo
         config.train.extra = config.train.extra | {RECORD: config.settings()}
     state_path = run_dir / rundir.CHECKPOINTS / PIPELINE_STATE
     seconds = read_json(state_path) if resume and state_path.exists() else {}
-    stages = ["train", "convert"] + (["fine_tune"] if config.path == "relu" else []) + ["energy", "report"]
+    fine_tuned = config.path in FINE_TUNED_PATHS
+    stages = ["train", "convert"] + (["fine_tune"] if fine_tuned else []) + ["energy", "report"]
 
     def stage(name: str, work) -> None:
         if resume and _stage_done(run_dir, name):
@@ -241,7 +253,7 @@ def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: boo
 
     stage("train", train)
     stage("convert", lambda: convert_snn(config.convert_config(), overwrite=overwrite or resume, verbose=verbose))
-    if config.path == "relu":
+    if fine_tuned:
         partial = resume and (run_dir / rundir.CHECKPOINTS / "fine_tune" / "state.json").exists()
         stage("fine_tune", lambda: fine_tune(config.fine_tune_config(), resume=partial,
                                              overwrite=overwrite and not partial, verbose=verbose))
@@ -249,7 +261,7 @@ def _run_all(config: PipelineConfig, resume: bool, overwrite: bool, verbose: boo
                                             data_dir=config.train.data_dir, overwrite=overwrite or resume,
                                             verbose=verbose))
     stage("report", report)
-    summary = summarise(run_dir, seconds, fine_tuned=config.path == "relu")
+    summary = summarise(run_dir, seconds, fine_tuned=fine_tuned)
     atomic_write_json(run_dir / SUMMARY_JSON, summary)
     atomic_write_text(run_dir / SUMMARY_MD, format_summary(summary))
     rundir.record_outputs(run_dir, "run_all", [SUMMARY_JSON, SUMMARY_MD], [])

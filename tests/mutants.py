@@ -315,6 +315,9 @@ MUTANTS = [
     ("e29 SNN bias read once, not every step", "snn4vision/memory_costs.py",
      'parts["bias"] = n["neurons"] * timesteps *', 'parts["bias"] = n["neurons"] *',
      ["tests/test_energy_memory.py"]),
+    ("fair baseline claimed on a GPU", "snn4vision/memory_costs.py",
+     "if fair_ann is not None and device.spiking:  #", "if fair_ann is not None:  #",
+     ["tests/test_energy_memory.py::test_break_even_is_where_the_snn_meets_the_fair_baseline"]),
     # --- end issue 29 ---
     # --- issue 30 (facade) ---
     ("facade ignores the percentile", "snn4vision/api.py",
@@ -396,6 +399,9 @@ MUTANTS = [
      "prefixes = [longest] if snn.compressed(longest) else [t for t in grid if not snn.compressed(t)]",
      "prefixes = [t for t in grid if not snn.compressed(t)]",
      ["tests/pipelines/test_snn_stages.py::test_qcfs_run_converts_to_signed_if_neurons"]),
+    ("snn4space path without its recipe", "snn4vision/pipeline.py",
+     'if self.path == "snn4space":  # the recipe', 'if False:  # the recipe',
+     ["tests/pipelines/test_run_all.py::test_the_snn4space_path_is_one_command"]),
     # --- end issue 34 ---
     # --- issue 31 (multispectral) ---
     ("band statistics over every split", "snn4vision/bands.py",

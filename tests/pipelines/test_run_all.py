@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snn4vision import cli
+from snn4vision import cli, rundir
 from snn4vision.errors import UserError
 from snn4vision.pipeline import run_all
 
@@ -243,3 +243,25 @@ def test_the_report_page_in_a_real_browser(pipeline_run, tmp_path):
         assert (tmp_path / "report.png").stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_the_snn4space_path_is_one_command(small_subset, tmp_path):
+    """--path snn4space: a ReLU ANN, SNN4Space's low-pass conversion at dt 1 s, the recipe's fine-tuning (RMSprop,
+    trained dt and tau, dt down to its 1 ms floor by the last stage) at --timesteps, energy at that T."""
+    run_dir = tmp_path / "run"
+    argv = ["--run", str(run_dir), "--dataset", str(small_subset), *TINY_TRAIN_ARGS, "--timesteps", "2",
+            "--no-sweep", "--path", "snn4space"]
+    summary = run_all(cli.run_all_config(cli.run_all_parser().parse_args(argv)), verbose=False)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["activation"] == "relu" and config["extra"]["run_all"]["path"] == "snn4space"
+    conversion = json.loads((run_dir / "conversion.json").read_text())["config"]
+    assert (conversion["dt"], conversion["tau"], conversion["max_rate"]) == (1.0, 0.1, 4000.0)
+    fine_tune = json.loads((run_dir / rundir.FINE_TUNE).read_text())
+    assert (fine_tune["dt_start"], fine_tune["dt_final"]) == pytest.approx((1.0, 1e-3))  # the floor by the last stage
+    recipe = fine_tune["config"]
+    assert (recipe["recipe"], recipe["optimizer"], recipe["timesteps"], recipe["train_dt"], recipe["train_tau"]) == \
+        ("snn4space", "rmsprop", 2, True, True)
+    assert summary["energy"]["timesteps"] == 2 and summary["energy"]["model"] == "fine-tuned"
+    args = cli.run_all_parser().parse_args(argv[:-1] + ["snn4space", "--activation", "qcfs", "--overwrite"])
+    with pytest.raises(UserError, match="the snn4space path trains a ReLU ANN"):
+        run_all(cli.run_all_config(args))
