@@ -29,6 +29,7 @@ from . import layer_graph
 from .costs import activity_costs, energy_table, load_devices, summary
 from .errors import UserError, check_keras
 from .evaluation import array_batches, as_images, check_count, layer_spikes, readout_steps, simulate_split
+from .memory_costs import FAIR_BASELINE, energy_models
 from .resources import check_timesteps
 from .simulation import IF_NEURONS, NEURONS, SpikingNetwork
 
@@ -229,8 +230,11 @@ def export_nir(snn: SpikingNetwork, path, timesteps: int | None = None, approxim
 @dataclass
 class EnergyEstimate(Mapping):
     """Energy per inference of an ANN and its SNN on each device: ``estimate[device]`` is
-    ``{"ann_J", "snn_J", "snn_over_ann", "spiking"}`` (:func:`costs.summary`), and ``layers`` the per-layer
-    table (:func:`costs.energy_table`, its last row the totals). ``str(estimate)`` is a table."""
+    ``{"ann_J", "snn_J", "snn_over_ann", "snn_over_fair_ann", "spiking"}`` in the compute-only model
+    (:func:`costs.summary`), ``memory_aware[device]`` the same in the memory-aware model with
+    ``break_even_sops_per_synapse`` (:mod:`snn4vision.memory_costs`), ``fair_baseline`` the ANN at its own
+    precision on the 45 nm int8 profile, and ``layers`` the per-layer compute-only table
+    (:func:`costs.energy_table`, its last row the totals). ``str(estimate)`` is a table of both models."""
 
     devices: dict
     timesteps: int
@@ -239,6 +243,8 @@ class EnergyEstimate(Mapping):
     spikes_per_image: float
     sop_per_mac: float | None
     layers: list = field(repr=False)
+    memory_aware: dict = field(default_factory=dict)
+    fair_baseline: dict | None = None
 
     def __getitem__(self, device: str) -> dict:
         return self.devices[device]
@@ -253,9 +259,16 @@ class EnergyEstimate(Mapping):
         lines = [f"SNN at T={self.timesteps}: {self.spikes_per_image:.0f} spikes/image over {self.images} images, "
                  + (f"{self.sop_per_mac:.3f} synaptic operations per ANN MAC" if self.sop_per_mac is not None
                     else "no ANN MACs"),
-                 f"{'device':>12} {'spiking':>8} {'ANN J/inf':>12} {'SNN J/inf':>12} {'SNN/ANN':>9}"]
-        lines += [f"{name:>12} {str(d['spiking']):>8} {d['ann_J']:12.3e} {d['snn_J']:12.3e} {d['snn_over_ann']:9.3f}"
-                  for name, d in self.devices.items()]
+                 f"{'device':>12} {'spiking':>8} {'model':>13} {'ANN J/inf':>12} {'SNN J/inf':>12} {'SNN/ANN':>9}"]
+        for name, d in self.devices.items():
+            for model, e in (("compute-only", d), ("memory-aware", self.memory_aware.get(name))):
+                if e is not None:
+                    lines.append(f"{name:>12} {str(d['spiking']):>8} {model:>13} {e['ann_J']:12.3e} {e['snn_J']:12.3e} "
+                                 f"{e['snn_over_ann']:9.3f}")
+        if self.fair_baseline:
+            lines.append(f"fair baseline (the ANN at its own precision on {self.fair_baseline['device']}): "
+                         f"{self.fair_baseline['compute_only_J']:.3e} J compute-only, "
+                         f"{self.fair_baseline['memory_aware_J']:.3e} J memory-aware")
         return "\n".join(lines)
 
 
@@ -283,6 +296,7 @@ def estimate_energy(model_or_snn, images, devices=None, *, timesteps: int | None
     on spiking devices. ``profiles``: a folder of ``*.toml`` profiles instead of the shipped ones.
     """
     selected = select_devices(devices, profiles)
+    fair = load_devices(profiles).get(FAIR_BASELINE)  # priced whether or not its profile was asked for
     check_count(batch_size, "batch_size")
     if isinstance(model_or_snn, SpikingNetwork):
         if options or calibration is not None:
@@ -297,8 +311,20 @@ def estimate_energy(model_or_snn, images, devices=None, *, timesteps: int | None
     images, _ = as_images(images, snn.nodes[0].shape)
     result = simulate_split(snn, array_batches(images, batch_size), timesteps)
     spikes = layer_spikes(result["spikes"])
-    costs, operations, rates = activity_costs(snn.activity(spikes, timesteps), timesteps, snn.dt)
+    # the messages too: a graded-spike device (loihi2) pays one per burst, as the energy stage prices it
+    records = snn.activity(spikes, timesteps, layer_spikes(result["events"]))
+    costs, operations, rates = activity_costs(records, timesteps, snn.dt)
     rows = energy_table(costs, operations, rates, selected)
-    return EnergyEstimate(devices=summary(rows[-1], selected), timesteps=int(timesteps), dt=snn.dt,
-                          images=int(len(images)), spikes_per_image=float(spikes.sum()),
-                          sop_per_mac=rows[-1]["sop_per_mac"], layers=rows)
+    models = energy_models(records, timesteps, selected, snn.layer_levels(), fair)
+    totals = summary(rows[-1], selected)
+    memory = {}
+    for name, entry in models["devices"].items():
+        totals[name]["snn_over_fair_ann"] = entry["compute_only"].get("snn_over_fair_ann")
+        memory[name] = {key: entry["memory_aware"].get(key) for key in ("ann_J", "snn_J", "snn_over_ann",
+                                                                         "snn_over_fair_ann")}
+        memory[name]["break_even_sops_per_synapse"] = entry["break_even_sops_per_synapse"]
+    baseline = models["fair_baseline"] and {k: models["fair_baseline"][k] for k in ("device", "compute_only_J",
+                                                                                    "memory_aware_J")}
+    return EnergyEstimate(devices=totals, timesteps=int(timesteps), dt=snn.dt, images=int(len(images)),
+                          spikes_per_image=float(spikes.sum()), sop_per_mac=rows[-1]["sop_per_mac"], layers=rows,
+                          memory_aware=memory, fair_baseline=baseline)

@@ -370,6 +370,10 @@ MUTANTS = [
     ("max pool stateless in the SNN", "snn4vision/ops.py",
      '    name = "max_pool"\n    stateful = True\n', '    name = "max_pool"\n    stateful = False\n',
      ["tests/test_layer_graph.py::test_rate_gated_max_pooling_by_hand"]),
+    ("api energy ignores graded messages", "snn4vision/api.py",
+     'records = snn.activity(spikes, timesteps, layer_spikes(result["events"]))',
+     "records = snn.activity(spikes, timesteps)",
+     ["tests/test_api.py::test_a_graded_device_pays_one_message_per_burst_as_the_energy_stage_does"]),
     # --- end issue 30 ---
     # --- issue 34 (distillation, more time never hurts) ---
     ("distillation without T squared", "snn4vision/training.py",

@@ -129,6 +129,39 @@ def test_estimate_energy_of_a_hand_sized_net_is_hand_counted_macs_and_spikes(tmp
     assert "chip" in str(estimate) and "SNN/ANN" in str(estimate)
 
 
+def test_a_graded_device_pays_one_message_per_burst_as_the_energy_stage_does(tmp_path, small_images):
+    """At T = 1 each QCFS neuron fires its level in one burst: a binary device pays a SOP per spike and synapse,
+    a graded one (Loihi 2's kind) one per message, i.e. per neuron whose level is above 0 (fan-out 3)."""
+    folder = write_profiles(tmp_path / "profiles")
+    common = 'spiking = true\nenergy_per_synop = 2e-12\nenergy_per_neuron = 3e-12\nenergy_per_mac = 5e-12\n'
+    (folder / "graded.toml").write_text('name = "graded"\ngraded = true\n' + common)
+    model = qcfs_model()
+    snn = snn4vision.convert(model, timesteps=1)
+    estimate = snn4vision.estimate_energy(snn, small_images, devices=["chip", "graded"], profiles=folder)
+    qcfs = tf.keras.Model(model.inputs, model.get_layer("qcfs").output)(small_images).numpy()
+    spikes = float(np.round(qcfs * 4).reshape(24, -1).sum(axis=1).mean())
+    messages = float((np.round(qcfs * 4) > 0).reshape(24, -1).sum(axis=1).mean())
+    assert messages < spikes  # bursts of more than one spike happen
+    conv, neurons = 6 * 6 * 2 * 9, 72
+    assert estimate["chip"]["snn_J"] == pytest.approx(conv * 5e-12 + spikes * 3 * 2e-12 + neurons * 3e-12, rel=1e-3)
+    assert estimate["graded"]["snn_J"] == pytest.approx(conv * 5e-12 + messages * 3 * 2e-12 + neurons * 3e-12,
+                                                        rel=1e-3)
+    assert estimate.fair_baseline is None  # no 45nm_int8 profile in that folder
+    assert estimate.memory_aware["chip"]["snn_J"] > 0
+
+
+def test_estimate_energy_prices_the_memory_aware_model_and_the_fair_baseline(small_images):
+    snn = snn4vision.convert(qcfs_model(), timesteps=1)
+    estimate = snn4vision.estimate_energy(snn, small_images, devices=["loihi", "gpu"])
+    fair = estimate.fair_baseline
+    assert fair["device"] == "45nm_int8" and 0 < fair["compute_only_J"] < fair["memory_aware_J"]
+    loihi = estimate.memory_aware["loihi"]
+    assert loihi["snn_over_fair_ann"] == pytest.approx(loihi["snn_J"] / fair["memory_aware_J"])
+    assert estimate["loihi"]["snn_over_fair_ann"] == pytest.approx(estimate["loihi"]["snn_J"] / fair["compute_only_J"])
+    assert estimate["gpu"]["snn_over_fair_ann"] is None  # a dense run on a GPU makes no SNN claim
+    assert "memory-aware" in str(estimate) and "fair baseline" in str(estimate)
+
+
 def test_estimate_energy_converts_a_keras_model_and_runs_the_timesteps_asked(tmp_path, images):
     """A Keras model is converted on the images (keras-spiking neurons and synapses: two updates per neuron and
     step); ``timesteps`` overrides the SNN's. One batch: keras-spiking's initial voltages depend on the batch."""
