@@ -418,11 +418,12 @@ def fine_tune_config(args: argparse.Namespace):
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="predict.py", description="Classify image files with a run's ANN or SNN.")
+    p = argparse.ArgumentParser(prog="predict.py", description="Classify image files (event files for a run "
+                                                               "trained on event recordings) with a run's ANN or SNN.")
     p.add_argument("--run", dest="run_dir", required=True, metavar="RUN_DIR")
     p.add_argument("--model", choices=("ann", "snn", "fine-tuned"), default="ann")
     p.add_argument("--timesteps", type=positive_int, help="SNN timesteps (default: the saved model's)")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, or event files (.npz, .npy, .h5, .aedat) for an event run")
     return p
 
 

@@ -68,6 +68,8 @@ EVENT_EXTENSIONS = (".npy", ".npz", ".h5", ".hdf5", ".aedat")
 #: The DVS128's sensor (width, height), the only AEDAT 2.0 sensor read.
 DVS128_SIZE = (128, 128)
 BINNING_MODES = ("time", "count")
+#: The percentile of the training split's accumulated counts (pixels and channels) that a run's inputs divide by.
+SCALE_PERCENTILE = 99.0
 
 
 @dataclass(frozen=True)
@@ -548,9 +550,10 @@ class Binning:
     ``frames`` None: the accumulated frame ``(s, s, 2)`` (a CNN); T: one frame per step ``(T, s, s, 2)`` (a
     spiking transformer), binned by ``mode`` over the recording, or over its first ``duration_us`` (None: from
     its first event to its last). Counts are resized to the run's ``s x s`` (bilinear, antialiased: a linear
-    map) and divided by ``scale``, the largest value of the training split's accumulated frames; a frame of T
-    steps is also multiplied by T, so that the frames' mean over time is the accumulated frame the CNN sees
-    (a converted SNN, which integrates its input, sees the same mean input either way).
+    map) and divided by ``scale``, the :data:`SCALE_PERCENTILE` th percentile of the training split's
+    accumulated frames; the accumulated frame then saturates at 1, like an image. A frame of T steps is
+    multiplied by T and not saturated, so that the frames' mean over time is the accumulated frame (where it does
+    not saturate): a converted SNN, which integrates its input, sees the same mean input either way.
     """
 
     sensor_size: tuple
@@ -601,7 +604,8 @@ def model_inputs(recording: Recording, binning: Binning, image_size: int, steps:
     if counts.shape[1:3] != (image_size, image_size):
         counts = tf.image.resize(counts, [image_size, image_size], antialias=True).numpy()
     values = counts / np.float32(binning.scale) * np.float32(count or 1)
-    return values[0] if count is None else values
+    # the accumulated frame saturates at 1, as an image's pixels do (a scale of 1: unscaled, for prepare)
+    return (np.minimum(values[0], 1.0) if binning.scale != 1.0 else values[0]) if count is None else values
 
 
 def looks_like_event_folder(path) -> bool:
@@ -671,7 +675,15 @@ def prepare(config, source, indices_of) -> Binning | None:
                                                    f"{unscaled.input_shape(config.image_size)} in memory",
                            f"lower --image-size (now {config.image_size}) or --timesteps, or use fewer recordings")
     accumulated = dataclasses.replace(unscaled, frames=None)
-    scale = max(float(model_inputs(source.read(int(i)), accumulated, config.image_size).max()) for i in train)
+    # the 99th percentile, not the largest count: a few hot pixels would leave every other input near 0, and
+    # BatchNorm's running statistics (which start at unit variance) then silence the trained CNN in inference
+    values = np.concatenate([model_inputs(source.read(int(i)), accumulated, config.image_size).ravel() for i in train])
+    scale = float(np.percentile(values, SCALE_PERCENTILE))
+    for split in ("val", "test"):  # a recording of another sensor is refused now, not after the training
+        for i in indices_of(split):
+            recording = source.read(int(i))
+            if tuple(recording.sensor_size) != unscaled.sensor_size:
+                model_inputs(recording, unscaled, config.image_size)  # names it
     if not scale > 0:
         raise UserError(f"the training recordings of {source.name} hold no events within --event-duration-us "
                         f"{config.event_duration_us}: raise it or drop it")
