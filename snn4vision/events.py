@@ -462,16 +462,18 @@ class EventSource:
     def read(self, index: int) -> Recording:
         return read_events(self.root / self.items[index], self.sensor_size)
 
-    def decoded(self, indices, image_size: int):
+    def decoded(self, indices, image_size: int, steps: int | None = None):
         """``tf.data`` of ``(float16 inputs, int64 label)`` of the recordings ``indices``, binned as
-        :attr:`binning` says (:func:`model_inputs`), cached; the counterpart of an image source's decoded images."""
+        :attr:`binning` says (:func:`model_inputs`; ``steps``: into that many per-step frames), cached; the
+        counterpart of an image source's decoded images."""
         import tensorflow as tf
 
         if self.binning is None:
             raise RuntimeError("EventSource.decoded before events.prepare")
         indices = np.asarray(indices, np.int64)
-        inputs = [model_inputs(self.read(int(i)), self.binning, image_size).astype(np.float16) for i in indices]
-        shape = self.binning.input_shape(image_size)
+        inputs = [model_inputs(self.read(int(i)), self.binning, image_size, steps).astype(np.float16)
+                  for i in indices]
+        shape = dataclasses.replace(self.binning, frames=steps or self.binning.frames).input_shape(image_size)
         stacked = np.stack(inputs) if inputs else np.zeros((0, *shape), np.float16)
         return tf.data.Dataset.from_tensor_slices((stacked, self.labels[indices])).cache()
 
@@ -606,6 +608,14 @@ def model_inputs(recording: Recording, binning: Binning, image_size: int, steps:
     values = counts / np.float32(binning.scale) * np.float32(count or 1)
     # the accumulated frame saturates at 1, as an image's pixels do (a scale of 1: unscaled, for prepare)
     return (np.minimum(values[0], 1.0) if binning.scale != 1.0 else values[0]) if count is None else values
+
+
+def input_events(batches, binning: Binning, steps: int) -> float:
+    """The input events of ``(frames, labels)`` batches of :meth:`EventSource.decoded` at ``steps`` steps, all
+    images together: the frames' counts at the run's resolution (resizing keeps the mean count per pixel, so
+    a recording shrunk to a quarter of its pixels counts a quarter of its events)."""
+    total = sum(float(np.sum(np.asarray(x, np.float64))) for x, _ in batches)
+    return total * binning.scale / steps
 
 
 def looks_like_event_folder(path) -> bool:

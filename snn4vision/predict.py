@@ -86,6 +86,8 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
         logits = load_ann(run_dir, config, len(classes))(batch).numpy()
     elif model in ("snn", "fine-tuned"):
         snn = load_snn(run_dir, timesteps) if model == "snn" else load_fine_tuned(run_dir, timesteps)
+        if config.events:  # one frame per step, as energy_estimation.py presents them
+            batch = np.stack([events.load_file(path, config, config.image_size, snn.timesteps) for path in images])
         logits, spikes = in_batches(lambda x: _simulate(snn, x), batch,
                                     f"predicting {len(batch)} images, T = {snn.timesteps}")
     else:

@@ -861,6 +861,14 @@ class RunData:
         decoded = data.decoded_dataset(self.source, self.sample(split, count, seed), self.config.image_size)
         return data.evaluation_batches(decoded, batch_size, self.config.transform)
 
+    def step_batches(self, split: str, batch_size: int, timesteps: int):
+        """An event run's evaluation batches of ``split`` as per-step frames ``(batch, timesteps, s, s, 2)``, for
+        a converted SNN to take frame t at step t (:meth:`SpikingNetwork.simulate`); None for an image run."""
+        if self.source.kind != "events":
+            return None
+        decoded = self.source.decoded(self.indices(split), self.config.image_size, steps=timesteps)
+        return data.evaluation_batches(decoded, batch_size)
+
     def decoded(self, split: str, image_size: int | None = None):
         return data.decoded_dataset(self.source, self.indices(split), image_size or self.config.image_size)
 

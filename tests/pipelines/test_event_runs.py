@@ -65,6 +65,12 @@ def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_
     assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     energy = estimate_energy(run_dir, ["loihi"], timesteps=4, verbose=False)
     assert energy["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    # the SNN took one frame per step; its first conv is driven by the input events: SOPs, no MACs
+    test = [ev.read_events(event_folder / "recordings" / item).events for item, _ in split["test"]]
+    assert energy["input_events_per_image"] == pytest.approx(np.mean([len(e) for e in test]), rel=2e-3)
+    first_layer = energy["layers"][0]  # fan-out: its MACs per input value
+    assert first_layer["snn_macs"] == 0 and first_layer["snn_sops"] == pytest.approx(
+        energy["input_events_per_image"] * first_layer["ann_macs"] / (32 * 32 * 2), rel=1e-6)
     # predict bins an event file as training did; the ANN's answer on it is the ANN's on the batch above
     rows = predict(run_dir, [str(first)], "ann")
     probabilities = np.exp(ann(got[None]).numpy()[0])
