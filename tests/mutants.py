@@ -486,6 +486,12 @@ MUTANTS = [
      "    if tuple(recording.sensor_size) != tuple(binning.sensor_size):\n        (w, h)",
      "    if False:\n        (w, h)",
      ["tests/pipelines/test_event_runs.py::test_event_runs_refuse_what_does_not_fit"]),
+    ("frames: the first at every step", "snn4vision/simulation.py",
+     'values["input"] = images[:, t]', 'values["input"] = images[:, 0]',
+     ["tests/test_conversion.py"]),
+    ("event input costed as MACs", "snn4vision/energy.py",
+     '            if cost.analog == "once":', "            if False:",
+     ["tests/pipelines/test_event_runs.py"]),
 ]
 
 
