@@ -191,8 +191,8 @@ class SpikingNetwork(tf.keras.Model):
     # ------------------------------------------------------------------
     def simulate(self, images, timesteps=None, training=False, return_outputs=False):
         """Run ``timesteps`` steps on ``images`` ``(B, ...)``, the same input at every step, or on frames
-        ``(B, T, ...)``, frame t at step t (T = ``timesteps``); returns ``{"logits": (B,T,C), "spikes": (B,T,L), "activity": (B,T,L)}``
-        over the ``L`` neuron layers in graph order, and in training ``"rates": (B,T,L)``.
+        ``(B, T, ...)``, frame t at step t (T = ``timesteps``); returns ``{"logits": (B,T,C), "spikes":
+        (B,T,L), "activity": (B,T,L)}`` over the ``L`` neuron layers in graph order, and in training ``"rates": (B,T,L)``.
 
         ``spikes`` counts spikes (of either sign) per image, step and layer, ``events`` the neurons that fired (a
         burst counts once); ``activity`` is each layer's spikes
