@@ -110,6 +110,12 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
                         help="multi-band images (a folder of multi-band TIFFs, or --dataset eurosat_all): the bands "
                              "to use, in order, by number from 1 or by name (4,3,2,8 or B04,B03,B02,B08; default: "
                              "all); each is normalised with the training split's statistics")
+    parser.add_argument("--event-binning", choices=("time", "count"),
+                        help="a folder of event recordings: bin each recording into the model's frames by equal time "
+                             "windows (time, the default) or equal event counts (count)")
+    parser.add_argument("--event-duration-us", type=positive_int, metavar="US",
+                        help="a folder of event recordings: use each recording's first US microseconds (default: "
+                             "from its first event to its last)")
     parser.add_argument("--folds", type=non_negative_int, default=0, metavar="K",
                         help="stratified K-fold cross-validation: the test split is fold --fold of K (each image is "
                              "tested once over the K runs) and --split's TRAIN:VAL proportion divides the rest "
@@ -156,6 +162,8 @@ def _given(args: argparse.Namespace, names: tuple) -> dict:
     return dict(run_dir=args.run_dir, dataset=dataset, data_dir=args.data_dir, seed=args.seed,
                 split=tuple(args.split), folds=args.folds, fold=args.fold, input_transform=transform,
                 bands=getattr(args, "bands", None),
+                event_binning=getattr(args, "event_binning", None),
+                event_duration_us=getattr(args, "event_duration_us", None),
                 init_from=args.init_from,
                 freeze_backbone=args.freeze_backbone, backbone_lr_factor=args.backbone_lr_factor,
                 **{name: getattr(args, name) for name in names if getattr(args, name) is not None})
@@ -410,11 +418,12 @@ def fine_tune_config(args: argparse.Namespace):
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="predict.py", description="Classify image files with a run's ANN or SNN.")
+    p = argparse.ArgumentParser(prog="predict.py", description="Classify image files (event files for a run "
+                                                               "trained on event recordings) with a run's ANN or SNN.")
     p.add_argument("--run", dest="run_dir", required=True, metavar="RUN_DIR")
     p.add_argument("--model", choices=("ann", "snn", "fine-tuned"), default="ann")
     p.add_argument("--timesteps", type=positive_int, help="SNN timesteps (default: the saved model's)")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, or event files (.npz, .npy, .h5, .aedat) for an event run")
     return p
 
 

@@ -520,6 +520,8 @@ def decoded_dataset(source: ImageSource, indices: np.ndarray, image_size: int):
     """``tf.data`` of ``(uint8 image (s, s, 3), int64 label)`` for ``indices``, cached."""
     import tensorflow as tf
 
+    if source.kind == "events":  # an events.EventSource: float16 frames binned as the run says
+        return source.decoded(indices, image_size)
     if source.layout is not None:  # multi-band: float16 images of the selected, normalised bands
         return bands.decoded_dataset(source, indices, image_size)
     autotune = tf.data.AUTOTUNE
@@ -584,6 +586,18 @@ class Augmentation:
     def __call__(self, image, seed):
         import tensorflow as tf
 
+        if image.shape.rank == 4:  # event frames (T, h, w, c): one draw for all T, so time in the channels
+            steps, channels = image.shape[0], image.shape[-1]
+            packed = tf.reshape(tf.transpose(image, [1, 2, 0, 3]), [tf.shape(image)[1], tf.shape(image)[2],
+                                                                    steps * channels])
+            moved = self._image(packed, seed, clip=False)  # frames are T times the accumulated scale: not clipped
+            return tf.transpose(tf.reshape(moved, [tf.shape(moved)[0], tf.shape(moved)[1], steps, channels]),
+                                [2, 0, 1, 3])
+        return self._image(image, seed)
+
+    def _image(self, image, seed, clip: bool = True):
+        import tensorflow as tf
+
         size = tf.shape(image)[0]
         width = tf.shape(image)[1]
         channels = image.shape[-1] if image.shape[-1] is not None else 3  # 3 for RGB; the selected bands
@@ -612,7 +626,7 @@ class Augmentation:
             image = tf.image.stateless_random_hue(image, self.hue, seeds[7])
         if self.saturation and channels == 3:
             image = tf.image.stateless_random_saturation(image, self.saturation[0], self.saturation[1], seeds[8])
-        return tf.clip_by_value(image, 0.0, 1.0)
+        return tf.clip_by_value(image, 0.0, 1.0) if clip else tf.maximum(image, 0.0)
 
 
 #: Named augmentation policies (``--augment``).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, resources, rundir
+from . import data, events, resources, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
 from .costs import activity_costs, device_table, energy_table, load_devices, rows_to_csv, summary
 from .errors import UserError
@@ -131,12 +131,22 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
     ann = load_ann(run_dir, run.config, len(run.classes))
     labels = run.labels("test")
     batches = run.batches("test", batch_size)
+    # an event run: the SNN takes the recording one frame per step, and its input layers are driven by events
+    frames = run.step_batches("test", batch_size, snn.timesteps)
     with data.explain_bad_images(run.source, run.indices("test")):
         ann_test_accuracy = ann_accuracy(ann, batches, labels)
-        result = simulate_split(snn, batches, snn.timesteps)
+        result = simulate_split(snn, batches if frames is None else frames, snn.timesteps)
     snn_accuracy = readout_accuracy(result["logits"], labels, network_readout_steps(snn, snn.timesteps))
     spikes = layer_spikes(result["spikes"])
     records = snn.activity(spikes, snn.timesteps, layer_spikes(result["events"]))
+    if frames is not None:
+        input_events = events.input_events(frames, run.source.binning, snn.timesteps) / len(labels)
+        for record, cost in zip([r for r in records if r["kind"] == "synapse"], snn.layer_costs()):
+            if cost.analog == "once":  # reads the input: one SOP per input event and synapse, as a spike's
+                record["events"] = record["messages"] = input_events
+    extra = {} if frames is None else {
+        "input": f"event recordings, {snn.timesteps} frames, one per step",
+        "input_events_per_image": input_events}
     return _report(records, snn.timesteps, devices, fair, snn.layer_levels(), snn.dt, model=model,
                    test_images=int(len(labels)), ann_test_accuracy=ann_test_accuracy, snn_test_accuracy=snn_accuracy,
                    spikes_per_image=float(spikes.sum()),
@@ -146,7 +156,10 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
                           "add receives both branches' spikes), neuron (and synaptic filter) updates every "
                           "timestep. SNN on non-spiking devices: every synapse every timestep. See "
                           "snn4vision/profiles/README.md. Graded-spike devices (loihi2): one SOP per message "
-                          "(a burst) and synapse, plus its payload.")
+                          "(a burst) and synapse, plus its payload."
+                          + ("" if frames is None else " Event input: the recording binned into one frame per "
+                             "step, and the layers that read it cost one SOP per input event (counted at the run's "
+                             "resolution) and synapse, not MACs."), **extra)
 
 
 def _ratio(value) -> str:

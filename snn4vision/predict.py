@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bands, data, resources, rundir
+from . import bands, data, events, resources, rundir
 from .checkpoints import read_json
 from .errors import UserError
 from .progress import Progress
@@ -47,7 +47,8 @@ def _transformer(model, batch: np.ndarray) -> tuple:
 def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: int | None = None) -> list:
     """Per image: ``{"image", "class", "probability"}`` and, for an SNN, ``"spikes"``.
 
-    ``images``: image files; for a run on multi-band images, TIFFs with the same bands as its training images.
+    ``images``: image files; for a run on multi-band images, TIFFs with the same bands as its training images;
+    for a run on event recordings, event files (binned as its training recordings).
     ``model``: ``ann``, ``snn`` (converted) or ``fine-tuned``; ignored for a
     run of ``train_spiking_transformer.py``, whose model is the SNN.
     """
@@ -62,7 +63,14 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
     if not images:
         raise UserError("no images given: pass one or more image files")
     plan = bands.plan_of(config)
-    if plan is not None:  # a multi-band run: its bands, normalised with its training split's statistics
+    if config.events:  # an event run: each recording binned as its training recordings were
+        steps = (timesteps or config.timesteps) if config.spiking else None
+        batch = np.stack([events.load_file(path, config, config.image_size, steps) for path in images])
+    elif any(Path(path).suffix.lower() in events.EVENT_EXTENSIONS for path in images):
+        first = next(p for p in images if Path(p).suffix.lower() in events.EVENT_EXTENSIONS)
+        raise UserError(f"{first} is an event file, but the run was trained on images: give image files, or train "
+                        "a run on a folder of event recordings")
+    elif plan is not None:  # a multi-band run: its bands, normalised with its training split's statistics
         batch = np.stack([bands.load_file(path, plan, config.image_size) for path in images])
     else:
         batch = np.stack([data.load_image_file(path, config.image_size) for path in images]).astype(np.float32) / 255.0
@@ -78,6 +86,8 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
         logits = load_ann(run_dir, config, len(classes))(batch).numpy()
     elif model in ("snn", "fine-tuned"):
         snn = load_snn(run_dir, timesteps) if model == "snn" else load_fine_tuned(run_dir, timesteps)
+        if config.events:  # one frame per step, as energy_estimation.py presents them
+            batch = np.stack([events.load_file(path, config, config.image_size, snn.timesteps) for path in images])
         logits, spikes = in_batches(lambda x: _simulate(snn, x), batch,
                                     f"predicting {len(batch)} images, T = {snn.timesteps}")
     else:

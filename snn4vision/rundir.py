@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import bands, data, edges, models, resources
+from . import bands, data, edges, events, models, resources
 from .checkpoints import atomic_write_json, load_variables, load_weights, read_json
 from .errors import UserError
 from .simulation import SpikingNetwork
@@ -622,6 +622,12 @@ class TrainConfig:
     # split's per-band statistics (bands.Plan), written by training; both empty for RGB runs and older runs
     bands: str | None = None
     band_stats: dict = field(default_factory=dict)
+    # event datasets (events.py): --event-binning and --event-duration-us as given (None: time binning over each
+    # recording's span), and what training did (events.Binning: sensor size, mode, frames, duration, scale),
+    # written by training; empty for image runs and older runs
+    event_binning: str | None = None
+    event_duration_us: int | None = None
+    events: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -700,6 +706,10 @@ class TrainConfig:
              f"--init-from and --weights {self.weights} both set the initial weights: give one"),
             (self.init_from is None or Path(self.init_from).resolve() != Path(self.run_dir).resolve(),
              "--init-from names this run's own directory: start from another run"),
+            (self.event_binning in (None, *events.BINNING_MODES),
+             f"--event-binning must be one of {', '.join(events.BINNING_MODES)}, got {self.event_binning!r}"),
+            (self.event_duration_us is None or self.event_duration_us >= 1,
+             f"--event-duration-us must be at least 1 microsecond, got {self.event_duration_us}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -743,8 +753,9 @@ class TrainConfig:
 
     @property
     def channels(self) -> int:
-        """Input channels of the run's models: 3 (RGB), or the bands selected from a multi-band source."""
-        return bands.channels_of(self)
+        """Input channels of the run's models: 3 (RGB), the bands selected from a multi-band source, or 2 (an
+        event run's OFF and ON counts)."""
+        return 2 if self.events else bands.channels_of(self)
 
     @property
     def qcfs_from_epoch(self) -> int:
@@ -822,12 +833,14 @@ class RunData:
     """The data of a run directory: source, class names, split manifest."""
 
     config: TrainConfig
-    source: data.ImageSource
+    source: "data.ImageSource | events.EventSource"
     classes: list
     manifest: dict
 
-    def __post_init__(self):  # a multi-band source: the run's --bands and their training-split statistics
-        bands.prepare(self.config, self.source, self.indices)
+    def __post_init__(self):
+        # an event source: the run's binning; a multi-band source: the run's --bands and their training statistics
+        if events.prepare(self.config, self.source, self.indices) is None:
+            bands.prepare(self.config, self.source, self.indices)
 
     def indices(self, split: str) -> np.ndarray:
         return data.manifest_indices(self.source, self.manifest, split)
@@ -847,6 +860,14 @@ class RunData:
         transform applied."""
         decoded = data.decoded_dataset(self.source, self.sample(split, count, seed), self.config.image_size)
         return data.evaluation_batches(decoded, batch_size, self.config.transform)
+
+    def step_batches(self, split: str, batch_size: int, timesteps: int):
+        """An event run's evaluation batches of ``split`` as per-step frames ``(batch, timesteps, s, s, 2)``, for
+        a converted SNN to take frame t at step t (:meth:`SpikingNetwork.simulate`); None for an image run."""
+        if self.source.kind != "events":
+            return None
+        decoded = self.source.decoded(self.indices(split), self.config.image_size, steps=timesteps)
+        return data.evaluation_batches(decoded, batch_size)
 
     def decoded(self, split: str, image_size: int | None = None):
         return data.decoded_dataset(self.source, self.indices(split), image_size or self.config.image_size)
@@ -871,7 +892,7 @@ def open_run(run_dir: str | Path, data_dir: str | None = None) -> RunData:
         config.data_dir = data_dir
         if config.dataset not in data.TFDS_NAMES:
             config.dataset = data_dir
-    source = data.open_source(config.dataset, config.data_dir)
+    source = events.open_source(config.dataset, config.data_dir)
     if source.classes != classes:
         raise UserError(f"the data at {source.name} has classes {source.classes[:3]}... but the run was trained on "
                         f"{classes[:3]}...: point --data-dir at the data the run was trained on")

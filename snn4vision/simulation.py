@@ -190,8 +190,9 @@ class SpikingNetwork(tf.keras.Model):
 
     # ------------------------------------------------------------------
     def simulate(self, images, timesteps=None, training=False, return_outputs=False):
-        """Run ``timesteps`` steps; returns ``{"logits": (B,T,C), "spikes": (B,T,L), "activity": (B,T,L)}``
-        over the ``L`` neuron layers in graph order, and in training ``"rates": (B,T,L)``.
+        """Run ``timesteps`` steps on ``images`` ``(B, ...)``, the same input at every step, or on frames
+        ``(B, T, ...)``, frame t at step t (T = ``timesteps``); returns ``{"logits": (B,T,C), "spikes":
+        (B,T,L), "activity": (B,T,L)}`` over the ``L`` neuron layers in graph order, and in training ``"rates": (B,T,L)``.
 
         ``spikes`` counts spikes (of either sign) per image, step and layer, ``events`` the neurons that fired (a
         burst counts once); ``activity`` is each layer's spikes
@@ -202,6 +203,12 @@ class SpikingNetwork(tf.keras.Model):
         """
         timesteps = self.timesteps if timesteps is None else timesteps
         images = tf.convert_to_tensor(images, tf.float32)
+        # (batch, T, ...) frames (an event recording binned into T steps): frame t is the input of step t, and the
+        # nodes that depend on the input alone run on every step instead of once
+        per_step = images.shape.rank == len(self.nodes[0].shape) + 2
+        if per_step and isinstance(timesteps, int) and images.shape[1] not in (None, timesteps):
+            raise UserError(f"the input holds {images.shape[1]} frames for {timesteps} steps: bin the recordings "
+                            f"into {timesteps} frames")
         batch = tf.shape(images)[0]
         dt = tf.maximum(self.dt_weight, 1e-8)
         gains = self._gains()
@@ -211,10 +218,11 @@ class SpikingNetwork(tf.keras.Model):
         weights = self.effective_weights()
         plan, cell = self.plan, self.cell
         values = {"input": images}
+        recomputed = [n for n in self.nodes[1:] if n.name in self.static] if per_step else []
         for node in self.nodes[1:]:
-            if node.name in self.static:
+            if node.name in self.static and not per_step:
                 values[node.name] = self._apply(node, [values[i] for i in node.inputs], weights, gains)
-        static = values
+        static = {} if per_step else values
 
         def full(node):
             return tf.concat([[batch], node.shape], 0)
@@ -238,6 +246,10 @@ class SpikingNetwork(tf.keras.Model):
 
         def step(t, states, filters, held, sums, features, counts, messages, rates, outside):
             values = dict(static)
+            if per_step:
+                values["input"] = images[:, t]
+                for node in recomputed:
+                    values[node.name] = self._apply(node, [values[i] for i in node.inputs], weights, gains)
             states, filters, held, sums = dict(states), dict(filters), dict(held), dict(sums)
             step_counts, step_rates, step_events = [], [], []
             for node in looped:

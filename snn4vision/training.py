@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, distributed, layer_graph, resources, rundir
+from . import data, distributed, events, layer_graph, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
 from .costs import graph_costs, sop_weights
 from .errors import UserError, check_keras
@@ -389,8 +389,8 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
     tf.keras.utils.set_random_seed(config.seed)
 
-    source = data.open_source(config.dataset, config.data_dir)
-    manifest = read_json(run_dir / rundir.SPLIT) if resume else data.split_manifest(
+    source = events.open_source(config.dataset, config.data_dir)
+    manifest = read_json(run_dir / rundir.SPLIT) if resume else events.split_manifest(
         source, config.split, config.seed, config.folds, config.fold)
     run = RunData(config, source, source.classes, manifest)
     data.check_cache_memory(sum(len(manifest[split]) for split in data.SPLITS), config.image_size)

@@ -478,6 +478,24 @@ MUTANTS = [
      "    if out.is_dir() and any(out.iterdir()) and not overwrite:", "    if False:",
      ["tests/test_events.py"]),
     # --- end issue 32 ---
+    # --- issue 32, the pipeline half: runs on event recordings ---
+    ("event inputs over the largest count", "snn4vision/events.py",
+     "scale = float(np.percentile(values, SCALE_PERCENTILE))", "scale = float(values.max())",
+     ["tests/pipelines/test_event_runs.py"]),
+    ("event frames not times T", "snn4vision/events.py",
+     "values = counts / np.float32(binning.scale) * np.float32(count or 1)",
+     "values = counts / np.float32(binning.scale)",
+     ["tests/pipelines/test_event_runs.py"]),
+    ("event sensor size unchecked", "snn4vision/events.py",
+     "    if tuple(recording.sensor_size) != tuple(binning.sensor_size):\n        (w, h)",
+     "    if False:\n        (w, h)",
+     ["tests/pipelines/test_event_runs.py::test_event_runs_refuse_what_does_not_fit"]),
+    ("frames: the first at every step", "snn4vision/simulation.py",
+     'values["input"] = images[:, t]', 'values["input"] = images[:, 0]',
+     ["tests/test_conversion.py"]),
+    ("event input costed as MACs", "snn4vision/energy.py",
+     '            if cost.analog == "once":', "            if False:",
+     ["tests/pipelines/test_event_runs.py"]),
 ]
 
 

@@ -127,6 +127,25 @@ def test_spike_at_step_t_only_affects_later_steps(ann, images):
     np.testing.assert_array_equal(long["spikes"][:, :4].numpy(), short["spikes"].numpy())
 
 
+def test_frames_are_presented_one_per_step(ann, images):
+    """(batch, T, h, w, c) frames (event recordings): frame t drives step t; the same frame at every step is the
+    static image's simulation."""
+    net = layer_graph.build_graph(ann)
+    net = layer_graph.normalise(net, layer_graph.activation_percentiles(net, [images]), max_rate=1000.0)
+    snn = simulation.SpikingNetwork.from_graph(net, tau=0.01, seed=0)
+    static = snn.simulate(images, 6)
+    repeated = snn.simulate(np.repeat(images[:, None], 6, axis=1), 6)
+    np.testing.assert_allclose(repeated["logits"].numpy(), static["logits"].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(repeated["spikes"].numpy(), static["spikes"].numpy())
+    # dark after step 2: the first three steps are the static image's, the first layer then falls silent
+    dark = np.concatenate([np.repeat(images[:, None], 3, axis=1), np.zeros((6, 3, 32, 32, 3), np.float32)], axis=1)
+    half = snn.simulate(dark, 6)
+    np.testing.assert_array_equal(half["spikes"][:, :3].numpy(), static["spikes"][:, :3].numpy())
+    assert half["spikes"][:, 3:, 0].numpy().sum() < static["spikes"][:, 3:, 0].numpy().sum() / 2
+    with pytest.raises(UserError, match="the input holds 6 frames for 4 steps"):
+        snn.simulate(dark, 4)
+
+
 def test_straight_through_gradient_is_relu_gradient(ann, images):
     """Backward, each spiking layer is ReLU: a channel whose pre-activation is negative everywhere gets
     exactly zero gradient (an identity straight-through estimator would give it one), and one that is

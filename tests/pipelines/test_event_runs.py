@@ -1,0 +1,140 @@
+"""Runs on event recordings (issue 32): a CNN trained on the accumulated ON/OFF frame through conversion, energy
+and prediction; a spiking transformer on one frame per step; the refusals of input that does not fit."""
+import json
+
+import numpy as np
+import pytest
+
+from snn4vision import cli, data
+from snn4vision import events as ev
+from snn4vision.convert import ConvertConfig, convert_snn
+from snn4vision.energy import estimate_energy
+from snn4vision.errors import UserError
+from snn4vision.predict import predict
+from snn4vision.rundir import TrainConfig, load_ann, open_run
+from snn4vision.training import train_ann, train_spiking_transformer
+
+from ..conftest import TINY_TRAIN_ARGS, make_subset
+
+pytestmark = pytest.mark.pipeline
+
+CLASSES = ["beach", "chaparral", "forest", "runway"]
+
+
+@pytest.fixture(scope="module")
+def event_folder(tmp_path_factory, ucmerced):
+    """4 UC Merced classes x 30 images emulated as 32 x 32 recordings (.npz)."""
+    root = tmp_path_factory.mktemp("events")
+    make_subset(root / "images", CLASSES, 30)
+    ev.write_emulated_dataset(root / "images", root / "recordings", size=32)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory, event_folder):
+    run_dir = tmp_path_factory.mktemp("cnn") / "run"
+    args = cli.train_ann_parser().parse_args(["--run", str(run_dir), "--dataset", str(event_folder / "recordings"),
+                                              *TINY_TRAIN_ARGS])
+    return run_dir, train_ann(cli.train_config(args), verbose=False)
+
+
+def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_run, event_folder):
+    run_dir, metrics = cnn_run
+    config = json.loads((run_dir / "config.json").read_text())
+    recorded = config["events"]
+    assert recorded["sensor_size"] == [32, 32] and recorded["mode"] == "time" and recorded["frames"] is None
+    assert recorded["duration_us"] is None
+    # the splits are the images' seeded stratified splits, recording for image
+    split = json.loads((run_dir / "split.json").read_text())
+    images = data.split_manifest(data.scan_folder(event_folder / "images"), (0.8, 0.1, 0.1), 7)
+    assert [item.replace(".npz", ".jpg") for item, _ in split["test"]] == [item for item, _ in images["test"]]
+    # the model reads 2 channels; its inputs are the recordings' counts over the training split's largest count
+    run = open_run(run_dir)
+    ann = load_ann(run_dir, run.config, len(run.classes))
+    assert tuple(ann.input_shape) == (None, 32, 32, 2)
+    first = event_folder / "recordings" / split["test"][0][0]
+    counts = ev.accumulated_frame(ev.read_events(first).events, (32, 32))
+    got = next(iter(run.batches("test", 4)))[0].numpy()[0]
+    np.testing.assert_allclose(got, np.minimum(counts / recorded["scale"], 1), atol=2e-3)  # float16 in the cache
+    train = np.stack([ev.accumulated_frame(ev.read_events(event_folder / "recordings" / item).events, (32, 32))
+                      for item, _ in split["train"]])
+    assert recorded["scale"] == pytest.approx(np.percentile(train, 99))
+    assert metrics["test"]["accuracy"] >= 0.4  # 4 classes: chance is 0.25 (measured: 7 of 12)
+    report = convert_snn(ConvertConfig(str(run_dir), max_timesteps=4, normalisation_images=32, sweep=False),
+                         verbose=False)
+    assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    energy = estimate_energy(run_dir, ["loihi"], timesteps=4, verbose=False)
+    assert energy["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    # the SNN took one frame per step; its first conv is driven by the input events: SOPs, no MACs
+    test = [ev.read_events(event_folder / "recordings" / item).events for item, _ in split["test"]]
+    assert energy["input_events_per_image"] == pytest.approx(np.mean([len(e) for e in test]), rel=2e-3)
+    first_layer = energy["layers"][0]  # fan-out: its MACs per input value
+    assert first_layer["snn_macs"] == 0 and first_layer["snn_sops"] == pytest.approx(
+        energy["input_events_per_image"] * first_layer["ann_macs"] / (32 * 32 * 2), rel=1e-6)
+    # predict bins an event file as training did; the ANN's answer on it is the ANN's on the batch above
+    rows = predict(run_dir, [str(first)], "ann")
+    probabilities = np.exp(ann(got[None]).numpy()[0])
+    assert rows[0]["class"] == run.classes[int(probabilities.argmax())]
+    assert "spikes" in predict(run_dir, [str(first)], "snn")[0]
+    image = next((event_folder / "images" / CLASSES[0]).iterdir())
+    with pytest.raises(UserError, match="is not an event file: this run was trained on event recordings"):
+        predict(run_dir, [str(image)], "ann")
+
+
+def test_a_spiking_transformer_takes_one_frame_per_step(tmp_path, event_folder):
+    run_dir = tmp_path / "sdt"
+    args = cli.train_spiking_transformer_parser().parse_args(
+        ["--run", str(run_dir), "--dataset", str(event_folder / "recordings"), "--model", "sdt", "--image-size",
+         "32", "--depth", "1", "--dim", "32", "--heads", "2", "--timesteps", "3", "--epochs", "2", "--batch-size",
+         "8", "--event-binning", "count"])
+    train_spiking_transformer(cli.transformer_config(args), verbose=False)
+    recorded = json.loads((run_dir / "config.json").read_text())["events"]
+    assert recorded["frames"] == 3 and recorded["mode"] == "count"
+    run = open_run(run_dir)
+    frames = next(iter(run.batches("test", 4)))[0].numpy()
+    assert frames.shape[1:] == (3, 32, 32, 2)
+    # count binning: equal events per frame; the frames' mean over time is the accumulated frame
+    recording = ev.read_events(event_folder / "recordings" / run.manifest["test"][0][0])
+    accumulated = ev.accumulated_frame(recording.events, (32, 32)) / recorded["scale"]
+    unsaturated = accumulated < 1
+    np.testing.assert_allclose(frames[0].mean(axis=0)[unsaturated], accumulated[unsaturated], atol=3e-3)
+    per_frame = ev.to_frames(recording.events, (32, 32), 3, "count").sum(axis=(1, 2, 3))
+    assert per_frame.max() - per_frame.min() <= 1
+    rows = predict(run_dir, [str(event_folder / "recordings" / run.manifest["test"][0][0])], timesteps=5)
+    assert rows[0]["class"] in CLASSES and "spikes" in rows[0]
+
+
+def test_event_runs_refuse_what_does_not_fit(tmp_path, event_folder):
+    def train(dataset, *extra):
+        args = cli.train_ann_parser().parse_args(["--run", str(tmp_path / "run"), "--dataset", str(dataset),
+                                                  *TINY_TRAIN_ARGS, *extra])
+        with pytest.raises(UserError) as caught:
+            train_ann(cli.train_config(args), verbose=False)
+        assert "\n" not in str(caught.value)
+        return str(caught.value)
+
+    recordings = event_folder / "recordings"
+    assert "--bands selects bands of multi-band images" in train(recordings, "--bands", "1,2")
+    assert "drop it" in train(recordings, "--input-transform", "prewitt")
+    assert "holds images: drop them" in train(event_folder / "images", "--event-binning", "count")
+    # a recording of another sensor size among the others
+    mixed = tmp_path / "mixed"
+    for name in CLASSES:
+        (mixed / name).mkdir(parents=True)
+        for i, f in enumerate(sorted((recordings / name).iterdir())):
+            recording = ev.read_events(f)
+            size = (40, 40) if (name, i) == (CLASSES[1], 3) else (32, 32)
+            ev.write_events(mixed / name / f.name, recording.events, size)
+    assert "sensor, the run's recordings 32x32: use recordings of one sensor size" in train(mixed)
+    both = tmp_path / "both"
+    make_subset(both, CLASSES[:2], 3)
+    for f in sorted((recordings / CLASSES[0]).iterdir())[:3]:
+        (both / CLASSES[0] / f.name).symlink_to(f)
+    assert "holds both images and event files" in train(both)
+    # an event file given to a run trained on images (its config and classes are all predict reads first)
+    image_run = tmp_path / "image_run"
+    image_run.mkdir()
+    (image_run / "config.json").write_text(json.dumps(TrainConfig(run_dir=str(image_run)).to_json()))
+    (image_run / "classes.json").write_text(json.dumps(CLASSES))
+    with pytest.raises(UserError, match="is an event file, but the run was trained on images"):
+        predict(image_run, [str(next((recordings / CLASSES[0]).iterdir()))])
