@@ -110,9 +110,13 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
                         help="multi-band images (a folder of multi-band TIFFs, or --dataset eurosat_all): the bands "
                              "to use, in order, by number from 1 or by name (4,3,2,8 or B04,B03,B02,B08; default: "
                              "all); each is normalised with the training split's statistics")
-    parser.add_argument("--event-binning", choices=("time", "count"),
+    parser.add_argument("--event-binning", choices=("time", "count", "accumulated"),
                         help="a folder of event recordings: bin each recording into the model's frames by equal time "
-                             "windows (time, the default) or equal event counts (count)")
+                             "windows (time, the default) or equal event counts (count), or give a spiking network "
+                             "the accumulated frame at every step (accumulated: the frame-based control)")
+    parser.add_argument("--sensor-size", type=positive_int, nargs=2, metavar=("WIDTH", "HEIGHT"),
+                        help="a folder of event recordings whose files do not store their sensor size (.npy, .h5 "
+                             "without the attribute): the sensor's width and height in pixels")
     parser.add_argument("--event-duration-us", type=positive_int, metavar="US",
                         help="a folder of event recordings: use each recording's first US microseconds (default: "
                              "from its first event to its last)")
@@ -164,6 +168,7 @@ def _given(args: argparse.Namespace, names: tuple) -> dict:
                 bands=getattr(args, "bands", None),
                 event_binning=getattr(args, "event_binning", None),
                 event_duration_us=getattr(args, "event_duration_us", None),
+                event_sensor_size=getattr(args, "sensor_size", None),
                 init_from=args.init_from,
                 freeze_backbone=args.freeze_backbone, backbone_lr_factor=args.backbone_lr_factor,
                 **{name: getattr(args, name) for name in names if getattr(args, name) is not None})

@@ -173,6 +173,12 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
     with data.explain_bad_images(run.source, run.indices("test")):
         ann_test_accuracy = ann_accuracy(ann, test_batches, labels)
     grid = timestep_grid(config.max_timesteps)
+    # an event run's SNN takes each recording one frame per step, binned afresh for every T; an image run's SNN
+    # its test images, constant over the steps
+    per_step = run.per_step
+
+    def inputs(timesteps: int):
+        return run.step_batches("test", config.batch_size, timesteps) if per_step else test_batches
 
     def evaluate(name, snn, **details):
         began = time.perf_counter()
@@ -180,15 +186,17 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
             print(f"evaluating {name} ({len(variants) + 1}/{len(planned) + 1}) on "
                   f"{len(labels)} test images, T = 1 ... {config.max_timesteps}", flush=True)
         # a T at which the levels are compressed is not the start of a longer run, and a compressed longest run
-        # is the start of no shorter one: such T are simulated on their own
+        # is the start of no shorter one: such T are simulated on their own; so is every T of an event run, whose
+        # recordings are binned into T frames afresh for each T
         longest = config.max_timesteps
-        prefixes = [longest] if snn.compressed(longest) else [t for t in grid if not snn.compressed(t)]
-        result = simulate_split(snn, test_batches, longest, name if verbose else None)
+        prefixes = ([longest] if snn.compressed(longest) or per_step
+                    else [t for t in grid if not snn.compressed(t)])
+        result = simulate_split(snn, inputs(longest), longest, name if verbose else None)
         if not variants:  # the SNN that is written
             check_finite(snn, result["logits"], snn.dt)
         rows = accuracy_over_time(result, labels, prefixes, fraction, snn.neurons_per_layer(), snn.dt)
         for t in [t for t in grid if t not in prefixes]:
-            short = simulate_split(snn, test_batches, t, f"{name}, T = {t}" if verbose else None)
+            short = simulate_split(snn, inputs(t), t, f"{name}, T = {t}" if verbose else None)
             rows += accuracy_over_time(short, labels, [t], fraction, snn.neurons_per_layer(), snn.dt)
         rows.sort(key=lambda row: row["timesteps"])
         seconds = time.perf_counter() - began
@@ -232,6 +240,7 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
     report = {"ann_test_accuracy": ann_test_accuracy, "config": dataclasses.asdict(config), "neuron": snn.neuron,
               "verify": check,
               "normalisation_percentiles": percentiles, "test_images": int(len(labels)),
+              **({"input": "event recordings, binned into T frames for each T, one per step"} if per_step else {}),
               "readout": f"mean logit over the last ceil({fraction} * T) steps; "
                          "accuracy_last_step and accuracy_all_steps give the other read-outs",
               "variants": variants}

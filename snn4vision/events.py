@@ -68,6 +68,10 @@ EVENT_EXTENSIONS = (".npy", ".npz", ".h5", ".hdf5", ".aedat")
 #: The DVS128's sensor (width, height), the only AEDAT 2.0 sensor read.
 DVS128_SIZE = (128, 128)
 BINNING_MODES = ("time", "count")
+#: ``--event-binning accumulated``: a spiking network sees the accumulated frame at every step, as it would an
+#: image (the frame-based control of Iyer et al. 2021); a CNN trains on it whatever the binning.
+ACCUMULATED = "accumulated"
+RUN_BINNINGS = (*BINNING_MODES, ACCUMULATED)
 #: The percentile of the training split's accumulated counts (pixels and channels) that a run's inputs divide by.
 SCALE_PERCENTILE = 99.0
 
@@ -149,8 +153,8 @@ def check_events(events: np.ndarray, sensor_size, where: str = "the events") -> 
     x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
     if x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height:
         raise UserError(f"event coordinates in {where} fall outside its {width}x{height} sensor (x {x.min()} .. "
-                        f"{x.max()}, y {y.min()} .. {y.max()}): pass the sensor's size as "
-                        "sensor_size=(width, height)")
+                        f"{x.max()}, y {y.min()} .. {y.max()}): pass the sensor's size (sensor_size=(width, "
+                        "height), or --sensor-size WIDTH HEIGHT)")
     checked = np.empty(len(events), EVENT_DTYPE)
     checked["x"], checked["y"], checked["t"] = x, y, t
     checked["p"] = polarity.astype(np.int64) > 0  # -1/1 and 0/1 alike: ON is 1
@@ -202,8 +206,9 @@ def _resolve_size(path: Path, events, stored, given) -> tuple:
             return int(np.max(events["x"])) + 1, int(np.max(events["y"])) + 1
         return 1, 1  # nothing to infer from: check_events names the real problem
     if given is None:
-        raise UserError(f"the sensor size of {path} is not stored in the file: pass sensor_size=(width, height) "
-                        "(or sensor_size=\"infer\" to take the largest coordinates + 1)")
+        raise UserError(f"the sensor size of {path} is not stored in the file: pass it (--sensor-size WIDTH HEIGHT "
+                        "to a training stage; sensor_size=(width, height), or \"infer\" for the largest coordinates "
+                        "+ 1, in Python)")
     return sensor_dims(given)
 
 
@@ -549,8 +554,9 @@ def load_frames(source: EventSource, indices, n_frames: int, mode: str = "time",
 class Binning:
     """How a run turns a recording into model inputs (recorded in config.json's ``events``).
 
-    ``frames`` None: the accumulated frame ``(s, s, 2)`` (a CNN); T: one frame per step ``(T, s, s, 2)`` (a
-    spiking transformer), binned by ``mode`` over the recording, or over its first ``duration_us`` (None: from
+    ``frames`` None: the accumulated frame ``(s, s, 2)`` (a CNN, or any network with ``mode``
+    :data:`ACCUMULATED`, which then sees it at every step); T: one frame per step ``(T, s, s, 2)`` (a spiking
+    transformer), binned by ``mode`` over the recording, or over its first ``duration_us`` (None: from
     its first event to its last). Counts are resized to the run's ``s x s`` (bilinear, antialiased: a linear
     map) and divided by ``scale``, the :data:`SCALE_PERCENTILE` th percentile of the training split's
     accumulated frames; the accumulated frame then saturates at 1, like an image. A frame of T steps is
@@ -575,7 +581,7 @@ def binning_of(config, timesteps: int | None = None) -> Binning | None:
     recorded = getattr(config, "events", None)
     if not recorded:
         return None
-    frames = int(timesteps or config.timesteps) if config.spiking else None
+    frames = int(timesteps or config.timesteps) if config.spiking and recorded["mode"] != ACCUMULATED else None
     return Binning(tuple(recorded["sensor_size"]), frames, recorded["mode"], recorded["duration_us"],
                    float(recorded["scale"]))
 
@@ -590,7 +596,8 @@ def _within(events: np.ndarray, duration_us: int | None) -> np.ndarray:
 def model_inputs(recording: Recording, binning: Binning, image_size: int, steps: int | None = None) -> np.ndarray:
     """``float32`` model inputs of one recording: ``binning``'s accumulated frame ``(s, s, 2)`` or its frames
     ``(T, s, s, 2)``; ``steps``: ``(steps, s, s, 2)`` per-step frames instead (a converted SNN's input), scaled
-    as the transformer's. A recording of another sensor size than the run's is refused."""
+    as the transformer's, except in mode :data:`ACCUMULATED` (the accumulated frame, which the SNN sees at every
+    step). A recording of another sensor size than the run's is refused."""
     import tensorflow as tf
 
     if tuple(recording.sensor_size) != tuple(binning.sensor_size):
@@ -598,7 +605,7 @@ def model_inputs(recording: Recording, binning: Binning, image_size: int, steps:
         raise UserError(f"event file {recording.path} has a {w}x{h} sensor, the run's recordings {rw}x{rh}: use "
                         "recordings of one sensor size")
     events = _within(recording.events, binning.duration_us)
-    count = steps or binning.frames
+    count = None if binning.mode == ACCUMULATED else steps or binning.frames
     if count is None:  # every event of the span in one frame, whatever the mode
         counts = to_frames(events, recording.sensor_size, 1, "time")
     else:
@@ -637,11 +644,11 @@ def looks_like_event_folder(path) -> bool:
     return found == {"events"}
 
 
-def open_source(dataset: str, data_dir: str | None = None):
-    """``--dataset`` as an :class:`EventSource` when it is a folder of event files, else as
-    :func:`snn4vision.data.open_source` opens it."""
+def open_source(dataset: str, data_dir: str | None = None, sensor_size=None):
+    """``--dataset`` as an :class:`EventSource` when it is a folder of event files (``sensor_size``, ``--sensor-size``:
+    for files that do not store theirs), else as :func:`snn4vision.data.open_source` opens it."""
     if dataset not in data.TFDS_NAMES and looks_like_event_folder(dataset):
-        return scan_event_folder(dataset)
+        return scan_event_folder(dataset, None if sensor_size is None else sensor_dims(sensor_size, "--sensor-size"))
     return data.open_source(dataset, data_dir)
 
 
@@ -662,9 +669,10 @@ def prepare(config, source, indices_of) -> Binning | None:
         if recorded:
             raise UserError(f"the run was trained on event recordings, but {source.name} holds images: point "
                             "--data-dir at the event folder the run was trained on")
-        if config.event_binning is not None or config.event_duration_us is not None:
-            raise UserError(f"--event-binning and --event-duration-us bin event recordings, but {source.name} holds "
-                            "images: drop them")
+        if config.event_binning is not None or config.event_duration_us is not None \
+                or config.event_sensor_size is not None:
+            raise UserError(f"--event-binning, --event-duration-us and --sensor-size are for event recordings, but "
+                            f"{source.name} holds images: drop them")
         return None
     if config.bands is not None:
         raise UserError(f"--bands selects bands of multi-band images, but {source.name} holds event recordings: "
@@ -677,8 +685,9 @@ def prepare(config, source, indices_of) -> Binning | None:
         return source.binning
     train = indices_of("train")
     first = source.read(int(train[0]))
-    frames = int(config.timesteps) if config.spiking else None
-    unscaled = Binning(tuple(first.sensor_size), frames, config.event_binning or "time", config.event_duration_us)
+    mode = config.event_binning or "time"
+    frames = int(config.timesteps) if config.spiking and mode != ACCUMULATED else None
+    unscaled = Binning(tuple(first.sensor_size), frames, mode, config.event_duration_us)
     splits = sum(len(indices_of(split)) for split in data.SPLITS)
     per_input = int(np.prod(unscaled.input_shape(config.image_size)))
     resources.check_memory(splits * per_input * 2, f"keeping the {splits} recordings binned as "
@@ -700,7 +709,8 @@ def prepare(config, source, indices_of) -> Binning | None:
     binning = dataclasses.replace(unscaled, scale=scale)
     config.events = {"sensor_size": list(binning.sensor_size), "mode": binning.mode, "frames": frames,
                      "duration_us": binning.duration_us, "scale": scale,
-                     "input": "accumulated ON/OFF frame" if frames is None else f"{frames} ON/OFF frames, one per step"}
+                     "input": f"{frames} ON/OFF frames, one per step" if frames is not None else
+                     "the accumulated ON/OFF frame at every step" if config.spiking else "the accumulated ON/OFF frame"}
     source.binning = binning
     return binning
 

@@ -627,6 +627,7 @@ class TrainConfig:
     # written by training; empty for image runs and older runs
     event_binning: str | None = None
     event_duration_us: int | None = None
+    event_sensor_size: list | None = None  # --sensor-size WIDTH HEIGHT, for files that do not store theirs
     events: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -706,8 +707,11 @@ class TrainConfig:
              f"--init-from and --weights {self.weights} both set the initial weights: give one"),
             (self.init_from is None or Path(self.init_from).resolve() != Path(self.run_dir).resolve(),
              "--init-from names this run's own directory: start from another run"),
-            (self.event_binning in (None, *events.BINNING_MODES),
-             f"--event-binning must be one of {', '.join(events.BINNING_MODES)}, got {self.event_binning!r}"),
+            (self.event_binning in (None, *events.RUN_BINNINGS),
+             f"--event-binning must be one of {', '.join(events.RUN_BINNINGS)}, got {self.event_binning!r}"),
+            (self.event_sensor_size is None or (len(self.event_sensor_size) == 2
+                                                 and all(int(v) >= 1 for v in self.event_sensor_size)),
+             f"--sensor-size takes a width and a height of at least 1 pixel, got {self.event_sensor_size!r}"),
             (self.event_duration_us is None or self.event_duration_us >= 1,
              f"--event-duration-us must be at least 1 microsecond, got {self.event_duration_us}"),
         ]
@@ -861,10 +865,17 @@ class RunData:
         decoded = data.decoded_dataset(self.source, self.sample(split, count, seed), self.config.image_size)
         return data.evaluation_batches(decoded, batch_size, self.config.transform)
 
+    @property
+    def per_step(self) -> bool:
+        """Whether a converted SNN takes this run's inputs one frame per step: an event run, unless binned as
+        ``accumulated`` (its SNN then takes the accumulated frame at every step, as an image run's its image)."""
+        return self.source.kind == "events" and self.source.binning.mode != events.ACCUMULATED
+
     def step_batches(self, split: str, batch_size: int, timesteps: int):
         """An event run's evaluation batches of ``split`` as per-step frames ``(batch, timesteps, s, s, 2)``, for
-        a converted SNN to take frame t at step t (:meth:`SpikingNetwork.simulate`); None for an image run."""
-        if self.source.kind != "events":
+        a converted SNN to take frame t at step t (:meth:`SpikingNetwork.simulate`); None where not
+        :attr:`per_step`."""
+        if not self.per_step:
             return None
         decoded = self.source.decoded(self.indices(split), self.config.image_size, steps=timesteps)
         return data.evaluation_batches(decoded, batch_size)
@@ -892,7 +903,7 @@ def open_run(run_dir: str | Path, data_dir: str | None = None) -> RunData:
         config.data_dir = data_dir
         if config.dataset not in data.TFDS_NAMES:
             config.dataset = data_dir
-    source = events.open_source(config.dataset, config.data_dir)
+    source = events.open_source(config.dataset, config.data_dir, config.event_sensor_size)
     if source.classes != classes:
         raise UserError(f"the data at {source.name} has classes {source.classes[:3]}... but the run was trained on "
                         f"{classes[:3]}...: point --data-dir at the data the run was trained on")

@@ -389,7 +389,7 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
     tf.keras.utils.set_random_seed(config.seed)
 
-    source = events.open_source(config.dataset, config.data_dir)
+    source = events.open_source(config.dataset, config.data_dir, config.event_sensor_size)
     manifest = read_json(run_dir / rundir.SPLIT) if resume else events.split_manifest(
         source, config.split, config.seed, config.folds, config.fold)
     run = RunData(config, source, source.classes, manifest)

@@ -496,6 +496,27 @@ MUTANTS = [
     ("event input costed as MACs", "snn4vision/energy.py",
      '            if cost.analog == "once":', "            if False:",
      ["tests/pipelines/test_event_runs.py"]),
+    ("event convert grid on the constant frame", "snn4vision/convert.py",
+     "    per_step = run.per_step\n", "    per_step = False\n",
+     ["tests/pipelines/test_event_runs.py::test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts"]),
+    ("event convert grid read from the longest run", "snn4vision/convert.py",
+     "[longest] if snn.compressed(longest) or per_step", "[longest] if snn.compressed(longest)",
+     ["tests/pipelines/test_event_runs.py::test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts"]),
+    ("accumulated binning ignored by a spiking network", "snn4vision/events.py",
+     "    frames = int(config.timesteps) if config.spiking and mode != ACCUMULATED else None",
+     "    frames = int(config.timesteps) if config.spiking else None",
+     ["tests/pipelines/test_event_runs.py::"
+      "test_accumulated_binning_gives_a_spiking_network_the_accumulated_frame_at_every_step"]),
+    ("--sensor-size not passed to training", "snn4vision/training.py",
+     "events.open_source(config.dataset, config.data_dir, config.event_sensor_size)",
+     "events.open_source(config.dataset, config.data_dir)",
+     ["tests/pipelines/test_event_runs.py::"
+      "test_recordings_that_do_not_store_their_sensor_size_train_with_sensor_size"]),
+    ("--sensor-size not passed to the later stages", "snn4vision/rundir.py",
+     "events.open_source(config.dataset, config.data_dir, config.event_sensor_size)",
+     "events.open_source(config.dataset, config.data_dir)",
+     ["tests/pipelines/test_event_runs.py::"
+      "test_recordings_that_do_not_store_their_sensor_size_train_with_sensor_size"]),
 ]
 
 

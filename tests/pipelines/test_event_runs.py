@@ -1,5 +1,6 @@
 """Runs on event recordings (issue 32): a CNN trained on the accumulated ON/OFF frame through conversion, energy
 and prediction; a spiking transformer on one frame per step; the refusals of input that does not fit."""
+import importlib
 import json
 
 import numpy as np
@@ -15,6 +16,8 @@ from snn4vision.rundir import TrainConfig, load_ann, open_run
 from snn4vision.training import train_ann, train_spiking_transformer
 
 from ..conftest import TINY_TRAIN_ARGS, make_subset
+
+convert_module = importlib.import_module("snn4vision.convert")  # the package's name convert is the facade's function
 
 pytestmark = pytest.mark.pipeline
 
@@ -38,7 +41,7 @@ def cnn_run(tmp_path_factory, event_folder):
     return run_dir, train_ann(cli.train_config(args), verbose=False)
 
 
-def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_run, event_folder):
+def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_run, event_folder, monkeypatch):
     run_dir, metrics = cnn_run
     config = json.loads((run_dir / "config.json").read_text())
     recorded = config["events"]
@@ -60,9 +63,24 @@ def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_
                       for item, _ in split["train"]])
     assert recorded["scale"] == pytest.approx(np.percentile(train, 99))
     assert metrics["test"]["accuracy"] >= 0.4  # 4 classes: chance is 0.25 (measured: 7 of 12)
+    # conversion simulates each T of its grid on the recordings binned into T frames, one per step
+    presented = {}
+
+    def spy(snn, batches, timesteps, label=None):
+        presented.setdefault(timesteps, next(iter(batches))[0].numpy()[0])
+        return simulate_split(snn, batches, timesteps, label)
+
+    simulate_split = convert_module.simulate_split
+    monkeypatch.setattr(convert_module, "simulate_split", spy)
     report = convert_snn(ConvertConfig(str(run_dir), max_timesteps=4, normalisation_images=32, sweep=False),
                          verbose=False)
     assert report["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert "binned into T frames for each T" in report["input"]
+    assert sorted(presented) == [1, 2, 4]
+    first_events = ev.read_events(first).events
+    for t, frames in presented.items():
+        by_hand = ev.to_frames(first_events, (32, 32), t, "time") / recorded["scale"] * t
+        np.testing.assert_allclose(frames, by_hand, rtol=2e-3, atol=2e-3)
     energy = estimate_energy(run_dir, ["loihi"], timesteps=4, verbose=False)
     assert energy["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     # the SNN took one frame per step; its first conv is driven by the input events: SOPs, no MACs
@@ -104,6 +122,56 @@ def test_a_spiking_transformer_takes_one_frame_per_step(tmp_path, event_folder):
     assert rows[0]["class"] in CLASSES and "spikes" in rows[0]
 
 
+def test_accumulated_binning_gives_a_spiking_network_the_accumulated_frame_at_every_step(tmp_path, event_folder):
+    run_dir = tmp_path / "sdt"
+    args = cli.train_spiking_transformer_parser().parse_args(
+        ["--run", str(run_dir), "--dataset", str(event_folder / "recordings"), "--model", "sdt", "--image-size",
+         "32", "--depth", "1", "--dim", "32", "--heads", "2", "--timesteps", "3", "--epochs", "1", "--batch-size",
+         "8", "--event-binning", "accumulated"])
+    train_spiking_transformer(cli.transformer_config(args), verbose=False)
+    recorded = json.loads((run_dir / "config.json").read_text())["events"]
+    assert recorded["frames"] is None and recorded["mode"] == "accumulated"
+    assert recorded["input"] == "the accumulated ON/OFF frame at every step"
+    run = open_run(run_dir)
+    assert not run.per_step and run.step_batches("test", 4, 3) is None
+    got = next(iter(run.batches("test", 4)))[0].numpy()
+    recording = ev.read_events(event_folder / "recordings" / run.manifest["test"][0][0])
+    accumulated = ev.accumulated_frame(recording.events, (32, 32)) / recorded["scale"]
+    assert got.shape[1:] == (32, 32, 2)
+    np.testing.assert_allclose(got[0], np.minimum(accumulated, 1), atol=2e-3)
+    # predict at another T still gives the one frame, which the network repeats
+    assert ev.load_file(recording.path, run.config, 32, steps=5).shape == (32, 32, 2)
+    rows = predict(run_dir, [recording.path], timesteps=5)
+    assert rows[0]["class"] in CLASSES
+
+
+def test_recordings_that_do_not_store_their_sensor_size_train_with_sensor_size(tmp_path, event_folder):
+    bare = tmp_path / "npy"
+    for name in CLASSES:
+        (bare / name).mkdir(parents=True)
+        for f in sorted((event_folder / "recordings" / name).iterdir())[:10]:
+            ev.write_events(bare / name / (f.stem + ".npy"), ev.read_events(f).events)  # no sensor size
+
+    def train(*extra):
+        args = cli.train_ann_parser().parse_args(["--run", str(tmp_path / "run"), "--dataset", str(bare),
+                                                  *TINY_TRAIN_ARGS, "--epochs", "1", *extra])
+        return train_ann(cli.train_config(args), verbose=False)
+
+    with pytest.raises(UserError, match="is not stored in the file: pass it \\(--sensor-size WIDTH HEIGHT"):
+        train()
+    with pytest.raises(UserError, match="fall outside its 16x16 sensor .*--sensor-size WIDTH HEIGHT"):
+        train("--sensor-size", "16", "16")
+    train("--sensor-size", "32", "32")
+    run_dir = tmp_path / "run"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["event_sensor_size"] == [32, 32] and config["events"]["sensor_size"] == [32, 32]
+    # the later stages read the bare files with the recorded size
+    run = open_run(run_dir)
+    assert run.source.read(0).sensor_size == (32, 32)
+    test_file = bare / run.manifest["test"][0][0]
+    assert predict(run_dir, [str(test_file)], "ann")[0]["class"] in CLASSES
+
+
 def test_event_runs_refuse_what_does_not_fit(tmp_path, event_folder):
     def train(dataset, *extra):
         args = cli.train_ann_parser().parse_args(["--run", str(tmp_path / "run"), "--dataset", str(dataset),
@@ -117,6 +185,7 @@ def test_event_runs_refuse_what_does_not_fit(tmp_path, event_folder):
     assert "--bands selects bands of multi-band images" in train(recordings, "--bands", "1,2")
     assert "drop it" in train(recordings, "--input-transform", "prewitt")
     assert "holds images: drop them" in train(event_folder / "images", "--event-binning", "count")
+    assert "holds images: drop them" in train(event_folder / "images", "--sensor-size", "32", "32")
     # a recording of another sensor size among the others
     mixed = tmp_path / "mixed"
     for name in CLASSES:
