@@ -111,6 +111,16 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
         result = measure(model, run.batches("test", batch_size))
     accuracy = float(np.mean(result["logits"].argmax(axis=1) == labels))
     spikes = total_spikes(result["layers"])
+    binning = run.source.binning if run.source.kind == "events" else None
+    extra = {}
+    if binning is not None and binning.frames is not None:
+        # event frames, one per step: the stem reads the input events, one SOP per event and synapse, as the
+        # converted SNN's first layer does, rather than MACs of an analog frame every step
+        input_events = events.input_events(run.batches("test", batch_size), binning, binning.frames) / len(labels)
+        stem = next(r for r in result["layers"] if r["kind"] == "synapse")
+        stem["events"] = stem["messages"] = input_events
+        extra = {"input": f"event recordings, {binning.frames} frames, one per step",
+                 "input_events_per_image": input_events}
     return _report(result["layers"], model.timesteps, devices, fair, model=config.architecture,
                    test_images=int(len(labels)), ann_test_accuracy=None, snn_test_accuracy=accuracy,
                    spikes_per_image=float(spikes),
@@ -119,7 +129,9 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
                           "'snn' columns on spiking devices: the analog first conv as MACs once (constant image), "
                           "one SOP per measured input spike (or unit of a spike count) and synapse, the measured "
                           "accumulates of the attention products, one update per neuron per step; on non-spiking "
-                          "devices every synapse and product every step. Rates in Hz at 1 ms per step.")
+                          "devices every synapse and product every step. Rates in Hz at 1 ms per step."
+                          + (" Event input: the first conv costs one SOP per input event (counted at the run's "
+                             "resolution) and synapse, not MACs." if extra else ""), **extra)
 
 
 def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, model: str, batch_size: int,

@@ -507,6 +507,9 @@ MUTANTS = [
      "    frames = int(config.timesteps) if config.spiking else None",
      ["tests/pipelines/test_event_runs.py::"
       "test_accumulated_binning_gives_a_spiking_network_the_accumulated_frame_at_every_step"]),
+    ("transformer's event stem costed as MACs", "snn4vision/energy.py",
+     '        stem["events"] = stem["messages"] = input_events\n', "",
+     ["tests/pipelines/test_event_runs.py::test_a_spiking_transformer_takes_one_frame_per_step"]),
     ("--sensor-size not passed to training", "snn4vision/training.py",
      "events.open_source(config.dataset, config.data_dir, config.event_sensor_size)",
      "events.open_source(config.dataset, config.data_dir)",

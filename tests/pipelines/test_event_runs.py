@@ -120,6 +120,13 @@ def test_a_spiking_transformer_takes_one_frame_per_step(tmp_path, event_folder):
     assert per_frame.max() - per_frame.min() <= 1
     rows = predict(run_dir, [str(event_folder / "recordings" / run.manifest["test"][0][0])], timesteps=5)
     assert rows[0]["class"] in CLASSES and "spikes" in rows[0]
+    # energy: the patch splitting's first conv reads the input events, one SOP per event and synapse
+    energy = estimate_energy(run_dir, ["loihi"], verbose=False)
+    test = [ev.read_events(event_folder / "recordings" / item).events for item, _ in run.manifest["test"]]
+    assert energy["input_events_per_image"] == pytest.approx(np.mean([len(e) for e in test]), rel=2e-3)
+    stem = energy["layers"][0]
+    assert stem["snn_macs"] == 0 and stem["snn_sops"] == pytest.approx(
+        energy["input_events_per_image"] * stem["ann_macs"] / (32 * 32 * 2), rel=1e-6)
 
 
 def test_accumulated_binning_gives_a_spiking_network_the_accumulated_frame_at_every_step(tmp_path, event_folder):
