@@ -125,9 +125,10 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
                              "tested once over the K runs) and --split's TRAIN:VAL proportion divides the rest "
                              "(default 0: off; benchmarks/cross_validation.py runs and gathers the folds)")
     parser.add_argument("--fold", type=non_negative_int, default=0, metavar="I", help="with --folds: 0 .. K-1")
-    parser.add_argument("--augment", choices=("snn4space", "geometric", "none"),
+    parser.add_argument("--augment", choices=("snn4space", "geometric", "events", "none"),
                         help="training augmentation: snn4space (geometry and colour jitter), geometric "
-                             "(zoom, pad-and-crop, flips, 90-degree rotations) or none")
+                             "(zoom, pad-and-crop, flips, 90-degree rotations), events (geometric, and events "
+                             "dropped by pixel and by time) or none")
     parser.add_argument("--image-size", type=positive_int, help="images are resized to this square size")
     parser.add_argument("--input-transform", choices=("none", "prewitt", "sobel"), default=None,
                         help="edge-filter input (SNN4Space's): each channel's Prewitt or Sobel gradient magnitude, "

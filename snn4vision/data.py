@@ -582,6 +582,11 @@ class Augmentation:
     contrast: tuple | None = (0.2, 1.8)
     hue: float | None = 0.1
     saturation: tuple | None = (0.9, 1.1)
+    # event drops (tonic's DropPixel and DropEventByTime, at the run's resolution and frame granularity), after
+    # the geometry: a fraction drawn from [0, drop_pixels) of the pixels loses its events in every frame and
+    # both polarities; a window of up to drop_time of the frames (per-step frames only) loses all of its events
+    drop_pixels: float | None = None
+    drop_time: float | None = None
 
     def __call__(self, image, seed):
         import tensorflow as tf
@@ -591,9 +596,31 @@ class Augmentation:
             packed = tf.reshape(tf.transpose(image, [1, 2, 0, 3]), [tf.shape(image)[1], tf.shape(image)[2],
                                                                     steps * channels])
             moved = self._image(packed, seed, clip=False)  # frames are T times the accumulated scale: not clipped
-            return tf.transpose(tf.reshape(moved, [tf.shape(moved)[0], tf.shape(moved)[1], steps, channels]),
-                                [2, 0, 1, 3])
-        return self._image(image, seed)
+            frames = tf.transpose(tf.reshape(moved, [tf.shape(moved)[0], tf.shape(moved)[1], steps, channels]),
+                                  [2, 0, 1, 3])
+            return self._drop(frames, seed)
+        return self._drop(self._image(image, seed), seed)
+
+    def _drop(self, x, seed):
+        """The event drops of ``x``, ``(T, h, w, c)`` frames or an ``(h, w, c)`` accumulated frame."""
+        import tensorflow as tf
+
+        if not (self.drop_pixels or self.drop_time):
+            return x
+        # seeds of their own, so the geometric draws stay those of the policies without drops
+        seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 1009), 4)
+        if self.drop_pixels:
+            fraction = tf.random.stateless_uniform([], seeds[0], 0.0, self.drop_pixels)
+            kept = tf.random.stateless_uniform(tf.shape(x)[-3:-1], seeds[1]) >= fraction
+            x = x * tf.cast(kept, x.dtype)[..., None]  # (h, w, 1): every frame and polarity of a pixel
+        if self.drop_time and x.shape.rank == 4:
+            steps = tf.shape(x)[0]
+            length = tf.cast(tf.random.stateless_uniform([], seeds[2], 0.0, self.drop_time)
+                             * tf.cast(steps, tf.float32), tf.int32)
+            start = tf.random.stateless_uniform([], seeds[3], 0, steps - length + 1, dtype=tf.int32)
+            t = tf.range(steps)
+            x = x * tf.cast((t < start) | (t >= start + length), x.dtype)[:, None, None, None]
+        return x
 
     def _image(self, image, seed, clip: bool = True):
         import tensorflow as tf
@@ -633,6 +660,9 @@ class Augmentation:
 AUGMENTATIONS = {
     "snn4space": Augmentation(),
     "geometric": Augmentation(brightness=None, contrast=None, hue=None, saturation=None),
+    # for event inputs: the geometry, and events dropped by pixel and by time instead of photometric jitter
+    "events": Augmentation(brightness=None, contrast=None, hue=None, saturation=None, drop_pixels=0.1,
+                           drop_time=0.25),
     "none": None,
 }
 

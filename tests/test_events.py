@@ -274,6 +274,38 @@ def test_augment_is_seeded():
     assert len(one) < len(events)
 
 
+def test_training_event_drops_by_pixel_and_by_time():
+    import tensorflow as tf
+
+    frames = tf.constant(np.random.default_rng(0).uniform(0.5, 2.0, (8, 16, 16, 2)), tf.float32)
+    drops = data.Augmentation(zoom=None, pad_crop=None, flips=False, rotations=False, brightness=None,
+                              contrast=None, hue=None, saturation=None, drop_pixels=0.5, drop_time=0.5)
+    pixel_fractions, windows = [], []
+    for i in range(60):
+        seed = tf.constant([3, i], tf.int64)
+        out = drops(frames, seed).numpy()
+        np.testing.assert_array_equal(out, drops(frames, seed).numpy())  # a pure function of frames and seed
+        kept = out != 0
+        assert np.all(out[kept] == frames.numpy()[kept])  # nothing is scaled, only dropped
+        silent_steps = ~kept.any(axis=(1, 2, 3))
+        live = out[~silent_steps]
+        dead_pixels = ~kept[~silent_steps].any(axis=(0, 3))  # a pixel is dropped in every live frame and channel
+        assert np.all(live[:, dead_pixels] == 0) and np.all(live[:, ~dead_pixels] != 0)
+        pixel_fractions.append(dead_pixels.mean())
+        steps = np.flatnonzero(silent_steps)
+        assert len(steps) <= 4 and (len(steps) == 0 or np.all(np.diff(steps) == 1))  # one window, < half
+        windows.append(len(steps))
+    assert abs(np.mean(pixel_fractions) - 0.25) < 0.05  # drawn from [0, 0.5): 0.25 on average
+    assert max(windows) >= 3 and min(windows) == 0
+    # an accumulated frame loses pixels only; the events policy moves frames as the geometric one does
+    single = drops(frames[0], tf.constant([3, 1], tf.int64)).numpy()
+    assert ((single == 0).all(axis=-1) | (single != 0).all(axis=-1)).all()
+    seed = tf.constant([5, 9], tf.int64)
+    moved = data.AUGMENTATIONS["geometric"](frames, seed).numpy()
+    dropped = data.AUGMENTATIONS["events"](frames, seed).numpy()
+    assert np.all((dropped == moved) | (dropped == 0)) and (dropped == 0).sum() > (moved == 0).sum()
+
+
 # --------------------------------------------------------------------------
 # Emulator
 # --------------------------------------------------------------------------

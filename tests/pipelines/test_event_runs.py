@@ -104,7 +104,7 @@ def test_a_spiking_transformer_takes_one_frame_per_step(tmp_path, event_folder):
     args = cli.train_spiking_transformer_parser().parse_args(
         ["--run", str(run_dir), "--dataset", str(event_folder / "recordings"), "--model", "sdt", "--image-size",
          "32", "--depth", "1", "--dim", "32", "--heads", "2", "--timesteps", "3", "--epochs", "2", "--batch-size",
-         "8", "--event-binning", "count"])
+         "8", "--event-binning", "count", "--augment", "events"])
     train_spiking_transformer(cli.transformer_config(args), verbose=False)
     recorded = json.loads((run_dir / "config.json").read_text())["events"]
     assert recorded["frames"] == 3 and recorded["mode"] == "count"
