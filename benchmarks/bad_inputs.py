@@ -215,6 +215,38 @@ def _odd_data(kind: str) -> Callable:
     return prepare
 
 
+def _events(kind: str) -> Callable:
+    """Issue 32: an event folder ``{work}/events`` (2 classes x 10 recordings emulated at 32 x 32, .npz) with one
+    recording made bad as ``kind`` says."""
+    def prepare(run, work):
+        import numpy as np
+
+        from snn4vision import events
+
+        images, folder = work / "event-images", work / "events"
+        for name in CLASSES[:2]:
+            (images / name).mkdir(parents=True, exist_ok=True)
+            for image in sorted((UCMERCED / name).iterdir())[:10]:
+                (images / name / image.name).symlink_to(image)
+        events.write_emulated_dataset(images, folder, size=32)
+        target = sorted((folder / CLASSES[0]).iterdir())[0]
+        good = events.read_events(target).events
+        columns = {name: good[name] for name in events.FIELDS}
+        if kind == "unsorted times":
+            columns["t"] = columns["t"][::-1].copy()
+        elif kind == "coordinates outside the sensor":
+            columns["x"] = columns["x"].copy()
+            columns["x"][0] = 40
+        elif kind == "an empty recording":
+            columns = {name: values[:0] for name, values in columns.items()}
+        if kind == "a .npy without its sensor size":
+            target.unlink()
+            np.save(target.with_suffix(".npy"), good)
+        elif kind != "none":
+            np.savez(target, sensor_size=[32, 32], **columns)
+    return prepare
+
+
 # ------------------------------------------------------------------ the cases
 def cases() -> list:
     c = []
@@ -382,6 +414,20 @@ def cases() -> list:
     add(Case("predict", "4-band tiff", ["--run", "{run}", "{work}/bad/beach/nir.tif"], base="ann",
              prepare=_dataset("4-band tiff")))
     add(Case("predict", "no images", ["--run", "{run}"], base="ann"))
+    # issue 32: event recordings
+    for kind in ("unsorted times", "coordinates outside the sensor", "an empty recording",
+                 "a .npy without its sensor size"):
+        add(Case("train_ann", f"events: {kind}", ["--run", "{work}/new", "--dataset", "{work}/events", *tiny],
+                 prepare=_events(kind)))
+    add(Case("train_ann", "events: --sensor-size other than the files'",
+             ["--run", "{work}/new", "--dataset", "{work}/events", "--sensor-size", "16", "16", *tiny],
+             prepare=_events("none")))
+    add(Case("train_ann", "events: --bands", ["--run", "{work}/new", "--dataset", "{work}/events", "--bands", "1",
+                                              *tiny], prepare=_events("none")))
+    add(Case("train_ann", "images with --sensor-size",
+             ["--run", "{work}/new", "--dataset", "{data}", "--sensor-size", "32", "32", *tiny]))
+    add(Case("predict", "an event file to an image run", ["--run", "{run}", "{work}/events/beach/beach00.npz"],
+             base="ann", prepare=_events("none")))
     add(Case("predict", "unknown model", ["--run", "{run}", "--model", "bogus", image], base="ann"))
     add(Case("predict", "T 0", ["--run", "{run}", "--model", "snn", "--timesteps", "0", image], base="ann"))
     add(Case("predict", "T 1000000", ["--run", "{run}", "--model", "snn", "--timesteps", "1000000", image], base="ann"))

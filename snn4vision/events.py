@@ -115,8 +115,10 @@ def sensor_dims(sensor_size, name: str = "sensor_size") -> tuple:
     return dims
 
 
-def check_events(events: np.ndarray, sensor_size, where: str = "the events") -> np.ndarray:
-    """``events`` as :data:`EVENT_DTYPE`, or one UserError line naming ``where`` (a file) and the fix.
+def check_events(events: np.ndarray, sensor_size, where: str = "the events",
+                 size_stored: bool = False) -> np.ndarray:
+    """``events`` as :data:`EVENT_DTYPE`, or one UserError line naming ``where`` (a file) and the fix
+    (``size_stored``: the sensor size is the file's own, so passing another is not the fix).
 
     Refused: missing fields, no events, coordinates or times that are not whole numbers, polarities other than
     0/1 (or -1/1, read as OFF/ON; bools are 0/1), times not sorted, coordinates outside ``sensor_size``.
@@ -153,8 +155,9 @@ def check_events(events: np.ndarray, sensor_size, where: str = "the events") -> 
     x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
     if x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height:
         raise UserError(f"event coordinates in {where} fall outside its {width}x{height} sensor (x {x.min()} .. "
-                        f"{x.max()}, y {y.min()} .. {y.max()}): pass the sensor's size (sensor_size=(width, "
-                        "height), or --sensor-size WIDTH HEIGHT)")
+                        f"{x.max()}, y {y.min()} .. {y.max()}): "
+                        + ("the size is the file's own: fix the file's size or its events" if size_stored else
+                           "pass the sensor's size (sensor_size=(width, height), or --sensor-size WIDTH HEIGHT)"))
     checked = np.empty(len(events), EVENT_DTYPE)
     checked["x"], checked["y"], checked["t"] = x, y, t
     checked["p"] = polarity.astype(np.int64) > 0  # -1/1 and 0/1 alike: ON is 1
@@ -189,7 +192,8 @@ def read_events(path, sensor_size=None) -> Recording:
         raise UserError(f"cannot read event file {path} ({detail.splitlines()[0][:120]}): replace or remove the "
                         "file") from None
     size = _resolve_size(path, events, stored, sensor_size)
-    return Recording(check_events(events, size, f"event file {path}"), size, str(path))
+    checked = check_events(events, size, f"event file {path}", size_stored=stored is not None)
+    return Recording(checked, size, str(path))
 
 
 def _resolve_size(path: Path, events, stored, given) -> tuple:
@@ -198,7 +202,8 @@ def _resolve_size(path: Path, events, stored, given) -> tuple:
         if given is not None and not (isinstance(given, str) and given == "infer") \
                 and sensor_dims(given) != stored:
             raise UserError(f"event file {path} stores a {stored[0]}x{stored[1]} sensor, not the "
-                            f"{sensor_dims(given)[0]}x{sensor_dims(given)[1]} given: drop sensor_size or fix it")
+                            f"{sensor_dims(given)[0]}x{sensor_dims(given)[1]} given: drop sensor_size "
+                            "(--sensor-size) or fix it")
         return stored
     if isinstance(given, str) and given == "infer":
         names = getattr(events.dtype, "names", None) or ()

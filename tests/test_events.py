@@ -188,7 +188,11 @@ def test_bad_recordings_are_one_line_each(tmp_path):
                    "(event 2 at t=10 us comes after t=20 us)", "sort the events by t")
     outside = save_columns(tmp_path / "outside.npz", **{**good, "x": [0, 1, 4]})  # x = width: one too far
     one_line_error(lambda: ev.read_events(outside), "outside.npz fall outside its 4x4 sensor (x 0 .. 4",
-                   "sensor_size=(width, height)")
+                   "the size is the file's own: fix the file's size or its events")
+    np.save(tmp_path / "outside.npy", np.rec.fromarrays([[0, 1, 4], [0, 1, 2], [0, 1, 2], [0, 1, 1]],
+                                                        names="x,y,t,p"))
+    one_line_error(lambda: ev.read_events(tmp_path / "outside.npy", sensor_size=(4, 4)),  # the size given: fixable
+                   "fall outside its 4x4 sensor", "sensor_size=(width, height), or --sensor-size WIDTH HEIGHT")
     negative = save_columns(tmp_path / "negative.npz", **{**good, "y": [0, -1, 2]})
     one_line_error(lambda: ev.read_events(negative), "fall outside its 4x4 sensor")
     empty = save_columns(tmp_path / "empty.npz", x=[], y=[], t=[], p=[])
