@@ -190,8 +190,10 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     if state and verbose:
         print(f"resuming fine-tuning after {len(done)} epoch(s)")
     train_indices = run.sample("train", config.max_train_images, config.seed)
-    decoded_train = data.decoded_dataset(run.source, train_indices, run.config.image_size)
-    test_batches = run.batches("test", 64)  # made once: it caches the decoded images for every stage
+    # an event run's SNN trains and is tested on the recordings binned into each stage's T frames, one per step;
+    # other runs' images are decoded once (their batches cache them for every stage)
+    decoded_train = None if run.per_step else data.decoded_dataset(run.source, train_indices, run.config.image_size)
+    test_batches = None if run.per_step else run.batches("test", 64)
     labels = run.labels("test")
     augmentation = data.augmentation(run.config.augment)
     writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / "fine_tune"))
@@ -205,10 +207,14 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
         snn.readout_steps = readout_steps(stage["timesteps"], config.readout_fraction)
         optimizer.learning_rate.assign(stage["learning_rate"])
         snn.compile(optimizer, loss, ["accuracy"])  # a new train function for this T
+        stage_train, stage_test = decoded_train, test_batches
+        if run.per_step:
+            stage_train = run.source.decoded(train_indices, run.config.image_size, steps=stage["timesteps"])
+            stage_test = run.step_batches("test", 64, stage["timesteps"])
         for epoch in range(stage["epochs"]):
             if [n, epoch] in done:
                 continue
-            batches = data.training_batches(decoded_train, stage["batch_size"], config.seed, 1000 * n + epoch,
+            batches = data.training_batches(stage_train, stage["batch_size"], config.seed, 1000 * n + epoch,
                                             augmentation, run.config.transform)
             label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
             steps = math.ceil(len(train_indices) / stage["batch_size"])
@@ -232,7 +238,7 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
                 if snn.taus:
                     tf.summary.scalar("tau_mean", trace[-1]["tau_mean"])
             if epoch == stage["epochs"] - 1:
-                results.append(_evaluate_stage(snn, test_batches, labels, stage, config, writer, step))
+                results.append(_evaluate_stage(snn, stage_test, labels, stage, config, writer, step))
                 if verbose:
                     r = results[-1]
                     print(f"T={stage['timesteps']}: train loss {history['loss'][0]:.4f}, test accuracy "
@@ -247,6 +253,8 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     report = {"config": dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}, "stages": stages,
               "results": results, "dt_start": dt_start, "dt_final": snn.dt, "trace": trace,
               "wall_time_s": time.perf_counter() - began}
+    if run.per_step:
+        report["input"] = "event recordings, binned into each stage's T frames, one per step"
     atomic_write_json(run_dir / FINE_TUNE, report)
     rundir.record_outputs(run_dir, "fine_tune", [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE],
                           [SNN_CONFIG, SNN_WEIGHTS, rundir.CONFIG, rundir.SPLIT])

@@ -10,6 +10,7 @@ from snn4vision import cli, data
 from snn4vision import events as ev
 from snn4vision.convert import ConvertConfig, convert_snn
 from snn4vision.energy import estimate_energy
+from snn4vision.fine_tuning import FineTuneConfig, fine_tune
 from snn4vision.errors import UserError
 from snn4vision.predict import predict
 from snn4vision.rundir import TrainConfig, load_ann, open_run
@@ -81,7 +82,26 @@ def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_
     for t, frames in presented.items():
         by_hand = ev.to_frames(first_events, (32, 32), t, "time") / recorded["scale"] * t
         np.testing.assert_allclose(frames, by_hand, rtol=2e-3, atol=2e-3)
-    energy = estimate_energy(run_dir, ["loihi"], timesteps=4, verbose=False)
+    # fine-tuning trains and tests the SNN on each stage's T frames, one per step
+    shapes = []
+
+    def training_batches(decoded, *args, **kwargs):
+        shapes.append(tuple(decoded.element_spec[0].shape))
+        return batches_of(decoded, *args, **kwargs)
+
+    batches_of = data.training_batches
+    monkeypatch.setattr(data, "training_batches", training_batches)
+    monkeypatch.setattr(importlib.import_module("snn4vision.fine_tuning"), "simulate_split", spy)
+    presented.clear()
+    tuned = fine_tune(FineTuneConfig(str(run_dir), timesteps=2, epochs=1, max_train_images=16, batch_size=8),
+                      verbose=False)  # stages: T = 1 for 2 epochs, T = 2 for 1
+    assert shapes == [(1, 32, 32, 2), (1, 32, 32, 2), (2, 32, 32, 2)]
+    assert sorted(presented) == [1, 2]
+    for t, frames in presented.items():
+        by_hand = ev.to_frames(first_events, (32, 32), t, "time") / recorded["scale"] * t
+        np.testing.assert_allclose(frames, by_hand, rtol=2e-3, atol=2e-3)
+    assert "binned into each stage's T frames" in tuned["input"]
+    energy = estimate_energy(run_dir, ["loihi"], timesteps=4, model="converted", verbose=False)
     assert energy["ann_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     # the SNN took one frame per step; its first conv is driven by the input events: SOPs, no MACs
     test = [ev.read_events(event_folder / "recordings" / item).events for item, _ in split["test"]]
