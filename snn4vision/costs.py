@@ -171,6 +171,21 @@ def network_activity(layers: list, neurons: list, spikes_per_layer, timesteps: i
     return records
 
 
+def drive_input_by_events(records: list, input_events: float, layer_costs: list | None = None) -> None:
+    """Event input presented one frame per step: the layers that read the input cost one SOP per input event
+    and synapse, as a spike would, not MACs of an analog frame (``records`` are changed in place).
+
+    ``layer_costs``: a converted SNN's (its layers whose ``analog`` is ``"once"`` read the input, in the order
+    of its synapse records); None: a spiking transformer's records, whose first synapse (the patch splitting's
+    first conv) reads it.
+    """
+    synapses = [r for r in records if r["kind"] == "synapse"]
+    readers = synapses[:1] if layer_costs is None else [
+        record for record, cost in zip(synapses, layer_costs) if cost.analog == "once"]
+    for record in readers:
+        record["events"] = record["messages"] = input_events
+
+
 def activity_costs(records: list, timesteps: int, dt: float = 0.001) -> tuple:
     """Counts of a spiking network from its measured activity records: the one counting path of converted
     networks (:func:`network_activity`) and spiking transformers (:func:`snn4vision.transformers.measure`).

@@ -12,7 +12,8 @@ import numpy as np
 
 from . import data, events, resources, rundir
 from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
-from .costs import activity_costs, device_table, energy_table, load_devices, rows_to_csv, summary
+from .costs import (activity_costs, device_table, drive_input_by_events, energy_table, load_devices, rows_to_csv,
+                    summary)
 from .errors import UserError
 from .evaluation import ann_accuracy, layer_spikes, network_readout_steps, readout_accuracy, simulate_split
 from .memory_costs import FAIR_BASELINE, energy_models
@@ -117,8 +118,7 @@ def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None
         # event frames, one per step: the stem reads the input events, one SOP per event and synapse, as the
         # converted SNN's first layer does, rather than MACs of an analog frame every step
         input_events = events.input_events(run.batches("test", batch_size), binning, binning.frames) / len(labels)
-        stem = next(r for r in result["layers"] if r["kind"] == "synapse")
-        stem["events"] = stem["messages"] = input_events
+        drive_input_by_events(result["layers"], input_events)
         extra = {"input": f"event recordings, {binning.frames} frames, one per step",
                  "input_events_per_image": input_events}
     return _report(result["layers"], model.timesteps, devices, fair, model=config.architecture,
@@ -153,9 +153,7 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
     records = snn.activity(spikes, snn.timesteps, layer_spikes(result["events"]))
     if frames is not None:
         input_events = events.input_events(frames, run.source.binning, snn.timesteps) / len(labels)
-        for record, cost in zip([r for r in records if r["kind"] == "synapse"], snn.layer_costs()):
-            if cost.analog == "once":  # reads the input: one SOP per input event and synapse, as a spike's
-                record["events"] = record["messages"] = input_events
+        drive_input_by_events(records, input_events, snn.layer_costs())
     extra = {} if frames is None else {
         "input": f"event recordings, {snn.timesteps} frames, one per step",
         "input_events_per_image": input_events}

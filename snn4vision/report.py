@@ -24,9 +24,10 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from . import layer_graph, resources, rundir
+from . import events, layer_graph, resources, rundir
 from .checkpoints import read_json
-from .costs import activity_costs, device_table, energy_table, graph_costs, load_devices, network_activity
+from .costs import (activity_costs, device_table, drive_input_by_events, energy_table, graph_costs, load_devices,
+                    network_activity)
 from .memory_costs import model_energies
 from .errors import UserError
 from .evaluation import (classification_metrics, layer_spikes, network_readout_steps, readout_predictions,
@@ -211,6 +212,9 @@ def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
         run.config.check_transformer_memory(config.batch_size, training=False)
         model = load_trained(run_dir, run.config, len(run.classes))
         result = measure(model, batches)
+        binning = run.source.binning if run.source.kind == "events" else None
+        if binning is not None and binning.frames is not None:  # costed as the energy stage costs it
+            drive_input_by_events(result["layers"], events.input_events(batches, binning, binning.frames) / len(labels))
         row = base | {"model": f"{run.config.architecture} (directly trained SNN)", "kind": "transformer",
                       "timesteps": model.timesteps, "parameters": int(model.count_params()),
                       "ms_per_image": _latency_ms(tf.function(lambda x: model(x, training=False)), timing)}
@@ -237,10 +241,15 @@ def _measure_run(run_dir: Path, config: ReportConfig, devices: dict) -> list:
     for name, load in kinds:
         for t in steps:
             snn = load(run_dir, t)
-            result = simulate_split(snn, batches, t)
+            # an event run's SNN takes the recordings one frame per step, as in the convert and energy stages
+            frames = run.step_batches("test", config.batch_size, t)
+            result = simulate_split(snn, batches if frames is None else frames, t)
             predictions = readout_predictions(result["logits"], network_readout_steps(snn, t))
             simulate = tf.function(lambda x, snn=snn, t=t: snn.simulate(x, t)["logits"])
             records = snn.activity(layer_spikes(result["spikes"]), t, layer_spikes(result["events"]))
+            if frames is not None:
+                drive_input_by_events(records, events.input_events(frames, run.source.binning, t) / len(labels),
+                                      snn.layer_costs())
             costs = _costs(records, t, snn.dt, devices, snn.layer_levels())
             rows.append(base | {"model": f"{run.config.architecture} {name}", "kind": "snn", "timesteps": t,
                                 "parameters": parameters, "ms_per_image": _latency_ms(simulate, timing),

@@ -13,6 +13,7 @@ from snn4vision.energy import estimate_energy
 from snn4vision.fine_tuning import FineTuneConfig, fine_tune
 from snn4vision.errors import UserError
 from snn4vision.predict import predict
+from snn4vision.report import ReportConfig, write_report
 from snn4vision.rundir import TrainConfig, load_ann, open_run
 from snn4vision.training import train_ann, train_spiking_transformer
 
@@ -42,7 +43,16 @@ def cnn_run(tmp_path_factory, event_folder):
     return run_dir, train_ann(cli.train_config(args), verbose=False)
 
 
-def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_run, event_folder, monkeypatch):
+def same_costs(report_row: dict, energy: dict, device: str) -> None:
+    """The report measured a model as the energy stage did: the same operations and memory-aware joules."""
+    total = energy["layers"][-1]
+    assert report_row["synaptic_ops"] == pytest.approx(total["snn_sops"] + total["snn_macs"], rel=1e-5)
+    assert report_row["energy_J_memory"][device] == pytest.approx(energy["memory_aware"][device]["snn_J"], rel=1e-5)
+    assert report_row["accuracy"] == pytest.approx(energy["snn_test_accuracy"])
+
+
+def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_run, event_folder, monkeypatch,
+                                                                             tmp_path):
     run_dir, metrics = cnn_run
     config = json.loads((run_dir / "config.json").read_text())
     recorded = config["events"]
@@ -109,6 +119,10 @@ def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_
     first_layer = energy["layers"][0]  # fan-out: its MACs per input value
     assert first_layer["snn_macs"] == 0 and first_layer["snn_sops"] == pytest.approx(
         energy["input_events_per_image"] * first_layer["ann_macs"] / (32 * 32 * 2), rel=1e-6)
+    # the report measures the converted SNN on the same per-step frames, costed the same way
+    report = write_report(ReportConfig([str(run_dir)], str(tmp_path / "report"), timesteps=[4], devices=["loihi"],
+                                       timing_images=4), verbose=False)
+    same_costs(next(m for m in report["models"] if m["model"].endswith("converted SNN")), energy, "loihi")
     # predict bins an event file as training did; the ANN's answer on it is the ANN's on the batch above
     rows = predict(run_dir, [str(first)], "ann")
     probabilities = np.exp(ann(got[None]).numpy()[0])
@@ -147,6 +161,9 @@ def test_a_spiking_transformer_takes_one_frame_per_step(tmp_path, event_folder):
     stem = energy["layers"][0]
     assert stem["snn_macs"] == 0 and stem["snn_sops"] == pytest.approx(
         energy["input_events_per_image"] * stem["ann_macs"] / (32 * 32 * 2), rel=1e-6)
+    report = write_report(ReportConfig([str(run_dir)], str(tmp_path / "report"), devices=["loihi"],
+                                       timing_images=4), verbose=False)
+    same_costs(report["models"][0], energy, "loihi")
 
 
 def test_accumulated_binning_gives_a_spiking_network_the_accumulated_frame_at_every_step(tmp_path, event_folder):
