@@ -461,7 +461,7 @@ def test_a_failed_emulation_leaves_nothing(tmp_path, monkeypatch):
             raise UserError("stop here")
         return ev.make_events([0], [0], [0], [1])
 
-    monkeypatch.setattr(ev, "emulate", failing)
+    monkeypatch.setattr(ev.emulator, "emulate", failing)  # where write_emulated_dataset looks it up
     with pytest.raises(UserError):
         ev.write_emulated_dataset(images, tmp_path / "events", FAST)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]

@@ -11,21 +11,45 @@ STAGES = {"training", "convert", "fine_tuning", "energy", "predict", "export", "
 API = "api"
 
 
+def module_name(path: Path) -> str:
+    """``convert``, ``events`` (a subpackage's ``__init__.py``), ``events.frames``; the package's own
+    ``__init__.py`` is ``__init__``."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
 def package_imports() -> dict:
-    """``{module: {(imported module, line, at module level?)}}`` of the imports between snn4vision's modules."""
+    """``{module: {(imported module, line, at module level?)}}`` of the imports between snn4vision's modules,
+    subpackages' modules included (dotted: ``events.frames``); an import of a name from a package counts as an
+    import of that package's ``__init__``."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(path) for path in paths}
     graph = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in paths:
+        name = module_name(path)
+        is_package = path.name == "__init__.py" and name != "__init__"
+        # the package a relative import starts from: a subpackage's __init__ is inside its own package
+        package = name.split(".") if is_package else name.split(".")[:-1]
         tree = ast.parse(path.read_text(), str(path))
         top_level = {id(node) for node in tree.body}
         edges = set()
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names = [node.module] if node.module else [alias.name for alias in node.names]
-                edges |= {(name.split(".")[0], node.lineno, id(node) in top_level) for name in names}
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                base = package[:len(package) - (node.level - 1)]
+                if node.module:
+                    targets = [base + node.module.split(".")]
+                else:
+                    targets = [base + [alias.name] for alias in node.names]
             elif isinstance(node, ast.Import):
-                edges |= {(alias.name.split(".")[1], node.lineno, id(node) in top_level)
-                          for alias in node.names if alias.name.startswith("snn4vision.")}
-        graph[path.stem] = edges
+                targets = [alias.name.split(".")[1:] for alias in node.names if alias.name.startswith("snn4vision.")]
+            for parts in targets:
+                while parts and ".".join(parts) not in modules:  # a name from a package: its __init__
+                    parts = parts[:-1]
+                edges.add((".".join(parts) or "__init__", node.lineno, id(node) in top_level))
+        graph[name] = edges
     return graph
 
 
@@ -47,6 +71,12 @@ def test_the_import_graph_reads_real_imports():
     graph = package_imports()
     assert {"rundir", "evaluation", "layer_graph", "simulation"} <= {t for t, _, _ in graph["convert"]}
     assert {"layer_graph", "neurons", "costs"} <= {t for t, _, _ in graph["simulation"]}
+    # a subpackage: its __init__ imports its modules, which import each other (.x) and the package's (..x)
+    assert {"events.recordings", "events.frames", "events.datasets", "events.emulator"} <= {
+        t for t, _, _ in graph["events"]}
+    assert {"data", "resources", "errors", "events.frames", "events.recordings"} == {
+        t for t, _, _ in graph["events.datasets"]}
+    assert "events" in {t for t, _, _ in graph["training"]}
 
 
 def test_every_import_is_at_module_level():
