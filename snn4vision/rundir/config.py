@@ -116,12 +116,12 @@ class TrainConfig:
     freeze_backbone: int = 0
     backbone_lr_factor: float = 1.0
     transfer: dict = field(default_factory=dict)  # what was copied (transfer.Transfer), written by training
-    # multi-band images (bands.py): --bands as given (None: every band), and the selected bands with the training
-    # split's per-band statistics (bands.Plan), written by training; both empty for RGB runs and older runs
+    # multi-band images (snn4vision.bands): --bands as given (None: every band), and the selected bands with the
+    # training split's per-band statistics (bands.Plan), written by training; both empty for RGB runs and older runs
     bands: str | None = None
     band_stats: dict = field(default_factory=dict)
-    # event datasets (events.py): --event-binning and --event-duration-us as given (None: time binning over each
-    # recording's span), and what training did (events.Binning: sensor size, mode, frames, duration, scale),
+    # event datasets (snn4vision.events): --event-binning and --event-duration-us as given (None: time binning over
+    # each recording's span), and what training did (events.Binning: sensor size, mode, frames, duration, scale),
     # written by training; empty for image runs and older runs
     event_binning: str | None = None
     event_duration_us: int | None = None
