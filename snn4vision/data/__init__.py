@@ -19,10 +19,10 @@ from .sources import (_DOWNLOAD_HOSTS, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, MIN_I
                       TIFF_EXTENSIONS, TIFF_MAGIC, ImageSource, _can_reach,
                       check_cache_memory, check_images, image_header, is_tiff, open_source,
                       open_tfds, scan_folder, tiff_layout, warn)
-from .splits import (MAX_SEED, SPLITS, manifest_indices, split_manifest, stratified_folds, stratified_split)
+from .splits import MAX_SEED, SPLITS, manifest_indices, split_manifest, stratified_folds, stratified_split
 from .decoding import (decode_image, decoded_dataset, explain_bad_images, load_image_file, resize_uint8,
                        tf_error_text)
-from .batches import (AUGMENTATIONS, Augmentation, augmentation, evaluation_batches, to_float, training_batches)
+from .batches import AUGMENTATIONS, Augmentation, augmentation, evaluation_batches, to_float, training_batches
 
 __all__ = [
     "AUGMENTATIONS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "MAX_SEED", "MIN_IMAGE_SIDE", "SPLITS",

@@ -26,7 +26,7 @@ from .files import (ANN_WEIGHTS, CHECKPOINTS, CLASSES, CONFIG, CONVERSION, CONVE
 # _held and _Replacement: the report asks whether run_all holds the run; a test replays a killed --overwrite
 from .transaction import (ASIDE, ASIDE_NOTE, _Replacement, _held, locked, prepare_new, recover, refuse_foreign,
                           replacing, set_aside_stale)
-from .config import (ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TrainConfig)
+from .config import ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TrainConfig
 from .loaders import (RunData, build_model, load_ann, load_fine_tuned, load_snn, load_trained, load_trained_model,
                       open_run, weights_file)
 
