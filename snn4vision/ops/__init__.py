@@ -1,7 +1,8 @@
 """The operations of a layer graph, one class each: all the library knows about an op, in one place; a family of
-ops a module (:mod:`~snn4vision.ops.base`: :class:`GraphOp` and the registry; :mod:`~snn4vision.ops.input_and_neurons`,
-:mod:`~snn4vision.ops.linear`, :mod:`~snn4vision.ops.pooling`, :mod:`~snn4vision.ops.shape`), every name re-exported
-here. A new op is one class in one file, registered with :func:`registers`.
+ops a module (:mod:`~snn4vision.ops.base`: :class:`GraphOp` and the registry;
+:mod:`~snn4vision.ops.input_and_neurons`, :mod:`~snn4vision.ops.linear`, :mod:`~snn4vision.ops.pooling`,
+:mod:`~snn4vision.ops.shape`), every name re-exported here. A new op is one class in one file, registered
+with :func:`registers`.
 
 A :class:`~snn4vision.layer_graph.Node`'s ``op`` names a :class:`GraphOp` registered in :data:`OPS` (with
 :func:`registers`). The op holds, for its nodes:

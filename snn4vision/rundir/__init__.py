@@ -17,12 +17,11 @@
 Stages import this module and never each other.
 """
 from .files import (ANN_WEIGHTS, CHECKPOINTS, CLASSES, CONFIG, CONVERSION, CONVERSION_PLOT, DOWNSTREAM, ENERGY_CSV,
-                    ENERGY_JSON, ENERGY_PLOT, FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS,
-                    LOCK, MADE_BY, METRICS, NIR_FILE, NIR_REPORT, OWN_CONTENTS, PROVENANCE,
-                    REPORT, RUN_NAMES, SNN_CONFIG, SNN_WEIGHTS, SPLIT, STAGE_SCRIPTS, STALE,
-                    SUMMARY_JSON, SUMMARY_MD, TENSORBOARD, TRANSFORMER_WEIGHTS, check_inputs,
-                    exists, file_hash, foreign_files, make, owned_name, record_outputs, require,
-                    written_by)
+                    ENERGY_JSON, ENERGY_PLOT, FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, LOCK, MADE_BY,
+                    METRICS, NIR_FILE, NIR_REPORT, OWN_CONTENTS, PROVENANCE, REPORT, RUN_NAMES, SNN_CONFIG,
+                    SNN_WEIGHTS, SPLIT, STAGE_SCRIPTS, STALE, SUMMARY_JSON, SUMMARY_MD, TENSORBOARD,
+                    TRANSFORMER_WEIGHTS, check_inputs, exists, file_hash, foreign_files, make, owned_name,
+                    record_outputs, require, written_by)
 # _held and _Replacement: the report asks whether run_all holds the run; a test replays a killed --overwrite
 from .transaction import (ASIDE, ASIDE_NOTE, _Replacement, _held, locked, prepare_new, recover, refuse_foreign,
                           replacing, set_aside_stale)
