@@ -8,33 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, distributed, events, layer_graph, resources, rundir
+from . import data, distributed, events, resources, rundir
 from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
-from .costs import graph_costs, sop_weights
 from .errors import UserError, check_keras
 from .evaluation import classification_metrics, diverging
-from .layers import QCFS
+from .losses import classification_loss, distillation_loss, label_accuracy, with_teacher
 from .progress import BatchProgress
-from .rundir import PRESETS, RunData, TrainConfig, build_model, weights_file  # noqa: F401 (PRESETS: callers of training)
+from .quantisation import add_sparsity_penalty, qcfs_layers, start_quantising
+from .rundir import PRESETS, TRANSFORMER_PRESETS, RunData, TrainConfig, build_model, weights_file  # noqa: F401
 from .transfer import backbone_variables, transfer_weights, with_backbone_rate
 from .transformers import firing_rates, measure, total_spikes
-
-#: Presets of train_spiking_transformer.py; explicit flags override them.
-TRANSFORMER_PRESETS = {
-    # The issue's small configuration (2 blocks, dim 256, T = 4) at 64x64 from scratch on 2 CPU cores, with a
-    # third pooling so that 64x64 images give the 8x8 tokens of the reference CIFAR setting (32x32, "0011");
-    # AdamW with cosine decay as the reference code, shortened; no early stopping.
-    "quick": dict(image_size=64, depth=2, dim=256, heads=8, timesteps=4, mlp_ratio=4, pooling="0111", batch_size=32,
-                  epochs=12,
-                  optimizer="adamw", learning_rate=1e-3, weight_decay=0.01, lr_schedule="cosine", warmup_epochs=1,
-                  augment="geometric", stop_patience=1000, kernel_l2=0.0, bias_l1=0.0, batch_norm=True),
-    # The reference code's CIFAR recipe (AdamW 3e-4, weight decay 0.06, cosine, 20 warm-up epochs, 300 epochs).
-    "reference": dict(image_size=64, depth=2, dim=256, heads=8, timesteps=4, mlp_ratio=4, batch_size=64, epochs=300,
-                      optimizer="adamw", learning_rate=3e-4, weight_decay=0.06, lr_schedule="cosine",
-                      warmup_epochs=20, augment="geometric", stop_patience=1000, kernel_l2=0.0, bias_l1=0.0,
-                      batch_norm=True),
-}
-
 
 #: The optimizers of ``--optimizer``: class and fixed arguments.
 OPTIMIZER_CLASSES = {"rmsprop": ("RMSprop", {}), "adam": ("Adam", {}), "adamw": ("AdamW", {}),
@@ -147,73 +130,6 @@ def train_spiking_transformer(config: TrainConfig, resume: bool = False, overwri
     return train_model(config, resume, overwrite, verbose)
 
 
-def classification_loss(num_classes: int, label_smoothing: float = 0.0):
-    """Cross-entropy on logits and integer labels, with optional label smoothing."""
-    import tensorflow as tf
-
-    if not label_smoothing:
-        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    smoothed = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
-
-    def loss(labels, logits):
-        return smoothed(tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes), logits)
-
-    return loss
-
-
-def distillation_loss(num_classes: int, weight: float, temperature: float, label_smoothing: float = 0.0):
-    """The loss of ``--distill``: ``(1 - weight) x`` the cross-entropy on the labels plus ``weight x
-    temperature**2 x`` KL(teacher || student) on the logits softened by ``temperature`` (Hinton et al. 2015: the
-    square keeps the soft term's gradients on the scale of the hard one's).
-
-    ``y_true`` is either labels, ``(batch,)`` or ``(batch, 1)``, and then the loss is the plain cross-entropy
-    (validation data, the ReLU warm-up), or the labels packed with the teacher's logits by :func:`with_teacher`,
-    ``(batch, 1 + classes)``.
-    """
-    import tensorflow as tf
-
-    hard = classification_loss(num_classes, label_smoothing)
-
-    def loss(y_true, logits):
-        if not _packed(y_true, num_classes):
-            return hard(y_true, logits)
-        labels, teacher = y_true[:, :1], y_true[:, 1:]
-        soft = tf.nn.softmax(teacher / temperature)
-        kl = tf.reduce_sum(soft * (tf.nn.log_softmax(teacher / temperature) - tf.nn.log_softmax(logits / temperature)),
-                           axis=-1)
-        return (1.0 - weight) * hard(labels, logits) + weight * temperature ** 2 * tf.reduce_mean(kl)
-
-    return loss
-
-
-def label_accuracy(num_classes: int):
-    """The ``accuracy`` metric for labels, packed with a teacher's logits or not (see :func:`distillation_loss`)."""
-    import tensorflow as tf
-
-    def accuracy(y_true, logits):
-        labels = y_true[:, :1] if _packed(y_true, num_classes) else y_true
-        return tf.keras.metrics.sparse_categorical_accuracy(labels, logits)
-
-    return accuracy
-
-
-def _packed(y_true, num_classes: int) -> bool:
-    # static shapes: the training batches of a distilled epoch and the plain labels trace apart
-    return y_true.shape.rank == 2 and y_true.shape[-1] == 1 + num_classes
-
-
-def with_teacher(batches, teacher):
-    """``batches`` of (images, labels) as (images, labels packed with ``teacher``'s logits): a float column of
-    the labels, then the logits. The teacher runs in tf.data's threads, beside the training step."""
-    import tensorflow as tf
-
-    def pack(x, y):
-        logits = teacher(x, training=False)
-        return x, tf.concat([tf.cast(tf.reshape(y, [-1, 1]), logits.dtype), logits], axis=1)
-
-    return batches.map(pack)
-
-
 TEACHER = "teacher.weights.h5"  # in the training stage's checkpoint folder (its cleaning keeps it)
 
 
@@ -232,74 +148,6 @@ def relu_teacher(config: TrainConfig, model, num_classes: int, checkpoints: Path
         load_weights(teacher, path, what="distillation teacher")
     teacher.trainable = False
     return teacher
-
-
-def add_sparsity_penalty(model, strength: float) -> None:
-    """Add ``strength`` x the converted SNN's expected synaptic operations per ANN MAC to the model's loss.
-
-    Each neuron layer's expected spikes per neuron is weighted by the synaptic operations one spike causes
-    (:func:`costs.sop_weights`), so the penalty targets SOPs, not spikes. QCFS layers count ``y * L /
-    lambda``, their spikes at ``T = L`` (during the ReLU warm-up, with the batch's largest activation for
-    lambda); ReLU layers count ``y`` over the batch's largest activation, their rate per step after
-    normalisation.
-    """
-    import tensorflow as tf
-
-
-    graph = layer_graph.build_graph(model, trained=False)
-    neurons = [int(np.prod(n.shape)) for n in graph.neurons]
-    weights = sop_weights(graph_costs(graph.nodes, graph.output), neurons)
-    for node, weight in zip(graph.neurons, weights, strict=True):
-        layer = model.get_layer(node.name.removesuffix("/relu"))
-        if isinstance(layer, QCFS):
-            layer.sparsity = strength * weight
-        else:
-            y = layer.output
-            model.add_loss(strength * weight * tf.reduce_mean(y) / tf.stop_gradient(tf.reduce_max(y) + 1e-6))
-
-
-def qcfs_layers(model) -> list:
-    """The QCFS layers of a model, in order."""
-
-    return [layer for layer in model.layers if isinstance(layer, QCFS)]
-
-
-#: Candidate thresholds of :func:`start_quantising`: these percentiles of a layer's ReLU activations.
-THRESHOLD_PERCENTILES = (90.0, 95.0, 97.5, 99.0, 99.5, 99.9, 99.99)
-
-
-def quantisation_threshold(activations: np.ndarray, levels: int) -> float:
-    """The lambda among :data:`THRESHOLD_PERCENTILES` of ``activations`` (ReLU outputs) whose QCFS with ``levels``
-    levels reproduces them with the least squared error (clipping the tail against coarser steps)."""
-    candidates = np.unique(np.maximum(np.percentile(activations, THRESHOLD_PERCENTILES), 1e-3))
-    errors = [np.mean((lam / levels * np.clip(np.floor(activations / lam * levels + 0.5), 0, levels)
-                       - activations) ** 2) for lam in candidates]
-    return float(candidates[int(np.argmin(errors))])
-
-
-def start_quantising(model, images, max_values: int = 200_000, seed: int = 0) -> list:
-    """End the ReLU warm-up of a QCFS model: each layer's lambda by :func:`quantisation_threshold`.
-
-    ``images``: batches of training images (the activations are taken in inference mode; each layer keeps a
-    seeded subsample of at most ``max_values``). Returns the thresholds.
-    """
-    import tensorflow as tf
-
-    layers = qcfs_layers(model)
-    probe = tf.keras.Model(model.inputs, [layer.input for layer in layers])
-    collected = [[] for _ in layers]
-    for batch in images:
-        for store, x in zip(collected, probe(batch, training=False)):
-            store.append(tf.nn.relu(x).numpy().ravel())
-    rng = np.random.default_rng(seed)
-    thresholds = []
-    for layer, store in zip(layers, collected):
-        values = np.concatenate(store)
-        if values.size > max_values:
-            values = values[rng.choice(values.size, max_values, replace=False)]
-        thresholds.append(quantisation_threshold(values, layer.levels))
-        layer.start_quantising(thresholds[-1])
-    return thresholds
 
 
 def _log_firing_rates(model, images, writer, step: int) -> float:

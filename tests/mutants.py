@@ -93,7 +93,7 @@ MUTANTS = [
     ("sparsity weights use the feeding layer's fan-out", "snn4vision/costs.py",
      "for source in cost.sources:", "for source in cost.feeds:",
      ["tests/test_untested_behaviours_training.py"]),
-    ("ReLU penalty without its SOP weight", "snn4vision/training.py",
+    ("ReLU penalty without its SOP weight", "snn4vision/quantisation.py",
      "model.add_loss(strength * weight * ", "model.add_loss(strength * ",
      ["tests/test_untested_behaviours_training.py"]),
     ("resume re-enters the ReLU warm-up", "snn4vision/training.py",
@@ -376,10 +376,10 @@ MUTANTS = [
      ["tests/test_api.py::test_a_graded_device_pays_one_message_per_burst_as_the_energy_stage_does"]),
     # --- end issue 30 ---
     # --- issue 34 (distillation, more time never hurts) ---
-    ("distillation without T squared", "snn4vision/training.py",
+    ("distillation without T squared", "snn4vision/losses.py",
      "weight * temperature ** 2 * tf.reduce_mean(kl)", "weight * tf.reduce_mean(kl)",
      ["tests/test_distillation.py"]),
-    ("distillation weight ignored", "snn4vision/training.py",
+    ("distillation weight ignored", "snn4vision/losses.py",
      "return (1.0 - weight) * hard(labels, logits)", "return hard(labels, logits)",
      ["tests/test_distillation.py"]),
     ("teacher is the quantised network", "snn4vision/training.py",

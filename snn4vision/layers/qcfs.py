@@ -48,7 +48,7 @@ class QCFS(tf.keras.layers.Layer):
             raise ValueError(f"levels must be at least 1, got {levels}")
         self.levels = int(levels)
         self.initial_threshold = float(initial_threshold)
-        # Weight of this layer's expected spikes per neuron in the training loss (training.add_sparsity_penalty).
+        # Weight of this layer's expected spikes per neuron in the training loss (quantisation.add_sparsity_penalty).
         # A training setting, not part of the layer's config.
         self.sparsity = 0.0
 

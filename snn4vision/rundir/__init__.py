@@ -25,18 +25,19 @@ from .files import (ANN_WEIGHTS, CHECKPOINTS, CLASSES, CONFIG, CONVERSION, CONVE
 # _held and _Replacement: the report asks whether run_all holds the run; a test replays a killed --overwrite
 from .transaction import (ASIDE, ASIDE_NOTE, _Replacement, _held, locked, prepare_new, recover, refuse_foreign,
                           replacing, set_aside_stale)
-from .config import ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TrainConfig
+from .config import (ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TRANSFORMER_PRESETS,
+                     TrainConfig)
 from .loaders import (RunData, build_model, load_ann, load_fine_tuned, load_snn, load_trained, load_trained_model,
                       open_run, weights_file)
 
 __all__ = [
-    "ANN_ARCHITECTURES", "ANN_WEIGHTS", "ARCHITECTURES", "ASIDE", "ASIDE_NOTE", "CHECKPOINTS", "CLASSES",
-    "CONFIG", "CONVERSION", "CONVERSION_PLOT", "DOWNSTREAM", "ENERGY_CSV", "ENERGY_JSON", "ENERGY_PLOT",
-    "FINE_TUNE", "FINE_TUNED_CONFIG", "FINE_TUNED_WEIGHTS", "LOCK", "LR_SCHEDULES", "MADE_BY", "METRICS",
-    "NIR_FILE", "NIR_REPORT", "OPTIMIZERS", "OWN_CONTENTS", "PRESETS", "PROVENANCE", "REPORT", "RUN_NAMES",
-    "SNN_CONFIG", "SNN_WEIGHTS", "SPLIT", "STAGE_SCRIPTS", "STALE", "SUMMARY_JSON", "SUMMARY_MD", "TENSORBOARD",
-    "TRANSFORMER_WEIGHTS", "RunData", "TrainConfig", "build_model", "check_inputs", "exists", "file_hash",
-    "foreign_files", "load_ann", "load_fine_tuned", "load_snn", "load_trained", "load_trained_model", "locked",
-    "make", "open_run", "owned_name", "prepare_new", "record_outputs", "recover", "refuse_foreign", "replacing",
-    "require", "set_aside_stale", "weights_file", "written_by",
+    "ANN_ARCHITECTURES", "ANN_WEIGHTS", "ARCHITECTURES", "ASIDE", "ASIDE_NOTE", "CHECKPOINTS", "CLASSES", "CONFIG",
+    "CONVERSION", "CONVERSION_PLOT", "DOWNSTREAM", "ENERGY_CSV", "ENERGY_JSON", "ENERGY_PLOT", "FINE_TUNE",
+    "FINE_TUNED_CONFIG", "FINE_TUNED_WEIGHTS", "LOCK", "LR_SCHEDULES", "MADE_BY", "METRICS", "NIR_FILE",
+    "NIR_REPORT", "OPTIMIZERS", "OWN_CONTENTS", "PRESETS", "PROVENANCE", "REPORT", "RUN_NAMES", "SNN_CONFIG",
+    "SNN_WEIGHTS", "SPLIT", "STAGE_SCRIPTS", "STALE", "SUMMARY_JSON", "SUMMARY_MD", "TENSORBOARD",
+    "TRANSFORMER_PRESETS", "TRANSFORMER_WEIGHTS", "RunData", "TrainConfig", "build_model", "check_inputs", "exists",
+    "file_hash", "foreign_files", "load_ann", "load_fine_tuned", "load_snn", "load_trained", "load_trained_model",
+    "locked", "make", "open_run", "owned_name", "prepare_new", "record_outputs", "recover", "refuse_foreign",
+    "replacing", "require", "set_aside_stale", "weights_file", "written_by",
 ]
