@@ -128,7 +128,7 @@ MUTANTS = [
     ("--resume runs on the flags", "snn4vision/pipeline.py",
      "            config = recorded(config)\n", "            recorded(config)\n",
      ["tests/test_run_ownership.py"]),
-    ("every flag counts as given", "snn4vision/cli.py",
+    ("every flag counts as given", "snn4vision/cli/training_flags.py",
      "    for action in parser._actions:\n        action.default = argparse.SUPPRESS",
      "    for action in []:\n        action.default = argparse.SUPPRESS",
      ["tests/test_run_ownership.py"]),

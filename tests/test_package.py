@@ -5,7 +5,7 @@ import importlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "snn4vision"
-#: The pipeline stages; pipeline.py (which runs them all) and cli.py (the commands) sit above them.
+#: The pipeline stages; pipeline.py (which runs them all) and the cli package (the commands) sit above them.
 STAGES = {"training", "convert", "fine_tuning", "energy", "predict", "export", "report"}
 #: The Python API (snn4vision.api): the top of the library, below the stages, which may build on it.
 API = "api"
