@@ -449,6 +449,10 @@ MUTANTS = [
      "    if plan is not None:  # a multi-band run", "    if False:  # a multi-band run",
      ["tests/test_multispectral_training.py"]),
     # --- end issue 31 ---
+    # --- issue 30: subpackages ---
+    ("subpackages left out of an install", "setup.cfg",
+     "include = snn4vision, snn4vision.*", "include = snn4vision",
+     ["tests/test_energy.py::test_profiles_are_found_by_a_non_editable_install"]),
     # --- issue 32: event data ---
     ("event polarity channels swapped", "snn4vision/events/frames.py",
      '            + events["x"][inside].astype(np.int64)) * 2 + events["p"][inside].astype(np.int64)',

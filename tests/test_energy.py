@@ -109,21 +109,33 @@ def test_synops_agree_with_keras_spiking_model_energy():
 
 @pytest.mark.install
 def test_profiles_are_found_by_a_non_editable_install(tmp_path):
-    """The profiles ship as package data: an installed copy (not this checkout) finds all nine."""
+    """The profiles ship as package data, and the subpackages as packages: an installed copy (not this checkout)
+    finds all nine profiles and imports every subpackage (a find: that kept only snn4vision would lose them)."""
+    import shutil
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     target = tmp_path / "site"
+    # built from a copy of the sources: a build/ folder left in the checkout would hand on stale files
+    source = tmp_path / "source"
+    shutil.copytree(root / "snn4vision", source / "snn4vision", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(root)], check=True, capture_output=True)
-    probe = ("import snn4vision, snn4vision.costs as e; print(snn4vision.__file__); "
-             "print(' '.join(sorted(e.load_devices())))")
+                    "--target", str(target), str(source)], check=True, capture_output=True)
+    subpackages = sorted(p.parent.name for p in (root / "snn4vision").glob("*/__init__.py"))
+    assert {"events", "rundir", "ops"} <= set(subpackages)
+    probe = ("import importlib, snn4vision, snn4vision.costs as e; print(snn4vision.__file__); "
+             "print(' '.join(sorted(e.load_devices()))); "
+             f"print(all(importlib.import_module('snn4vision.' + m).__file__.startswith({str(target)!r}) "
+             f"for m in {subpackages!r}))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          check=True, capture_output=True, text=True).stdout.splitlines()
     assert out[0].startswith(str(target))
     assert out[1] == "45nm 45nm_int8 arm cpu gpu loihi loihi2 spinnaker spinnaker2"
+    assert out[-1] == "True"
 
 
 @pytest.mark.parametrize("pooling", ["after", "before", "requantised"])

@@ -256,7 +256,7 @@ def test_quantisation_threshold_trades_clipping_against_step_size():
     and clipping the top costs (1 - lambda)^3 / 3, minimal at lambda = 8/9; the candidate nearest to it wins.
     Outliers at 5 (0.05 %) pull the 99.99th percentile onto them, but lambda = 5 would round every value below
     0.625 to 0: the choice stays near 8/9, clipping only the outliers."""
-    from snn4vision.training import THRESHOLD_PERCENTILES, quantisation_threshold
+    from snn4vision.quantisation import THRESHOLD_PERCENTILES, quantisation_threshold
 
     uniform = np.random.default_rng(0).random(10_000)
     candidates = np.percentile(uniform, THRESHOLD_PERCENTILES)
