@@ -122,7 +122,7 @@ def _check_run(run_dir: Path) -> str | None:
 def reading(run_dir: Path) -> Iterator[None]:
     """Read a run without writing to it (a run on a read-only share reports too), refusing only while a stage
     writes into it: a shared lock on its existing ``.lock``, which a writer's exclusive lock excludes."""
-    if str(run_dir.resolve()) in rundir._held:  # run_all reporting on the run it holds
+    if rundir.holds_lock(run_dir):  # run_all reporting on the run it holds
         yield
         return
     try:

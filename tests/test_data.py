@@ -210,7 +210,7 @@ def test_corrupt_image_is_named(tmp_path, ucmerced):
 
 
 def test_tfds_dataset_not_on_disk_fails_fast_offline(tmp_path):
-    if data._can_reach(data._DOWNLOAD_HOSTS["uc_merced"]):
+    if data.sources._can_reach(data.sources._DOWNLOAD_HOSTS["uc_merced"]):
         pytest.skip("online: tensorflow-datasets would download the data")
     began = time.perf_counter()
     with pytest.raises(UserError, match="--data-dir"):

@@ -384,7 +384,7 @@ def test_eurosat_all_is_read_from_a_prepared_tfds_folder(prepared_eurosat_all, t
 
 
 def test_eurosat_all_not_prepared_offline_is_one_line(tmp_path):
-    if data._can_reach(data._DOWNLOAD_HOSTS["eurosat_all"]):
+    if data.sources._can_reach(data.sources._DOWNLOAD_HOSTS["eurosat_all"]):
         pytest.skip("online: the dataset would be downloaded")
     with pytest.raises(UserError, match=r"^dataset eurosat_all is not prepared in .* and cannot be downloaded"):
         data.open_source("eurosat_all", str(tmp_path))

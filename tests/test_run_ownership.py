@@ -215,7 +215,7 @@ def _dead_pid():
 def test_an_overwrite_killed_midway_is_put_back_by_the_next_command(tmp_path, capsys):
     before = _finished_run(tmp_path)
     pid = _dead_pid()
-    killed = rundir._Replacement(tmp_path, tmp_path / "stale" / f".replacing-{pid}")  # what the killed process did
+    killed = rundir.transaction._Replacement(tmp_path, tmp_path / "stale" / f".replacing-{pid}")  # what the killed process did
     killed.set_aside(["snn.json", "conversion.json"], ["energy.json", "snn.nir", "nir_export.json"])
     (tmp_path / "snn.json").write_text("new, incomplete")
     with rundir.locked(tmp_path, create=False):

@@ -14,10 +14,9 @@ A folder of multi-band TIFFs (or ``eurosat_all``) is a multi-band source
 batches hand the model ``(batch, image_size, image_size, C)`` of the bands
 ``--bands`` selected, each normalised with the training split's statistics.
 """
-# _DOWNLOAD_HOSTS and _can_reach: the offline tests ask whether a TFDS download could work
-from .sources import (_DOWNLOAD_HOSTS, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, TFDS_LAYOUTS, TFDS_NAMES,
-                      TIFF_EXTENSIONS, TIFF_MAGIC, ImageSource, _can_reach, check_cache_memory, check_images,
-                      image_header, is_tiff, open_source, open_tfds, scan_folder, tiff_layout, warn)
+from .sources import (IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, TFDS_LAYOUTS, TFDS_NAMES, TIFF_EXTENSIONS,
+                      TIFF_MAGIC, ImageSource, check_cache_memory, check_images, image_header, is_tiff, open_source,
+                      open_tfds, scan_folder, tiff_layout, warn)
 from .splits import MAX_SEED, SPLITS, manifest_indices, split_manifest, stratified_folds, stratified_split
 from .decoding import (decode_image, decoded_dataset, explain_bad_images, load_image_file, resize_uint8,
                        tf_error_text)

@@ -22,9 +22,8 @@ from .files import (ANN_WEIGHTS, CHECKPOINTS, CLASSES, CONFIG, CONVERSION, CONVE
                     SNN_WEIGHTS, SPLIT, STAGE_SCRIPTS, STALE, SUMMARY_JSON, SUMMARY_MD, TENSORBOARD,
                     TRANSFORMER_WEIGHTS, check_inputs, exists, file_hash, foreign_files, make, owned_name,
                     record_outputs, require, written_by)
-# _held and _Replacement: the report asks whether run_all holds the run; a test replays a killed --overwrite
-from .transaction import (ASIDE, ASIDE_NOTE, _Replacement, _held, locked, prepare_new, recover, refuse_foreign,
-                          replacing, set_aside_stale)
+from .transaction import (ASIDE, ASIDE_NOTE, holds_lock, locked, prepare_new, recover, refuse_foreign, replacing,
+                          set_aside_stale)
 from .config import (ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TRANSFORMER_PRESETS,
                      TrainConfig)
 from .loaders import (RunData, build_model, load_ann, load_fine_tuned, load_snn, load_trained, load_trained_model,
@@ -37,7 +36,7 @@ __all__ = [
     "NIR_REPORT", "OPTIMIZERS", "OWN_CONTENTS", "PRESETS", "PROVENANCE", "REPORT", "RUN_NAMES", "SNN_CONFIG",
     "SNN_WEIGHTS", "SPLIT", "STAGE_SCRIPTS", "STALE", "SUMMARY_JSON", "SUMMARY_MD", "TENSORBOARD",
     "TRANSFORMER_PRESETS", "TRANSFORMER_WEIGHTS", "RunData", "TrainConfig", "build_model", "check_inputs", "exists",
-    "file_hash", "foreign_files", "load_ann", "load_fine_tuned", "load_snn", "load_trained", "load_trained_model",
-    "locked", "make", "open_run", "owned_name", "prepare_new", "record_outputs", "recover", "refuse_foreign",
-    "replacing", "require", "set_aside_stale", "weights_file", "written_by",
+    "file_hash", "foreign_files", "holds_lock", "load_ann", "load_fine_tuned", "load_snn", "load_trained",
+    "load_trained_model", "locked", "make", "open_run", "owned_name", "prepare_new", "record_outputs", "recover",
+    "refuse_foreign", "replacing", "require", "set_aside_stale", "weights_file", "written_by",
 ]

@@ -199,6 +199,11 @@ def replacing(run_dir: Path) -> Iterator[None]:
 _held: dict = {}  # resolved run directory -> [open lock file, depth]
 
 
+def holds_lock(run_dir: Path) -> bool:
+    """Whether this process holds ``run_dir``'s lock (:func:`locked`), e.g. run_all around its stages."""
+    return str(Path(run_dir).resolve()) in _held
+
+
 @contextlib.contextmanager
 def locked(run_dir: Path, create: bool = True) -> Iterator[None]:
     """Hold an advisory lock on ``run_dir`` while a stage writes into it.
