@@ -1,4 +1,4 @@
-"""The spiking simulator of converted networks (:class:`SpikingNetwork`) and keras-spiking's naive equivalent.
+"""The spiking simulator of converted networks, :class:`SpikingNetwork` (its loop over time: :mod:`.stepping`).
 
 :class:`SpikingNetwork` runs a :class:`~snn4vision.layer_graph.LayerGraph`
 step by step with the neurons of :mod:`snn4vision.neurons`. Neuron and
@@ -20,31 +20,19 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from . import neurons as neuron_models
-from . import nir_io
-from .costs import graph_costs, network_activity, sop_weights
-from .errors import UserError
-from .evaluation import evaluate_images
-from .layer_graph import ONE, LayerGraph, nodes_from_spec, rescale, scale_plan, scaled_weights, vgg_graph_spec
-from .neurons import layer_seed
-from .ops import op_of
+from .. import neurons as neuron_models
+from .. import nir_io
+from ..costs import graph_costs, network_activity, sop_weights
+from ..errors import UserError
+from ..evaluation import evaluate_images
+from ..layer_graph import LayerGraph, nodes_from_spec, scale_plan, scaled_weights, vgg_graph_spec
+from ..ops import op_of
+from .stepping import Run, outside_band, readout
 
 #: Neuron models by name (snn4vision.neurons).
 NEURONS = tuple(neuron_models.NEURONS)
 #: The integrate-and-fire neurons of QCFS networks.
 IF_NEURONS = tuple(name for name, cls in neuron_models.NEURONS.items() if cls.thresholded)
-
-
-def outside_band(values, band):
-    """How far each of ``values`` lies outside ``band = (low, high)``: 0 inside it."""
-    low, high = band
-    return tf.nn.relu(low - values) + tf.nn.relu(values - high)
-
-
-@tf.custom_gradient
-def _straight_through(rates, spikes):
-    """Forward: ``spikes`` exactly; backward: the gradient goes to ``rates``."""
-    return tf.identity(spikes), lambda grad: (grad, tf.zeros_like(spikes))
 
 
 @tf.keras.utils.register_keras_serializable(package="snn4vision")
@@ -201,122 +189,8 @@ class SpikingNetwork(tf.keras.Model):
         ``return_outputs``, ``"outputs"`` maps each neuron node to its
         output averaged over time, in the ANN's units (``(B, ...)``), for comparison with the ANN.
         """
-        timesteps = self.timesteps if timesteps is None else timesteps
-        images = tf.convert_to_tensor(images, tf.float32)
-        # (batch, T, ...) frames (an event recording binned into T steps): frame t is the input of step t, and the
-        # nodes that depend on the input alone run on every step instead of once
-        per_step = images.shape.rank == len(self.nodes[0].shape) + 2
-        if per_step and isinstance(timesteps, int) and images.shape[1] not in (None, timesteps):
-            raise UserError(f"the input holds {images.shape[1]} frames for {timesteps} steps: bin the recordings "
-                            f"into {timesteps} frames")
-        batch = tf.shape(images)[0]
-        dt = tf.maximum(self.dt_weight, 1e-8)
-        gains = self._gains()
-        compression = self.node_compression(timesteps)
-        thresholds = {name: threshold / compression[name]
-                      for name, threshold in zip(gains, tf.unstack(self.thresholds))}
-        weights = self.effective_weights()
-        plan, cell = self.plan, self.cell
-        values = {"input": images}
-        recomputed = [n for n in self.nodes[1:] if n.name in self.static] if per_step else []
-        for node in self.nodes[1:]:
-            if node.name in self.static and not per_step:
-                values[node.name] = self._apply(node, [values[i] for i in node.inputs], weights, gains)
-        static = {} if per_step else values
-
-        def full(node):
-            return tf.concat([[batch], node.shape], 0)
-
-        states = {n.name: cell.initial_state(full(n), thresholds[n.name], layer_seed(self.seed, i))
-                  for i, n in enumerate(self.neuron_nodes)}
-        filters = {n.name: tf.zeros(full(n)) for n in self.neuron_nodes} if self.taus else {}
-        decays = {n.name: tf.exp(-dt / tf.maximum(tau, 1e-8)) for n, tau in zip(self.neuron_nodes, self.taus)}
-        # the state of ops that keep one over time (a rate-gated max pooling); the image-only nodes ran above
-        held = {n.name: op_of(n).spiking_state(n, full(self._input_of(n))) for n in self.nodes
-                if n.op != "neuron" and op_of(n).stateful and n.name not in self.static}
-        sums = {n.name: tf.zeros(full(n)) for n in self.neuron_nodes} if return_outputs else {}
-        features = tf.TensorArray(tf.float32, size=timesteps)
-        counts = tf.TensorArray(tf.float32, size=timesteps)
-        messages = tf.TensorArray(tf.float32, size=timesteps)
-        rates = tf.TensorArray(tf.float32, size=timesteps if training else 0, dynamic_size=not training)
-        band = training and self.rate_l2 > 0
-        outside = tf.zeros([batch])  # per image: squared distance of the spike rates from the band, summed
-        looped = [n for n in self.nodes if n.name not in self.static and n is not self.tail]
-        read = self.tail.inputs[0] if self.tail is not None else self.graph["output"]
-
-        def step(t, states, filters, held, sums, features, counts, messages, rates, outside):
-            values = dict(static)
-            if per_step:
-                values["input"] = images[:, t]
-                for node in recomputed:
-                    values[node.name] = self._apply(node, [values[i] for i in node.inputs], weights, gains)
-            states, filters, held, sums = dict(states), dict(filters), dict(held), dict(sums)
-            step_counts, step_rates, step_events = [], [], []
-            for node in looped:
-                xs = [values[i] for i in node.inputs]
-                name = node.name
-                if node.op == "neuron":
-                    h = rescale(xs[0], plan[name].inputs[0], name, gains)
-                    threshold = thresholds[name]
-                    drive = cell.drive(h, threshold * compression[name])
-                    # L (t + 1) / T may land a float rounding below the integer it stands for
-                    ceiling = tf.floor(tf.cast(t + 1, tf.float32) * compression[name] + 1e-3)
-                    states[name], n, spikes = cell.step(tuple(tf.stop_gradient(s) for s in states[name]),
-                                                        tf.stop_gradient(h), threshold, dt, ceiling)
-                    fired = cell.spikes(n)
-                    if training:
-                        spikes = _straight_through(drive, spikes)
-                        # backward, spikes per step follow the drive in spike units: the gradient of the rate
-                        fired = _straight_through(drive * cell.spike_unit(threshold, dt), fired)
-                    axes = list(range(1, len(node.shape) + 1))
-                    step_counts.append(tf.reduce_sum(fired, axis=axes))
-                    # a burst is one message on graded-spike hardware (costs.Device.graded)
-                    step_events.append(tf.reduce_sum(tf.cast(tf.not_equal(tf.stop_gradient(fired), 0.0), tf.float32),
-                                                     axis=axes))
-                    if band:
-                        outside = outside + tf.reduce_sum(outside_band(spikes, self.rate_band) ** 2, axis=axes)
-                    if self.taus:
-                        out = (1 - decays[name]) * spikes + decays[name] * filters[name]
-                        filters[name] = out
-                    else:
-                        out = spikes
-                    if training:
-                        step_rates.append(tf.reduce_mean(out, axis=axes))
-                    if return_outputs:
-                        sums[name] = sums[name] + out
-                    values[name] = out
-                elif name in held:
-                    values[name], held[name] = op_of(node).spiking_step(node, xs, held[name])
-                else:
-                    values[name] = self._apply(node, xs, weights, gains)
-            features = features.write(t, values[read])
-            counts = counts.write(t, tf.stack(step_counts, axis=1))
-            messages = messages.write(t, tf.stack(step_events, axis=1))
-            if training:
-                rates = rates.write(t, tf.stack(step_rates, axis=1))
-            return t + 1, states, filters, held, sums, features, counts, messages, rates, outside
-
-        _, _, _, _, sums, features, counts, messages, rates, outside = tf.while_loop(
-            lambda t, *_: t < timesteps, step,
-            (tf.constant(0), states, filters, held, sums, features, counts, messages, rates, outside))
-        per_step = tf.transpose(features.stack(), [1, 0, *range(2, 1 + len(self._node(read).shape) + 1)])
-        if self.tail is not None:
-            kernel, bias = weights[self.tail.name]
-            logits = tf.einsum("btf,fc->btc", per_step, kernel)
-            logits = logits if bias is None else logits + bias
-        else:
-            logits = rescale(per_step, plan[read].output, ONE, gains)
-        spikes = tf.transpose(counts.stack(), [1, 0, 2])
-        result = {"logits": logits, "spikes": spikes, "events": tf.transpose(messages.stack(), [1, 0, 2]),
-                  "activity": spikes / np.asarray(self.neurons_per_layer(), np.float32)}
-        if training:
-            result["rates"] = tf.transpose(rates.stack(), [1, 0, 2])
-        if band:
-            result["rate_band_l2"] = outside
-        if return_outputs:
-            result["outputs"] = {name: total / (tf.cast(timesteps, tf.float32) * gains[name])
-                                 for name, total in sums.items()}
-        return result
+        return Run(self, images, self.timesteps if timesteps is None else timesteps, training,
+                   return_outputs).run()
 
     @property
     def levels(self) -> int | None:
@@ -362,16 +236,6 @@ class SpikingNetwork(tf.keras.Model):
 
     def _input_of(self, node):
         return self._node(node.inputs[0])
-
-    def _apply(self, node, xs, weights, gains):
-        """A non-neuron node's output (inputs of an add or concat brought to its scale first)."""
-        op = op_of(node)
-        if op.linear:
-            return op.forward(node, xs, *weights[node.name])
-        if op.meets:
-            xs = [rescale(x, have, self.plan[node.name].output, gains)
-                  for x, have in zip(xs, self.plan[node.name].inputs)]
-        return op.forward(node, xs)
 
     def call(self, images, training=None):
         result = self.simulate(images, self.timesteps, training=bool(training))
@@ -435,35 +299,3 @@ class SpikingNetwork(tf.keras.Model):
             raise UserError(str(exc).replace("pass --approximate", "pass approximate=True")) from None
         nir_io.write_nir(path, graph)
         return graph
-
-
-def readout(per_step_logits, steps=None):
-    """Mean of the last ``steps`` per-step logits ``(batch, time, classes)`` (None: all)."""
-    if steps is not None:
-        per_step_logits = per_step_logits[:, -steps:]
-    return tf.reduce_mean(per_step_logits, axis=1)
-
-
-def keras_spiking_model(model: SpikingNetwork, timesteps: int | None = None):
-    """The same network built the SNN4Space way from keras-spiking layers.
-
-    Input ``(batch, time, h, w, c)`` (the image repeated over time); output per-step logits
-    ``(batch, time, classes)``. Every layer runs through ``TimeDistributed``; each neuron node is
-    ``SpikingActivation("relu")`` seeded like ours, followed by ``Lowpass`` when ``model.tau`` is set. Weights
-    are copied from ``model`` with its gains applied. Graphs whose gains need rescaling between nodes (a
-    normalised residual add) and max pooling have no keras-spiking equivalent.
-    """
-    if model.neuron != "keras_spiking":
-        raise ValueError("keras-spiking has no integrate-and-fire neuron with reset by subtraction: the naive "
-                         "model exists for keras-spiking neurons only")
-    weights = model.effective_weights()
-    inputs = tf.keras.Input((timesteps, *model.nodes[0].shape))
-    values = {"input": inputs}
-    for node in model.nodes[1:]:
-        scale = model.plan[node.name]
-        if not op_of(node).linear and any(have != scale.inputs[0] for have in scale.inputs) or (
-                node.op == "neuron" and scale.inputs[0] != node.name):
-            raise ValueError(f"node {node.name} rescales its inputs: keras-spiking layers cannot")
-        # each op builds its layers, with the model's weights, seeds and time constants (snn4vision.ops)
-        values[node.name] = op_of(node).keras_spiking(node, model, [values[i] for i in node.inputs], weights)
-    return tf.keras.Model(inputs, values[model.graph["output"]], name="keras_spiking_network")
