@@ -150,17 +150,15 @@ def fine_tune(config: FineTuneConfig, resume: bool = False, overwrite: bool = Fa
         return _fine_tune(config, resume, overwrite, verbose)
 
 
-def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
+def _open_snn(config: FineTuneConfig, run_dir: Path, resume: bool, overwrite: bool):
+    """The run and its converted SNN set up for fine-tuning, with the stages of :func:`schedule`, once the run's
+    files, the memory and the disk allow it: ``(run, snn, stages)``."""
     import tensorflow as tf
 
-    check_keras()
-    config.validate()
-    run_dir = Path(config.run_dir)
     rundir.require(run_dir, rundir.CONFIG, SNN_CONFIG, SNN_WEIGHTS)
-    ckpt_dir = run_dir / rundir.CHECKPOINTS / "fine_tune"
-    outputs = [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE]
-    if resume and not ckpt_dir.exists():
+    if resume and not (run_dir / rundir.CHECKPOINTS / "fine_tune").exists():
         raise UserError(f"nothing to resume in {run_dir}: no fine-tuning checkpoint; run without --resume")
+    outputs = [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE]
     logs = [f"{rundir.CHECKPOINTS}/fine_tune", f"{rundir.TENSORBOARD}/fine_tune"]  # kept for --resume
     rundir.prepare_new(run_dir, outputs + logs if not resume else outputs, resume, overwrite, stage="fine_tune")
     tf.keras.utils.set_random_seed(config.seed)
@@ -169,7 +167,6 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     config.check_snn(snn.dt, snn.tau, snn.neuron)
     snn.rate_band, snn.rate_weight, snn.sparsity = tuple(config.rate_band), config.rate_weight, config.sparsity
     snn.rate_l2 = config.rate_l2
-    dt_start = snn.dt  # the conversion's; a resumed run restores the trained dt from its checkpoint
     stages = schedule(config)
     # every stage has the same timesteps x batch size, so the last one stands for all
     resources.check_memory(
@@ -179,14 +176,79 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
         "lower --batch-size or --timesteps")
     parameters = sum(int(np.prod(w.shape)) for w in snn.weights)
     resources.check_disk(run_dir, resources.stage_disk_bytes(parameters, 5), "fine-tuning")
+    return run, snn, stages
+
+
+def _train_epoch(snn, config: FineTuneConfig, run, stage: dict, n: int, epoch: int, train, images: int,
+                 dt_start: float, verbose: bool) -> dict:
+    """One epoch of stage ``n`` on the decoded ``train`` split (``images`` of them); its Keras history, or one
+    :class:`UserError` if the loss diverged (nothing is committed then: the last checkpoint stays)."""
+    batches = data.training_batches(train, stage["batch_size"], config.seed, 1000 * n + epoch,
+                                    data.augmentation(run.config.augment), run.config.transform)
+    steps = math.ceil(images / stage["batch_size"])
+    label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
+    callbacks = [BatchProgress(label, steps)] if verbose else []
+    if config.dt_min is not None:  # validate() made sure dt is trained
+        callbacks.append(_dt_bounds(snn, config, dt_start, n, epoch, stage["epochs"], steps))
+    history = snn.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
+    if diverging(len(run.classes), history["loss"][0]):
+        raise UserError(f"fine-tuning diverged at T={stage['timesteps']}, epoch {epoch + 1} (loss "
+                        f"{history['loss'][0]}): run again with --overwrite and a lower --learning-rate "
+                        f"(now {config.learning_rate:g})")
+    return history
+
+
+def _log_epoch(snn, writer, step: int, stage: dict, epoch: int, history: dict, trace: list) -> None:
+    """The epoch's dt, mean tau and loss onto ``trace`` and, with its accuracy, into TensorBoard."""
+    import tensorflow as tf
+
+    dt_now = float(snn.dt_weight.numpy())
+    trace.append({"timesteps": stage["timesteps"], "epoch": epoch + 1, "dt": dt_now,
+                  "tau_mean": _mean_tau(snn), "loss": history["loss"][0]})
+    with writer.as_default(step=step):
+        tf.summary.scalar("loss", history["loss"][0])
+        tf.summary.scalar("accuracy", history["accuracy"][0])
+        tf.summary.scalar("timesteps", stage["timesteps"])
+        tf.summary.scalar("dt", dt_now)
+        if snn.taus:
+            tf.summary.scalar("tau_mean", trace[-1]["tau_mean"])
+
+
+def _write_fine_tuned(run_dir: Path, run, snn, config: FineTuneConfig, stages: list, record: dict) -> dict:
+    """The fine-tuned SNN at the last stage's T, with its trained dt, and ``fine_tune.json`` (``record``: the
+    results, dt at the start, trace and wall time)."""
+    snn.timesteps = stages[-1]["timesteps"]
+    snn.dt = float(snn.dt_weight.numpy())  # the config records the (possibly trained) step length
+    snn.readout_steps = readout_steps(snn.timesteps, config.readout_fraction)
+    atomic_write_json(run_dir / FINE_TUNED_CONFIG, snn.get_config())
+    save_variables(snn.weights, run_dir / FINE_TUNED_WEIGHTS)
+    report = {"config": dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}, "stages": stages,
+              "results": record["results"], "dt_start": record["dt_start"], "dt_final": snn.dt,
+              "trace": record["trace"], "wall_time_s": record["wall_time_s"]}
+    if run.per_step:
+        report["input"] = "event recordings, binned into each stage's T frames, one per step"
+    atomic_write_json(run_dir / FINE_TUNE, report)
+    rundir.record_outputs(run_dir, "fine_tune", [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE],
+                          [SNN_CONFIG, SNN_WEIGHTS, rundir.CONFIG, rundir.SPLIT])
+    return report
+
+
+def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
+    import tensorflow as tf
+
+    check_keras()
+    config.validate()
+    run_dir = Path(config.run_dir)
+    run, snn, stages = _open_snn(config, run_dir, resume, overwrite)
+    dt_start = snn.dt  # the conversion's; a resumed run restores the trained dt from its checkpoint
     optimizer = (tf.keras.optimizers.RMSprop if config.optimizer == "rmsprop" else tf.keras.optimizers.Adam)(
         config.learning_rate)
     optimizer.build(snn.trainable_variables)
-    checkpointer = EpochCheckpointer(ckpt_dir, model=snn, optimizer=optimizer)
-    state = checkpointer.restore() if resume else None
-    done = state["done"] if state else []  # finished epochs as [stage, epoch]
-    results = state["results"] if state else []
-    trace = state.get("trace", []) if state else []  # per epoch: dt, mean tau, loss
+    checkpointer = EpochCheckpointer(run_dir / rundir.CHECKPOINTS / "fine_tune", model=snn, optimizer=optimizer)
+    state = (checkpointer.restore() if resume else None) or {}
+    done = state.get("done", [])  # finished epochs as [stage, epoch]
+    results = state.get("results", [])
+    trace = state.get("trace", [])  # per epoch: dt, mean tau, loss
     if state and verbose:
         print(f"resuming fine-tuning after {len(done)} epoch(s)")
     train_indices = run.sample("train", config.max_train_images, config.seed)
@@ -195,7 +257,6 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     decoded_train = None if run.per_step else data.decoded_dataset(run.source, train_indices, run.config.image_size)
     test_batches = None if run.per_step else run.batches("test", 64)
     labels = run.labels("test")
-    augmentation = data.augmentation(run.config.augment)
     writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD / "fine_tune"))
     loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     began = time.perf_counter()
@@ -214,29 +275,10 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
         for epoch in range(stage["epochs"]):
             if [n, epoch] in done:
                 continue
-            batches = data.training_batches(stage_train, stage["batch_size"], config.seed, 1000 * n + epoch,
-                                            augmentation, run.config.transform)
-            label = f"T={stage['timesteps']} epoch {epoch + 1}/{stage['epochs']}"
-            steps = math.ceil(len(train_indices) / stage["batch_size"])
-            callbacks = [BatchProgress(label, steps)] if verbose else []
-            if config.dt_min is not None:  # validate() made sure dt is trained
-                callbacks.append(_dt_bounds(snn, config, dt_start, n, epoch, stage["epochs"], steps))
-            history = snn.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
-            if diverging(len(run.classes), history["loss"][0]):  # not committed: the last checkpoint stays
-                raise UserError(f"fine-tuning diverged at T={stage['timesteps']}, epoch {epoch + 1} (loss "
-                                f"{history['loss'][0]}): run again with --overwrite and a lower --learning-rate "
-                                f"(now {config.learning_rate:g})")
+            history = _train_epoch(snn, config, run, stage, n, epoch, stage_train, len(train_indices), dt_start,
+                                   verbose)
             done.append([n, epoch])
-            dt_now = float(snn.dt_weight.numpy())
-            trace.append({"timesteps": stage["timesteps"], "epoch": epoch + 1, "dt": dt_now,
-                          "tau_mean": _mean_tau(snn), "loss": history["loss"][0]})
-            with writer.as_default(step=step):
-                tf.summary.scalar("loss", history["loss"][0])
-                tf.summary.scalar("accuracy", history["accuracy"][0])
-                tf.summary.scalar("timesteps", stage["timesteps"])
-                tf.summary.scalar("dt", dt_now)
-                if snn.taus:
-                    tf.summary.scalar("tau_mean", trace[-1]["tau_mean"])
+            _log_epoch(snn, writer, step, stage, epoch, history, trace)
             if epoch == stage["epochs"] - 1:
                 results.append(_evaluate_stage(snn, stage_test, labels, stage, config, writer, step))
                 if verbose:
@@ -245,20 +287,8 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
                           f"{r['accuracy']:.4f}, {r['spikes_per_image']:.0f} spikes/image", flush=True)
             checkpointer.save(step, {"done": done, "results": results, "trace": trace})
             step += 1
-    snn.timesteps = stages[-1]["timesteps"]
-    snn.dt = float(snn.dt_weight.numpy())  # the config records the (possibly trained) step length
-    snn.readout_steps = readout_steps(snn.timesteps, config.readout_fraction)
-    atomic_write_json(run_dir / FINE_TUNED_CONFIG, snn.get_config())
-    save_variables(snn.weights, run_dir / FINE_TUNED_WEIGHTS)
-    report = {"config": dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}, "stages": stages,
-              "results": results, "dt_start": dt_start, "dt_final": snn.dt, "trace": trace,
-              "wall_time_s": time.perf_counter() - began}
-    if run.per_step:
-        report["input"] = "event recordings, binned into each stage's T frames, one per step"
-    atomic_write_json(run_dir / FINE_TUNE, report)
-    rundir.record_outputs(run_dir, "fine_tune", [FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, FINE_TUNE],
-                          [SNN_CONFIG, SNN_WEIGHTS, rundir.CONFIG, rundir.SPLIT])
-    return report
+    return _write_fine_tuned(run_dir, run, snn, config, stages, {
+        "results": results, "dt_start": dt_start, "trace": trace, "wall_time_s": time.perf_counter() - began})
 
 
 def _mean_tau(snn) -> float | None:
