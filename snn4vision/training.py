@@ -16,27 +16,9 @@ from .losses import classification_loss, distillation_loss, label_accuracy, with
 from .progress import BatchProgress
 from .quantisation import add_sparsity_penalty, qcfs_layers, start_quantising
 from .rundir import PRESETS, TRANSFORMER_PRESETS, RunData, TrainConfig, build_model, weights_file  # noqa: F401
-from .transfer import backbone_variables, transfer_weights, with_backbone_rate
+from .optimisation import PlateauSchedule, make_optimizer
+from .transfer import backbone_variables, transfer_weights
 from .transformers import firing_rates, measure, total_spikes
-
-#: The optimizers of ``--optimizer``: class and fixed arguments.
-OPTIMIZER_CLASSES = {"rmsprop": ("RMSprop", {}), "adam": ("Adam", {}), "adamw": ("AdamW", {}),
-                     "sgd": ("SGD", {"momentum": 0.9, "nesterov": True})}
-
-
-def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, backbone_rate: bool = False):
-    """The optimizer of ``--optimizer``; with ``backbone_rate``, one that scales the backbone's updates
-    (:class:`transfer.BackboneRate`: call its ``set_backbone``)."""
-    import tensorflow as tf
-
-    class_name, fixed = OPTIMIZER_CLASSES[name]
-    optimizer_class = getattr(tf.keras.optimizers, class_name)
-    if backbone_rate:
-        optimizer_class = with_backbone_rate(optimizer_class)
-    if name == "adamw":
-        fixed = dict(fixed, weight_decay=weight_decay)
-    return optimizer_class(learning_rate, **fixed)
-
 
 def _test_activity(model, run: RunData, batch_size: int) -> dict:
     """Firing rates per layer (spikes per neuron per step) and spikes per image on the test split."""
@@ -57,42 +39,6 @@ def _evaluate_split(model, run: RunData, split: str, batch_size: int) -> dict:
 
     loss = float(tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)))
     return classification_metrics(labels, logits.argmax(axis=1), run.classes) | {"loss": loss}
-
-
-class _Schedule:
-    """ReduceLROnPlateau on val_loss and EarlyStopping on val_accuracy, with JSON state."""
-
-    def __init__(self, config: TrainConfig, state: dict | None = None):
-        self.config = config
-        self.state = dict(state or {"best_val_loss": math.inf, "lr_wait": 0, "best_val_accuracy": -1.0,
-                                    "stop_wait": 0, "best_epoch": -1})
-        if self.state["best_val_loss"] is None:  # strict JSON saved the infinity of no best epoch yet as null
-            self.state["best_val_loss"] = math.inf
-
-    def update(self, epoch: int, val_loss: float, val_accuracy: float, optimizer,
-               eligible: bool = True) -> tuple[bool, bool]:
-        """Returns (improved, stop); an epoch that is not ``eligible`` (ReLU warm-up of QCFS) is never the best."""
-        s, c = self.state, self.config
-        if not eligible:
-            return False, False
-        if val_loss < s["best_val_loss"] - 1e-4:
-            s["best_val_loss"], s["lr_wait"] = val_loss, 0
-        else:
-            s["lr_wait"] += 1
-            if s["lr_wait"] >= c.lr_patience and c.lr_schedule == "plateau":
-                lr = float(optimizer.learning_rate.numpy())
-                new_lr = max(lr * c.lr_factor, c.min_learning_rate)
-                if new_lr < lr:
-                    optimizer.learning_rate.assign(new_lr)
-                    print(f"  learning rate {lr:.2e} -> {new_lr:.2e}")
-                s["lr_wait"] = 0
-        improved = val_accuracy > s["best_val_accuracy"]
-        if improved:
-            s["best_val_accuracy"], s["stop_wait"], s["best_epoch"] = val_accuracy, 0, epoch
-        else:
-            s["stop_wait"] += 1
-        # a cosine schedule is a budget to spend: no early stopping
-        return improved, c.lr_schedule == "plateau" and s["stop_wait"] >= c.stop_patience
 
 
 TRAIN_OUTPUTS = [rundir.CONFIG, rundir.CLASSES, rundir.SPLIT, rundir.ANN_WEIGHTS, rundir.TRANSFORMER_WEIGHTS,
@@ -201,13 +147,11 @@ def train_model(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
                         "last completed epoch") from None
 
 
-def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bool, strategy,
-                 cluster: distributed.Cluster) -> dict | None:
-    import tensorflow as tf
-
-    check_keras()
+def _checked_config(config: TrainConfig, resume: bool, overwrite: bool, strategy,
+                    cluster: distributed.Cluster) -> TrainConfig:
+    """The configuration to train with (a resumed run's own, saved in it), once the run directory, the flags,
+    the cluster and the memory allow it."""
     run_dir = Path(config.run_dir)
-    chief = cluster.is_chief
     saved = TrainConfig.from_json(read_json(run_dir / rundir.CONFIG)) if (run_dir / rundir.CONFIG).is_file() else None
     if saved is not None and saved.spiking != config.spiking and not overwrite:
         # Never point at --overwrite here: it would delete the other kind of network.
@@ -216,8 +160,8 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         raise UserError(f"{run_dir} holds a {saved.architecture} run of pipelines/{script}: {action}")
     if resume:
         if saved is None:
-            shared = "" if chief else (" (every worker must see the chief's run directory at the same path, on a "
-                                       "shared filesystem)")
+            shared = "" if cluster.is_chief else (" (every worker must see the chief's run directory at the same "
+                                                  "path, on a shared filesystem)")
             raise UserError(f"nothing to resume in {run_dir} (no {rundir.CONFIG}){shared}: run without --resume")
         if (run_dir / rundir.METRICS).exists():
             raise UserError(f"the run in {run_dir} has already finished ({rundir.METRICS} exists): "
@@ -233,28 +177,21 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         config.check_transformer_memory(config.batch_size // strategy.num_replicas_in_sync, training=True)
     else:
         config.check_ann_memory(config.batch_size // strategy.num_replicas_in_sync)
-    if chief:
-        rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
-    tf.keras.utils.set_random_seed(config.seed)
+    return config
 
-    source = events.open_source(config.dataset, config.data_dir, config.event_sensor_size)
-    manifest = read_json(run_dir / rundir.SPLIT) if resume else events.split_manifest(
-        source, config.split, config.seed, config.folds, config.fold)
-    run = RunData(config, source, source.classes, manifest)
-    data.check_cache_memory(sum(len(manifest[split]) for split in data.SPLITS), config.image_size)
-    if not manifest["train"] or not manifest["val"]:
-        raise UserError("the train or val split is empty: use more images per class or other --split fractions")
 
+def _compiled_model(config: TrainConfig, classes: list, strategy, cluster: distributed.Cluster, committed: bool,
+                    verbose: bool):
+    """The model and its optimizer, compiled with the run's loss (and the sparsity penalty); a transfer copies
+    the source run's weights unless a committed checkpoint will restore them."""
     transferring = config.init_from is not None
-    checkpoints = run_dir / rundir.CHECKPOINTS / stage_name(config)
-    committed = resume and (checkpoints / EpochCheckpointer.STATE).is_file()
     with strategy.scope():
-        model = build_model(config, len(source.classes))
+        model = build_model(config, len(classes))
         if cluster.multi_worker:
             distributed.synchronise_batch_norm(model)
     # outside the scope: the source run's model is read on each worker alone
     if transferring and not committed:  # a committed checkpoint holds the weights, config.json the layers
-        config.transfer = transfer_weights(model, config.init_from, source.classes).to_json()
+        config.transfer = transfer_weights(model, config.init_from, classes).to_json()
         if verbose:
             skipped = ", ".join(config.transfer["skipped"]) or "none"
             print(f"copied {len(config.transfer['copied'])} layers ({config.transfer['copied_values']:,} values) "
@@ -267,11 +204,37 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
         if config.sparsity:
             add_sparsity_penalty(model, config.sparsity)
         if config.distill:
-            model.compile(optimizer, distillation_loss(len(source.classes), config.distill, config.distill_temperature,
-                                                       config.label_smoothing), [label_accuracy(len(source.classes))])
+            model.compile(optimizer, distillation_loss(len(classes), config.distill, config.distill_temperature,
+                                                       config.label_smoothing), [label_accuracy(len(classes))])
         else:
-            model.compile(optimizer, classification_loss(len(source.classes), config.label_smoothing), ["accuracy"])
+            model.compile(optimizer, classification_loss(len(classes), config.label_smoothing), ["accuracy"])
         optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bool, strategy,
+                 cluster: distributed.Cluster) -> dict | None:
+    import tensorflow as tf
+
+    check_keras()
+    run_dir = Path(config.run_dir)
+    chief = cluster.is_chief
+    config = _checked_config(config, resume, overwrite, strategy, cluster)
+    if chief:
+        rundir.prepare_new(run_dir, TRAIN_OUTPUTS, resume, overwrite, stage="train")
+    tf.keras.utils.set_random_seed(config.seed)
+
+    source = events.open_source(config.dataset, config.data_dir, config.event_sensor_size)
+    manifest = read_json(run_dir / rundir.SPLIT) if resume else events.split_manifest(
+        source, config.split, config.seed, config.folds, config.fold)
+    run = RunData(config, source, source.classes, manifest)
+    data.check_cache_memory(sum(len(manifest[split]) for split in data.SPLITS), config.image_size)
+    if not manifest["train"] or not manifest["val"]:
+        raise UserError("the train or val split is empty: use more images per class or other --split fractions")
+
+    checkpoints = run_dir / rundir.CHECKPOINTS / stage_name(config)
+    committed = resume and (checkpoints / EpochCheckpointer.STATE).is_file()
+    model, optimizer = _compiled_model(config, source.classes, strategy, cluster, committed, verbose)
     # weights, two optimizer slots, the checkpoint's copy of all three and the best weights
     if chief:
         resources.check_disk(run_dir, resources.stage_disk_bytes(model.count_params(), 7), "training")
@@ -283,7 +246,7 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
     # the other workers save what the chief saves (saving may take part in collective ops), to a scratch folder
     scratch = None if chief else tempfile.TemporaryDirectory(prefix=f"snn4vision-worker{cluster.index}-")
     checkpointer = EpochCheckpointer(checkpoints if chief else Path(scratch.name), model=model, optimizer=optimizer)
-    schedule = _Schedule(config, state["schedule"] if state else None)
+    schedule = PlateauSchedule(config, state["schedule"] if state else None)
     history = state["history"] if state else []
     start = state["step"] + 1 if state else 0
     wall = state["wall_time_s"] if state else 0.0
@@ -299,16 +262,90 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
             scratch.cleanup()
 
 
+def _start_epoch(config: TrainConfig, run: RunData, model, optimizer, epoch: int, teacher, checkpoints: Path,
+                 verbose: bool):
+    """What changes at the start of ``epoch``: the scheduled learning rate, a frozen backbone's factor, and at
+    the end of the ReLU warm-up the QCFS thresholds (and ``--distill``'s teacher, saved as the ReLU network left
+    it); returns the teacher."""
+    scheduled = config.learning_rate_at(epoch)
+    if scheduled is not None:
+        optimizer.learning_rate.assign(scheduled)
+    if config.init_from is not None:
+        optimizer.backbone_factor.assign(0.0 if epoch < config.freeze_backbone else config.backbone_lr_factor)
+    if config.qcfs_from_epoch > 0 and epoch == config.qcfs_from_epoch:
+        images = (x for x, _ in run.batches("train", 64, count=256, seed=config.seed))
+        if config.distill:  # before quantising: the teacher is the ReLU network
+            teacher = relu_teacher(config, model, len(run.source.classes), checkpoints, save=True)
+        thresholds = start_quantising(model, images, seed=config.seed)
+        if verbose:
+            print(f"epoch {epoch + 1}: ReLU warm-up over, QCFS thresholds of least quantisation error: "
+                  + " ".join(f"{t:.2f}" for t in thresholds), flush=True)
+    return teacher
+
+
+def _record_epoch(config: TrainConfig, model, optimizer, writer, probe, epoch: int, fit: dict, val: tuple,
+                  seconds: float, verbose: bool) -> dict:
+    """The epoch's entry of ``metrics.json``'s history, also written to TensorBoard and printed."""
+    import tensorflow as tf
+
+    val_loss, val_accuracy = val
+    entry = {"epoch": epoch + 1, "loss": fit["loss"][0], "accuracy": fit["accuracy"][0],
+             "val_loss": val_loss, "val_accuracy": val_accuracy,
+             "learning_rate": float(optimizer.learning_rate.numpy()), "seconds": seconds}
+    if probe is not None:
+        entry["mean_firing_rate"] = _log_firing_rates(model, probe, writer, epoch + 1)
+    with writer.as_default(step=epoch + 1):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+            tf.summary.scalar(key, entry[key])
+    if verbose:
+        print(f"epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f} acc {entry['accuracy']:.4f} "
+              f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({seconds:.1f} s)", flush=True)
+    return entry
+
+
+def _write_metrics(config: TrainConfig, run: RunData, checkpointer: EpochCheckpointer, training: dict,
+                   verbose: bool) -> dict:
+    """The best weights saved as the run's model, and ``metrics.json``: their metrics on every split (and the test
+    activity of a spiking transformer) with ``training``'s record. Evaluated on a copy outside any strategy: the
+    other workers have finished."""
+    run_dir = Path(config.run_dir)
+    best = build_model(config, len(run.source.classes), weights="none")
+    load_weights(best, checkpointer.best_weights_path(checkpointer.committed()), what="best weights")
+    atomic_save_weights(best, run_dir / weights_file(config))
+    metrics = {split: _evaluate_split(best, run, split, config.batch_size) for split in data.SPLITS}
+    if config.spiking:
+        metrics |= _test_activity(best, run, config.batch_size)
+    metrics |= training
+    atomic_write_json(run_dir / rundir.METRICS, metrics)
+    rundir.record_outputs(run_dir, "train_transformer" if config.spiking else "train",
+                          [weights_file(config), rundir.CONFIG, rundir.CLASSES, rundir.SPLIT, rundir.METRICS], [])
+    if verbose:
+        print(f"test accuracy {metrics['test']['accuracy']:.4f} (best epoch {metrics['best_epoch']}, "
+              f"{metrics['wall_time_s']:.0f} s training); wrote {run_dir}")
+    return metrics
+
+
+def _epoch_batches(config: TrainConfig, decoded_train, epoch: int, teacher, cluster: distributed.Cluster):
+    """The epoch's shuffled, augmented training batches (with the teacher's logits under ``--distill``; one
+    shard of each batch per worker)."""
+    batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch,
+                                    data.augmentation(config.augment), config.transform)
+    if teacher is not None:
+        batches = with_teacher(batches, teacher)
+    if cluster.multi_worker:
+        batches = distributed.shard_by_example(batches)
+    return batches
+
+
 def _epochs(config: TrainConfig, run: RunData, model, optimizer, checkpointer: EpochCheckpointer,
-            schedule: _Schedule, history: list, start: int, wall: float, verbose: bool, strategy,
+            schedule: PlateauSchedule, history: list, start: int, wall: float, verbose: bool, strategy,
             cluster: distributed.Cluster, state: dict | None) -> dict | None:
     """Train from epoch ``start``; the chief then evaluates the best weights and writes the run's outputs."""
     import tensorflow as tf
 
-    run_dir, manifest, source = Path(config.run_dir), run.manifest, run.source
+    run_dir, source = Path(config.run_dir), run.source
     chief = cluster.is_chief
     decoded_train = run.decoded("train")
-    augmentation = data.augmentation(config.augment)
     val_batches = run.batches("val", config.batch_size)
     if cluster.multi_worker:
         val_batches = distributed.shard_by_example(val_batches)
@@ -316,41 +353,23 @@ def _epochs(config: TrainConfig, run: RunData, model, optimizer, checkpointer: E
               else tf.summary.create_noop_writer())
     # a fixed batch for firing rates, measured on every worker alike (the model's layers may run collectives)
     probe = next(iter(val_batches))[0] if config.spiking else None
-    all_indices = np.concatenate([run.indices(s) for s in data.SPLITS])
     stop = bool(state and state.get("stopped"))
     diverged = None
     warmup = config.qcfs_from_epoch > 0
     if warmup and start == 0:
         for layer in qcfs_layers(model):
             layer.quantising.assign(0.0)
-    steps = math.ceil(len(manifest["train"]) / config.batch_size)
+    steps = math.ceil(len(run.manifest["train"]) / config.batch_size)
     checkpoints = run_dir / rundir.CHECKPOINTS / stage_name(config)
     teacher = (relu_teacher(config, model, len(source.classes), checkpoints, save=False)
                if config.distill and start > config.qcfs_from_epoch else None)
-    with data.explain_bad_images(source, all_indices):
+    with data.explain_bad_images(source, np.concatenate([run.indices(s) for s in data.SPLITS])):
         for epoch in range(start, config.epochs if not stop else start):
             began = time.perf_counter()
-            scheduled = config.learning_rate_at(epoch)
-            if scheduled is not None:
-                optimizer.learning_rate.assign(scheduled)
-            if config.init_from is not None:
-                optimizer.backbone_factor.assign(0.0 if epoch < config.freeze_backbone else config.backbone_lr_factor)
-            if warmup and epoch == config.qcfs_from_epoch:
-                images = (x for x, _ in run.batches("train", 64, count=256, seed=config.seed))
-                if config.distill:  # before quantising: the teacher is the ReLU network
-                    teacher = relu_teacher(config, model, len(source.classes), checkpoints, save=True)
-                thresholds = start_quantising(model, images, seed=config.seed)
-                if verbose:
-                    print(f"epoch {epoch + 1}: ReLU warm-up over, QCFS thresholds of least quantisation error: "
-                          + " ".join(f"{t:.2f}" for t in thresholds), flush=True)
-            batches = data.training_batches(decoded_train, config.batch_size, config.seed, epoch, augmentation,
-                                            config.transform)
-            if teacher is not None:
-                batches = with_teacher(batches, teacher)
-            if cluster.multi_worker:
-                batches = distributed.shard_by_example(batches)
+            teacher = _start_epoch(config, run, model, optimizer, epoch, teacher, checkpoints, verbose)
             callbacks = [BatchProgress(f"epoch {epoch + 1}/{config.epochs}", steps)] if verbose else []
-            fit = model.fit(batches, epochs=1, verbose=0, callbacks=callbacks).history
+            fit = model.fit(_epoch_batches(config, decoded_train, epoch, teacher, cluster), epochs=1, verbose=0,
+                            callbacks=callbacks).history
             val_loss, val_accuracy = model.evaluate(val_batches, verbose=0)
             if diverging(len(source.classes), fit["loss"][0], val_loss):
                 if not chief:  # the chief says what happened and keeps what can be kept
@@ -359,18 +378,8 @@ def _epochs(config: TrainConfig, run: RunData, model, optimizer, checkpointer: E
                 break
             seconds = time.perf_counter() - began
             wall += seconds
-            entry = {"epoch": epoch + 1, "loss": fit["loss"][0], "accuracy": fit["accuracy"][0],
-                     "val_loss": val_loss, "val_accuracy": val_accuracy,
-                     "learning_rate": float(optimizer.learning_rate.numpy()), "seconds": seconds}
-            if probe is not None:
-                entry["mean_firing_rate"] = _log_firing_rates(model, probe, writer, epoch + 1)
-            history.append(entry)
-            with writer.as_default(step=epoch + 1):
-                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
-                    tf.summary.scalar(key, entry[key])
-            if verbose:
-                print(f"epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f} acc {entry['accuracy']:.4f} "
-                      f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({seconds:.1f} s)", flush=True)
+            history.append(_record_epoch(config, model, optimizer, writer, probe, epoch, fit,
+                                         (val_loss, val_accuracy), seconds, verbose))
             improved, stop = schedule.update(epoch + 1, val_loss, val_accuracy, optimizer,
                                              eligible=not warmup or epoch >= config.qcfs_from_epoch)
             checkpointer.save(epoch, {"schedule": schedule.state, "history": history, "wall_time_s": wall,
@@ -382,19 +391,7 @@ def _epochs(config: TrainConfig, run: RunData, model, optimizer, checkpointer: E
                 break
         if not chief:
             return None
-        # evaluated on a copy outside the strategy: the other workers have finished
-        best = build_model(config, len(source.classes), weights="none")
-        load_weights(best, checkpointer.best_weights_path(checkpointer.committed()), what="best weights")
-        atomic_save_weights(best, run_dir / weights_file(config))
-        metrics = {split: _evaluate_split(best, run, split, config.batch_size) for split in data.SPLITS}
-        if config.spiking:
-            metrics |= _test_activity(best, run, config.batch_size)
-    metrics |= {"best_epoch": schedule.state["best_epoch"], "epochs_run": len(history),
-                "wall_time_s": wall, "history": history, "diverged_at_epoch": diverged}
-    atomic_write_json(run_dir / rundir.METRICS, metrics)
-    rundir.record_outputs(run_dir, "train_transformer" if config.spiking else "train",
-                          [weights_file(config), rundir.CONFIG, rundir.CLASSES, rundir.SPLIT, rundir.METRICS], [])
-    if verbose:
-        print(f"test accuracy {metrics['test']['accuracy']:.4f} (best epoch {metrics['best_epoch']}, "
-              f"{wall:.0f} s training); wrote {run_dir}")
-    return metrics
+        return _write_metrics(config, run, checkpointer, {"best_epoch": schedule.state["best_epoch"],
+                                                          "epochs_run": len(history), "wall_time_s": wall,
+                                                          "history": history, "diverged_at_epoch": diverged},
+                              verbose)

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from snn4vision.rundir import TrainConfig
-from snn4vision.training import _Schedule
+from snn4vision.optimisation import PlateauSchedule
 
 
 def test_plateau_and_early_stopping_match_keras_callbacks():
@@ -13,7 +13,7 @@ def test_plateau_and_early_stopping_match_keras_callbacks():
     config = TrainConfig("r", lr_schedule="plateau", learning_rate=1e-2, lr_patience=2, lr_factor=0.5,
                          min_learning_rate=2e-3, stop_patience=5)
     ours_optimizer = tf.keras.optimizers.Adam(config.learning_rate)
-    schedule = _Schedule(config)
+    schedule = PlateauSchedule(config)
     ours_lr, ours_stop, ours_best = [], None, []
     for epoch, (loss, acc) in enumerate(zip(val_loss, val_accuracy)):
         improved, stop = schedule.update(epoch, loss, acc, ours_optimizer)
@@ -49,7 +49,7 @@ def test_plateau_and_early_stopping_match_keras_callbacks():
 
 def test_cosine_schedule_never_stops_early():
     config = TrainConfig("r", lr_schedule="cosine", stop_patience=1)
-    schedule = _Schedule(config)
+    schedule = PlateauSchedule(config)
     optimizer = tf.keras.optimizers.Adam(1e-3)
     stops = [schedule.update(e, 1.0, 0.5, optimizer)[1] for e in range(10)]
     assert not any(stops) and float(optimizer.learning_rate.numpy()) == np.float32(1e-3)
@@ -61,12 +61,12 @@ def test_a_state_saved_before_any_eligible_epoch_resumes(tmp_path):
     from snn4vision.checkpoints import atomic_write_json, read_json
 
     config = TrainConfig("r", lr_schedule="cosine")
-    warm_up = _Schedule(config)
+    warm_up = PlateauSchedule(config)
     assert warm_up.update(5, 0.9, 0.6, None, eligible=False) == (False, False)
     atomic_write_json(tmp_path / "state.json", warm_up.state)
     saved = read_json(tmp_path / "state.json")
     assert saved["best_val_loss"] is None
-    resumed = _Schedule(config, saved)
+    resumed = PlateauSchedule(config, saved)
     assert resumed.update(76, 1.3, 0.75, tf.keras.optimizers.Adam(1e-3)) == (True, False)
     assert resumed.state["best_val_loss"] == 1.3 and resumed.state["best_epoch"] == 76
 
