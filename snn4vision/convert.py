@@ -159,6 +159,50 @@ def convert_snn(config: ConvertConfig, overwrite: bool = False, verbose: bool = 
         return _convert_snn(config, overwrite, verbose)
 
 
+def _over_time(snn, name: str, inputs, labels, grid: list, fraction: float, per_step: bool, verbose: bool,
+               check: bool = False) -> dict:
+    """One variant's accuracy and firing rates at every T of ``grid`` (``inputs(T)``: the test batches for T);
+    ``check``: refuse non-finite logits (the SNN that is written)."""
+    began = time.perf_counter()
+    # a T at which the levels are compressed is not the start of a longer run, and a compressed longest run
+    # is the start of no shorter one: such T are simulated on their own; so is every T of an event run, whose
+    # recordings are binned into T frames afresh for each T
+    longest = grid[-1]
+    prefixes = ([longest] if snn.compressed(longest) or per_step
+                else [t for t in grid if not snn.compressed(t)])
+    result = simulate_split(snn, inputs(longest), longest, name if verbose else None)
+    if check:
+        check_finite(snn, result["logits"], snn.dt)
+    rows = accuracy_over_time(result, labels, prefixes, fraction, snn.neurons_per_layer(), snn.dt)
+    for t in [t for t in grid if t not in prefixes]:
+        short = simulate_split(snn, inputs(t), t, f"{name}, T = {t}" if verbose else None)
+        rows += accuracy_over_time(short, labels, [t], fraction, snn.neurons_per_layer(), snn.dt)
+    rows.sort(key=lambda row: row["timesteps"])
+    if verbose:
+        print(f"{name:>28}: " + "  ".join(f"T={r['timesteps']} {r['accuracy']:.3f}" for r in rows), flush=True)
+    return {"name": name, "dt": snn.dt, "tau": snn.tau, "seconds": time.perf_counter() - began, "by_timesteps": rows}
+
+
+def _sweep(config: ConvertConfig, snn, qcfs: bool) -> list:
+    """The sweep's variants beside the chosen SNN, as ``(name or None, build_snn's changes, normalised)``: for a
+    QCFS ANN the IF neurons other than the chosen one (named once built), for a ReLU ANN other settings."""
+    if not config.sweep:
+        return []
+    if qcfs:
+        return [(None, dict(signed=signed, max_spikes=max_spikes), False)
+                for signed, max_spikes in [(False, 1), (True, 1), (True, config.max_timesteps)]
+                if (signed, max_spikes) != (snn.neuron == "signed_if", snn.max_spikes)]
+    flipped = "no normalisation" if config.normalise else "normalised"
+    # keras-spiking neurons rectify each step's input, so without a synapse the error does not average out
+    # over T; more spikes per step (bursts) at the percentile are what help
+    bursts = dict(tau=None, max_rate=4 / config.dt, normalise=True)
+    alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),
+                    ("no synapse", dict(tau=None)), ("dt 10 ms", dict(dt=0.01)),
+                    ("no synapse, 4 spikes per step at the percentile", bursts)]
+    return [(name, change, change.get("normalise", config.normalise)) for name, change in alternatives
+            if not (set(change) == {"tau"} and change["tau"] == config.tau)]
+
+
 def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
     check_keras()
     config.validate()
@@ -180,63 +224,29 @@ def _convert_snn(config: ConvertConfig, overwrite: bool, verbose: bool) -> dict:
     def inputs(timesteps: int):
         return run.step_batches("test", config.batch_size, timesteps) if per_step else test_batches
 
-    def evaluate(name, snn, **details):
-        began = time.perf_counter()
+    def evaluate(name, network, **details):
         if verbose:
             print(f"evaluating {name} ({len(variants) + 1}/{len(planned) + 1}) on "
                   f"{len(labels)} test images, T = 1 ... {config.max_timesteps}", flush=True)
-        # a T at which the levels are compressed is not the start of a longer run, and a compressed longest run
-        # is the start of no shorter one: such T are simulated on their own; so is every T of an event run, whose
-        # recordings are binned into T frames afresh for each T
-        longest = config.max_timesteps
-        prefixes = ([longest] if snn.compressed(longest) or per_step
-                    else [t for t in grid if not snn.compressed(t)])
-        result = simulate_split(snn, inputs(longest), longest, name if verbose else None)
-        if not variants:  # the SNN that is written
-            check_finite(snn, result["logits"], snn.dt)
-        rows = accuracy_over_time(result, labels, prefixes, fraction, snn.neurons_per_layer(), snn.dt)
-        for t in [t for t in grid if t not in prefixes]:
-            short = simulate_split(snn, inputs(t), t, f"{name}, T = {t}" if verbose else None)
-            rows += accuracy_over_time(short, labels, [t], fraction, snn.neurons_per_layer(), snn.dt)
-        rows.sort(key=lambda row: row["timesteps"])
-        seconds = time.perf_counter() - began
-        if verbose:
-            print(f"{name:>28}: " + "  ".join(f"T={r['timesteps']} {r['accuracy']:.3f}" for r in rows), flush=True)
-        return {"name": name, **details, "dt": snn.dt, "tau": snn.tau, "seconds": seconds, "by_timesteps": rows}
+        row = _over_time(network, name, inputs, labels, grid, fraction, per_step, verbose, check=not variants)
+        return {"name": name, **details} | row
 
     snn, percentiles = build_snn(run, ann, config)
     qcfs = snn.neuron in IF_NAMES
     fraction = config.readout_fraction or (1.0 if qcfs else 0.5)
-    # the sweep's variants: QCFS, the IF neurons other than the chosen one; ReLU, settings beside the chosen one
-    if_neurons = [n for n in [(False, 1), (True, 1), (True, config.max_timesteps)]
-                  if n != (snn.neuron == "signed_if", snn.max_spikes)]
-    flipped = "no normalisation" if config.normalise else "normalised"
-    # keras-spiking neurons rectify each step's input, so without a synapse the error does not average out
-    # over T; more spikes per step (bursts) at the percentile are what help
-    bursts = dict(tau=None, max_rate=4 / config.dt, normalise=True)
-    alternatives = [(flipped, dict(normalise=not config.normalise)), ("tau 5 ms", dict(tau=0.005)),
-                    ("no synapse", dict(tau=None)), ("dt 10 ms", dict(dt=0.01)),
-                    ("no synapse, 4 spikes per step at the percentile", bursts)]
-    alternatives = [(name, change) for name, change in alternatives
-                    if not (set(change) == {"tau"} and change["tau"] == config.tau)]
-    planned = (if_neurons if qcfs else alternatives) if config.sweep else []
+    planned = _sweep(config, snn, qcfs)
     snn.readout_steps = readout_steps(config.max_timesteps, fraction)
     variants = []
     variants.append(evaluate(f"converted (QCFS, {if_name(snn.neuron, snn.max_spikes)})" if qcfs else "converted", snn,
-                         normalised=config.normalise and not qcfs))
+                             normalised=config.normalise and not qcfs))
     sample = next(iter(test_batches))
     check = verify(ann, snn, sample[0].numpy(), sample[1].numpy(), None if qcfs else config.max_timesteps)
     if verbose:
         print(format_verification(check))
-    if config.sweep and qcfs:
-        for signed, max_spikes in if_neurons:
-            alternative, _ = build_snn(run, ann, config, signed=signed, max_spikes=max_spikes)
-            variants.append(evaluate(f"QCFS, {if_name(alternative.neuron, max_spikes)}", alternative,
-                                     normalised=False))
-    if config.sweep and not qcfs:
-        for name, change in alternatives:
-            alternative, _ = build_snn(run, ann, config, **change)
-            variants.append(evaluate(name, alternative, normalised=change.get("normalise", config.normalise)))
+    for name, change, normalised in planned:
+        alternative, _ = build_snn(run, ann, config, **change)
+        name = name or f"QCFS, {if_name(alternative.neuron, change['max_spikes'])}"
+        variants.append(evaluate(name, alternative, normalised=normalised))
     report = {"ann_test_accuracy": ann_test_accuracy, "config": dataclasses.asdict(config), "neuron": snn.neuron,
               "verify": check,
               "normalisation_percentiles": percentiles, "test_images": int(len(labels)),

@@ -64,6 +64,26 @@ def _size(shape) -> int:
     return int(np.prod(shape))
 
 
+def _signals(nodes: list, neuron_index: dict) -> tuple[dict, dict]:
+    """Per node, the neuron layers whose spikes it carries and what it carries: ``"static"`` (the image only),
+    ``"analog"`` (a linear node's currents, or a mix with them) or ``"spikes"``."""
+    carried, kind = {}, {}
+    for node in nodes:
+        ins = node.inputs
+        if node.op == "input":
+            carried[node.name], kind[node.name] = (), "static"
+        elif node.op == "neuron":
+            carried[node.name], kind[node.name] = (neuron_index[node.name],), "spikes"
+        elif op_of(node).linear:
+            carried[node.name] = ()
+            kind[node.name] = "static" if kind[ins[0]] == "static" else "analog"
+        else:
+            carried[node.name] = tuple(sorted({s for i in ins for s in carried[i]}))
+            kinds = {kind[i] for i in ins}
+            kind[node.name] = "static" if kinds == {"static"} else ("analog" if "analog" in kinds else "spikes")
+    return carried, kind
+
+
 def graph_costs(nodes: list, output: str) -> list:
     """Counts of a layer graph (:class:`snn4vision.layer_graph.Node` list in topological order), one row per
     linear node (conv, depthwise conv, dense) and per average pooling of spikes that feeds neurons directly (a
@@ -78,20 +98,7 @@ def graph_costs(nodes: list, output: str) -> list:
         for i in node.inputs:
             consumers[i].append(node.name)
     neuron_index = {n.name: i for i, n in enumerate(n for n in nodes if n.op == "neuron")}
-    carried, kind = {}, {}  # neuron layers whose spikes a node carries; "static", "analog" or "spikes"
-    for node in nodes:
-        ins = node.inputs
-        if node.op == "input":
-            carried[node.name], kind[node.name] = (), "static"
-        elif node.op == "neuron":
-            carried[node.name], kind[node.name] = (neuron_index[node.name],), "spikes"
-        elif op_of(node).linear:
-            carried[node.name] = ()
-            kind[node.name] = "static" if kind[ins[0]] == "static" else "analog"
-        else:
-            carried[node.name] = tuple(sorted({s for i in ins for s in carried[i]}))
-            kinds = {kind[i] for i in ins}
-            kind[node.name] = "static" if kinds == {"static"} else ("analog" if "analog" in kinds else "spikes")
+    carried, kind = _signals(nodes, neuron_index)
     pooling = {n.name for n in nodes if op_of(n).feeds_neurons_as_synapses() and kind[n.inputs[0]] == "spikes"
                and consumers[n.name] and all(by_name[c].op == "neuron" for c in consumers[n.name])}
     linear = [n for n in nodes if op_of(n).linear or n.name in pooling]
