@@ -100,7 +100,8 @@ MUTANTS = [
      "if warmup and start == 0:", "if warmup:",
      ["tests/test_untested_behaviours_training.py"]),
     ("resume recalibrates the thresholds", "snn4vision/training.py",
-     "if warmup and epoch == config.qcfs_from_epoch:", "if warmup and epoch >= config.qcfs_from_epoch:",
+     "if config.qcfs_from_epoch > 0 and epoch == config.qcfs_from_epoch:",
+     "if config.qcfs_from_epoch > 0 and epoch >= config.qcfs_from_epoch:",
      ["tests/test_untested_behaviours_training.py"]),
     ("warm-up LR one epoch late", "snn4vision/rundir/config.py",
      "self.learning_rate * (epoch + 1) / (self.warmup_epochs + 1)",
@@ -383,12 +384,12 @@ MUTANTS = [
      "return (1.0 - weight) * hard(labels, logits)", "return hard(labels, logits)",
      ["tests/test_distillation.py"]),
     ("teacher is the quantised network", "snn4vision/training.py",
-     "                if config.distill:  # before quantising: the teacher is the ReLU network\n"
-     "                    teacher = relu_teacher(config, model, len(source.classes), checkpoints, save=True)\n"
-     "                thresholds = start_quantising(model, images, seed=config.seed)\n",
-     "                thresholds = start_quantising(model, images, seed=config.seed)\n"
-     "                if config.distill:\n"
-     "                    teacher = relu_teacher(config, model, len(source.classes), checkpoints, save=True)\n",
+     "        if config.distill:  # before quantising: the teacher is the ReLU network\n"
+     "            teacher = relu_teacher(config, model, len(run.source.classes), checkpoints, save=True)\n"
+     "        thresholds = start_quantising(model, images, seed=config.seed)\n",
+     "        thresholds = start_quantising(model, images, seed=config.seed)\n"
+     "        if config.distill:\n"
+     "            teacher = relu_teacher(config, model, len(run.source.classes), checkpoints, save=True)\n",
      ["tests/test_distillation.py"]),
     ("resumed run forgets its teacher", "snn4vision/training.py",
      "if config.distill and start > config.qcfs_from_epoch else None)", "if False else None)",
@@ -400,8 +401,7 @@ MUTANTS = [
      "return any(c != 1 for c in self.node_compression(timesteps).values())",
      "return max(self.node_compression(timesteps).values(), default=1.0) != 1", ["tests/test_layers.py"]),
     ("shorter T read from a compressed longest run", "snn4vision/convert.py",
-     "prefixes = [longest] if snn.compressed(longest) else [t for t in grid if not snn.compressed(t)]",
-     "prefixes = [t for t in grid if not snn.compressed(t)]",
+     "prefixes = ([longest] if snn.compressed(longest) or per_step", "prefixes = ([longest] if per_step",
      ["tests/pipelines/test_snn_stages.py::test_qcfs_run_converts_to_signed_if_neurons"]),
     ("snn4space path without its recipe", "snn4vision/pipeline.py",
      'if self.path == "snn4space":  # the recipe', 'if False:  # the recipe',
@@ -446,7 +446,7 @@ MUTANTS = [
      "channels = image.shape[-1] if image.shape[-1] is not None else 3", "channels = 3",
      ["tests/test_multispectral.py"]),
     ("predict reads a multi-band run's files as RGB", "snn4vision/predict.py",
-     "    if plan is not None:  # a multi-band run", "    if False:  # a multi-band run",
+     "    elif plan is not None:  # a multi-band run", "    elif False:  # a multi-band run",
      ["tests/test_multispectral_training.py"]),
     # --- end issue 31 ---
     # --- issue 30: subpackages ---

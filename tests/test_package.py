@@ -2,6 +2,7 @@
 import cycles, and no import hidden inside a function."""
 import ast
 import importlib
+import importlib.util
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "snn4vision"
@@ -139,3 +140,14 @@ def test_a_pipeline_script_and_its_console_script_run_the_same_command(tmp_path)
     for command in ([str(console_script)], [sys.executable, str(PACKAGE.parent / "pipelines" / "convert_snn.py")]):
         result = subprocess.run([*command, "--run", str(missing)], capture_output=True, text=True, cwd=tmp_path)
         assert (result.returncode, result.stderr.splitlines()) == (2, expected), command
+
+
+def test_every_planted_bug_still_finds_its_code():
+    """tests/mutants.py plants each bug by replacing a piece of source text: after code moves, a piece that is no
+    longer in its file exactly once would be skipped ("cannot be planted") and its bug silently go unchecked."""
+    spec = importlib.util.spec_from_file_location("mutants", PACKAGE.parent / "tests" / "mutants.py")
+    mutants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mutants)
+    stale = [(name, path) for name, path, old, _, _ in mutants.MUTANTS
+             if not (PACKAGE.parent / path).is_file() or (PACKAGE.parent / path).read_text().count(old) != 1]
+    assert not stale, f"mutants whose original text is not in their file exactly once: {stale}"
