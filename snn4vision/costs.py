@@ -1,7 +1,7 @@
 """Operation counts and joules per device: the one costing path of ANNs and SNNs.
 
-Device profiles are TOML files in ``snn4vision/profiles/`` (one per device; see
-``snn4vision/profiles/README.md`` for the method and sources), shipped as package data. Counting:
+Device profiles are TOML files in the top-level ``energy/`` (one per device; see ``energy/README.md`` for the
+method and sources), shipped as package data (``snn4vision.profiles``). Counting:
 
 - ANN: every synapse is one multiply-accumulate (MAC) per inference (conv:
   ``H_out * W_out * k_h * k_w * C_in * C_out``; dense: ``in * out``); pooling

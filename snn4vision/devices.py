@@ -1,5 +1,6 @@
-"""Device profiles: the TOML files of ``snn4vision/profiles/`` (one per device), their validation and the
-:class:`Device` each becomes. See ``snn4vision/profiles/README.md`` for the sources of every figure."""
+"""Device profiles: the TOML files of the top-level ``energy/`` folder (one per device; installed as the package
+``snn4vision.profiles``), their validation and the :class:`Device` each becomes. See ``energy/README.md`` for the
+sources of every figure."""
 from __future__ import annotations
 
 import importlib.resources
@@ -9,9 +10,9 @@ from pathlib import Path
 
 from .errors import UserError
 
-#: The profiles shipped with the package (package data, read through importlib.resources so that any install,
-#: zipped included, finds them).
-ENERGY_DIR = importlib.resources.files("snn4vision").joinpath("profiles")
+#: The profiles shipped with the package: ``energy/`` mapped to ``snn4vision.profiles`` (package data, read through
+#: importlib.resources so that any install, editable, zipped or not, finds them).
+ENERGY_DIR = importlib.resources.files("snn4vision.profiles")
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ def _converted_report(run, run_dir: Path, devices: dict, timesteps: int | None, 
                           "input), one SOP per measured presynaptic spike and synapse (a layer after a residual "
                           "add receives both branches' spikes), neuron (and synaptic filter) updates every "
                           "timestep. SNN on non-spiking devices: every synapse every timestep. See "
-                          "snn4vision/profiles/README.md. Graded-spike devices (loihi2): one SOP per message "
+                          "energy/README.md. Graded-spike devices (loihi2): one SOP per message "
                           "(a burst) and synapse, plus its payload."
                           + ("" if frames is None else " Event input: the recording binned into one frame per "
                              "step, and the layers that read it cost one SOP per input event (counted at the run's "

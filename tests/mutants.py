@@ -450,8 +450,14 @@ MUTANTS = [
      ["tests/test_multispectral_training.py"]),
     # --- end issue 31 ---
     # --- issue 30: subpackages ---
-    ("subpackages left out of an install", "setup.cfg",
-     "include = snn4vision, snn4vision.*", "include = snn4vision",
+    ("subpackages left out of an install", "setup.py",
+     'find_packages(include=["snn4vision", "snn4vision.*"])', 'find_packages(include=["snn4vision"])',
+     ["tests/test_energy.py::test_profiles_are_found_by_a_non_editable_install"]),
+    ("profiles of energy/ not mapped into the package", "setup.py",
+     'package_dir={"snn4vision.profiles": "energy"}', "package_dir={}",
+     ["tests/test_energy.py::test_profiles_are_found_by_a_non_editable_install"]),
+    ("profiles' README left out of an install", "setup.cfg",
+     "snn4vision.profiles = *.toml, README.md", "snn4vision.profiles = *.toml",
      ["tests/test_energy.py::test_profiles_are_found_by_a_non_editable_install"]),
     # --- issue 32: event data ---
     ("event polarity channels swapped", "snn4vision/events/frames.py",

@@ -109,8 +109,9 @@ def test_synops_agree_with_keras_spiking_model_energy():
 
 @pytest.mark.install
 def test_profiles_are_found_by_a_non_editable_install(tmp_path):
-    """The profiles ship as package data, and the subpackages as packages: an installed copy (not this checkout)
-    finds all nine profiles and imports every subpackage (a find: that kept only snn4vision would lose them)."""
+    """The profiles of the top-level energy/ ship as package data of snn4vision.profiles, and the subpackages as
+    packages: an installed copy (not this checkout) finds all nine profiles, with their README, and imports every
+    subpackage (a find that kept only snn4vision, or a profiles package left unmapped, would lose them)."""
     import shutil
     import subprocess
     import sys
@@ -120,21 +121,24 @@ def test_profiles_are_found_by_a_non_editable_install(tmp_path):
     target = tmp_path / "site"
     # built from a copy of the sources: a build/ folder left in the checkout would hand on stale files
     source = tmp_path / "source"
-    shutil.copytree(root / "snn4vision", source / "snn4vision", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+    for folder in ("snn4vision", "energy"):  # energy/: the profiles, mapped into the package by setup.py
+        shutil.copytree(root / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(root / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(source)], check=True, capture_output=True)
     subpackages = sorted(p.parent.name for p in (root / "snn4vision").glob("*/__init__.py"))
     assert {"events", "rundir", "ops"} <= set(subpackages)
-    probe = ("import importlib, snn4vision, snn4vision.costs as e; print(snn4vision.__file__); "
-             "print(' '.join(sorted(e.load_devices()))); "
+    probe = ("import importlib, snn4vision, snn4vision.costs as e, snn4vision.devices as d; "
+             "print(snn4vision.__file__); print(' '.join(sorted(e.load_devices()))); "
+             "print(str(d.ENERGY_DIR.joinpath('README.md')), d.ENERGY_DIR.joinpath('README.md').is_file()); "
              f"print(all(importlib.import_module('snn4vision.' + m).__file__.startswith({str(target)!r}) "
              f"for m in {subpackages!r}))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          check=True, capture_output=True, text=True).stdout.splitlines()
     assert out[0].startswith(str(target))
     assert out[1] == "45nm 45nm_int8 arm cpu gpu loihi loihi2 spinnaker spinnaker2"
+    assert out[2] == f"{target}/snn4vision/profiles/README.md True"
     assert out[-1] == "True"
 
 

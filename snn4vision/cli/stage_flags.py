@@ -130,7 +130,7 @@ def energy_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=positive_int, help="SNN timesteps (default: the saved SNN's)")
     p.add_argument("--model", choices=("auto", "converted", "fine-tuned"), default="auto",
                    help="which SNN (auto: fine-tuned if present)")
-    p.add_argument("--profiles", help="folder of device profiles (*.toml); default: the shipped snn4vision/profiles/")
+    p.add_argument("--profiles", help="folder of device profiles (*.toml); default: the shipped energy/")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--data-dir", help="where the run's images are now, if they moved")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier estimate")
@@ -168,7 +168,7 @@ def report_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=positive_int, nargs="+", default=[],
                    help="T of the converted SNNs (default: those their conversion measured)")
     p.add_argument("--devices", nargs="+", default=[], help="device profiles (default: all)")
-    p.add_argument("--profiles", help="folder of device profiles (*.toml); default: the shipped snn4vision/profiles/")
+    p.add_argument("--profiles", help="folder of device profiles (*.toml); default: the shipped energy/")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--timing-images", type=positive_int, default=32, help="images timed for the latency column")
     p.add_argument("--data-dir", help="where the runs' images are now, if they moved")
