@@ -14,6 +14,13 @@ Usage::
 
 ``--train`` runs ``run_all.py --sparsity S`` for each S (skipping runs that are complete); extra flags after
 ``--`` go to ``run_all.py`` (e.g. ``-- --levels 4 --pool-before-activation``).
+
+Every point is priced under both cost models of :mod:`snn4vision.memory_costs` (compute-only and memory-aware,
+the latter also against the fair quantised ANN, with Dampfhoffer et al.'s spikes per synapse and the
+break-even). ``benchmarks/results/energy_pareto_memory.md`` (issue 29) is::
+
+    .venv/bin/python benchmarks/energy_pareto.py --runs runs/pareto/default-s0 runs/pareto/L4-S0-s0 \
+        --output benchmarks/results/energy_pareto_memory
 """
 from __future__ import annotations
 
@@ -291,7 +298,7 @@ def main() -> None:
              f"fair quantised ANN (issue 29's aim: 0.5).", "", *aims_lines]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".md").write_text("\n".join(lines) + "\n\n![accuracy against energy](energy_pareto.png)\n")
+    output.with_suffix(".md").write_text("\n".join(lines) + f"\n\n![accuracy against energy]({output.name}.png)\n")
     output.with_suffix(".json").write_text(json.dumps({"anns": anns, "snns": rows, "front": front,
                                                        "memory_aware_front": memory_front, "aims": aims},
                                                       indent=1, allow_nan=False) + "\n")
