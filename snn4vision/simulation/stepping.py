@@ -55,12 +55,12 @@ class Run:
         self.thresholds = {name: threshold / self.compression[name]
                            for name, threshold in zip(self.gains, tf.unstack(model.thresholds))}
         self.weights = model.effective_weights()
-        self.static = {"input": self.images}
-        for node in model.nodes[1:]:
-            if node.name in model.static and not self.per_step:
-                self.static[node.name] = self.apply(node, [self.static[i] for i in node.inputs])
-        if self.per_step:
-            self.static = {}
+        self.static = {}  # the values every step starts from: none when the input changes at every step
+        if not self.per_step:
+            self.static["input"] = self.images
+            for node in model.nodes[1:]:
+                if node.name in model.static:
+                    self.static[node.name] = self.apply(node, [self.static[i] for i in node.inputs])
         self.recomputed = [n for n in model.nodes[1:] if n.name in model.static] if self.per_step else []
         self.looped = [n for n in model.nodes if n.name not in model.static and n is not model.tail]
         self.read = model.tail.inputs[0] if model.tail is not None else model.graph["output"]
