@@ -5,7 +5,6 @@ the spikes on the run's test images, applies the costs and writes the report.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +102,7 @@ def _report(records, timesteps, devices: dict, fair, levels=None, dt=0.001, **fi
 
 def _transformer_report(run, run_dir: Path, devices: dict, timesteps: int | None, batch_size: int, fair) -> dict:
     """Energy of a directly trained spiking transformer, from activity measured on the test split."""
-    dataclasses.replace(run.config, timesteps=timesteps or run.config.timesteps).check_transformer_memory(
-        batch_size, training=False)
+    run.config.check_transformer_memory(batch_size, training=False, timesteps=timesteps)
     model = load_trained(run_dir, run.config, len(run.classes), timesteps)
     config = run.config
     labels = run.labels("test")

@@ -1,7 +1,6 @@
 """Predict the class of image files with a run's ANN or SNN (``pipelines/predict.py``)."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -64,7 +63,7 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
         raise UserError("no images given: pass one or more image files")
     plan = bands.plan_of(config)
     if config.events:  # an event run: each recording binned as its training recordings were
-        steps = (timesteps or config.timesteps) if config.spiking else None
+        steps = (timesteps or config.transformer.timesteps) if config.spiking else None
         batch = np.stack([events.load_file(path, config, config.image_size, steps) for path in images])
     elif any(Path(path).suffix.lower() in events.EVENT_EXTENSIONS for path in images):
         first = next(p for p in images if Path(p).suffix.lower() in events.EVENT_EXTENSIONS)
@@ -78,8 +77,7 @@ def predict(run_dir: str | Path, images: list, model: str = "ann", timesteps: in
         batch = config.transform(batch).numpy()
     spikes = None
     if config.spiking:  # a directly trained spiking transformer: it is the only model of the run
-        dataclasses.replace(config, timesteps=timesteps or config.timesteps).check_transformer_memory(
-            min(len(batch), BATCH), training=False)
+        config.check_transformer_memory(min(len(batch), BATCH), training=False, timesteps=timesteps)
         model = load_trained(run_dir, config, len(classes), timesteps)
         logits, spikes = in_batches(lambda x: _transformer(model, x), batch, f"predicting {len(batch)} images")
     elif model == "ann":

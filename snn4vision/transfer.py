@@ -79,7 +79,8 @@ def transfer_weights(model, source_run: str | Path, classes: list) -> Transfer:
             copied.setdefault(layer, []).append((weight, value))
     copied = {layer: pairs for layer, pairs in copied.items() if layer not in skipped}
     if not any(id(weight) not in head for pairs in copied.values() for weight, _ in pairs):
-        shape = (f"dim {source_config.dim}, depth {source_config.depth}" if source_config.spiking
+        shape = (f"dim {source_config.transformer.dim}, depth {source_config.transformer.depth}"
+                 if source_config.spiking
                  else f"width {source_config.width:g}")
         raise UserError(f"--init-from {source_run}: no weight of its {source_config.architecture} ({shape}) has the "
                         "name and shape of one of this model's: start from a run of the same --architecture (or "

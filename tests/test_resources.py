@@ -14,7 +14,7 @@ def test_timesteps_are_bounded_in_every_config():
     resources.check_timesteps(resources.MAX_TIMESTEPS)
     for make in (lambda t: ConvertConfig("r", max_timesteps=t).validate(),
                  lambda t: FineTuneConfig("r", timesteps=t).validate(),
-                 lambda t: TrainConfig("r", architecture="spikformer", timesteps=t).validate()):
+                 lambda t: TrainConfig("r", architecture="spikformer", transformer={"timesteps": t}).validate()):
         with pytest.raises(UserError, match=r"^--timesteps 1000000 is above the largest supported T, 4096"):
             make(1_000_000)
         with pytest.raises(UserError, match=r"^--timesteps must be at least 1, got 0$"):
@@ -29,6 +29,18 @@ def test_transformer_memory_by_hand():
         4 * per_step_image * 3 * 5
     assert resources.transformer_bytes(32, 16, 1, 2, 4, "0011", 3, 5, training=True) == 2 * 4 * per_step_image * 15
 
+
+
+def test_a_transformer_run_at_another_t_is_checked_at_that_t(monkeypatch):
+    """predict and energy run a trained transformer at --timesteps T: its memory is the asked T's, not the
+    trained one's (5 steps of the hand-computed network above need 5.3 MiB for 3 images, 50 steps 52.7 MiB)."""
+    monkeypatch.setattr(resources, "available_memory", lambda: 20 * 2 ** 20)
+    config = TrainConfig("r", architecture="spikformer", image_size=32, transformer=dict(
+        depth=1, dim=16, heads=2, mlp_ratio=4, pooling="0011", timesteps=5))
+    config.check_transformer_memory(3, training=False)
+    config.check_transformer_memory(3, training=False, timesteps=5)
+    with pytest.raises(UserError, match=r"^running the spikformer at T = 50 on batches of 3 needs about 52\.7 MiB"):
+        config.check_transformer_memory(3, training=False, timesteps=50)
 
 def test_memory_and_disk_refusals_state_the_estimate(monkeypatch, tmp_path):
     monkeypatch.setattr(resources, "available_memory", lambda: 10 * 2 ** 30)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from snn4vision import models
+from snn4vision import cli, models, rundir
 from snn4vision.errors import UserError
 from snn4vision.layers import (LIF, SpikeDrivenBlock, SpikeDrivenMLP, SpikeDrivenPatchSplitting, SpikeDrivenSelfAttention,
                                SpikformerBlock, SpikingClassifierHead, SpikingMLP, SpikingPatchSplitting,
@@ -312,3 +312,55 @@ def test_measured_activity_counts_spikes_and_synaptic_events():
     # one add per (k, v) spike pair per token and head, plus a row of K^T V per q spike
     assert layers["block0/attention/attention"]["accumulates"] > 0
     assert layers["block0/attention/q_lif"]["neurons"] == 4 * 4 * 16
+
+
+def test_a_transformer_run_keeps_its_shape_in_its_own_config(tmp_path):
+    """The shape lives under "transformer" in config.json and round-trips; the CLI's flags and a library caller
+    get the same config from TrainConfig.from_transformer_preset."""
+    run = str(tmp_path / "r")
+    args = cli.train_spiking_transformer_parser().parse_args(["--run", run, "--model", "sdt", "--depth", "1",
+                                                              "--timesteps", "3", "--epochs", "2"])
+    config = cli.transformer_config(args)
+    config.validate()
+    # the quick preset's shape, but for the flags given; training fields stay flat
+    assert config.transformer == rundir.TransformerConfig(depth=1, dim=256, heads=8, timesteps=3, mlp_ratio=4,
+                                                          pooling="0111")
+    assert (config.architecture, config.epochs, config.optimizer, config.preset) == ("sdt", 2, "adamw", "quick")
+    assert config == rundir.TrainConfig.from_transformer_preset("quick", run_dir=run, architecture="sdt", depth=1,
+                                                                timesteps=3, epochs=2)
+    saved = config.to_json()
+    assert saved["transformer"]["timesteps"] == 3 and "timesteps" not in saved and "depth" not in saved
+    assert rundir.TrainConfig.from_json(saved) == config
+    # the reference preset has no pooling of its own: the shape's default
+    assert rundir.TrainConfig.from_transformer_preset("reference", run_dir=run).transformer.pooling == "0011"
+    with pytest.raises(UserError, match="unknown preset 'big'"):
+        rundir.TrainConfig.from_transformer_preset("big", run_dir=run)
+
+
+def test_runs_written_with_the_flat_transformer_fields_still_load(tmp_path):
+    """config.json of earlier versions held depth .. pooling flat in every run, ANN runs included (unused
+    defaults there): a transformer run's become its shape, an ANN run's are dropped."""
+    flat = dict(depth=1, dim=32, heads=2, timesteps=2, mlp_ratio=2, pooling="0111")
+    old = rundir.TrainConfig(str(tmp_path / "r"), architecture="spikformer").to_json()
+    old = {k: v for k, v in old.items() if k != "transformer"} | flat
+    loaded = rundir.TrainConfig.from_json(old)
+    assert loaded.transformer == rundir.TransformerConfig(**flat)
+    assert rundir.build_model(loaded, 3).count_params() == models.spikformer(3, 1, 32, 2, 2, 64, 2, "0111",
+                                                                            channels=3).count_params()
+    ann = rundir.TrainConfig(str(tmp_path / "a")).to_json()
+    ann = {k: v for k, v in ann.items() if k != "transformer"} | rundir.TransformerConfig().to_json()
+    loaded_ann = rundir.TrainConfig.from_json(ann)
+    assert loaded_ann.transformer is None and loaded_ann == rundir.TrainConfig(str(tmp_path / "a"))
+    loaded_ann.validate()
+
+
+def test_a_transformer_shape_is_refused_where_it_does_not_belong(tmp_path):
+    run = str(tmp_path / "r")
+    with pytest.raises(UserError, match=r"^a transformer shape .* applies to spikformer and sdt, not to vgg16"):
+        rundir.TrainConfig(run, transformer={"depth": 3}).validate()
+    with pytest.raises(UserError, match=r"transformer has unknown keys \['depht'\]"):
+        rundir.TrainConfig(run, architecture="sdt", transformer={"depht": 3})
+    for shape, flag in (({"dim": 36, "heads": 4}, "--dim"), ({"pooling": "012"}, "--pooling"),
+                        ({"depth": 0}, "--depth"), ({"heads": 0}, "--heads"), ({"mlp_ratio": 0}, "--mlp-ratio")):
+        with pytest.raises(UserError, match=f"^{flag} must"):
+            rundir.TrainConfig(run, architecture="spikformer", transformer=shape).validate()

@@ -24,7 +24,7 @@ from ..errors import UserError  # noqa: E402
 from .stage_flags import (convert_config, convert_snn_parser, energy_parser, export_nir_parser,  # noqa: E402
                           fine_tune_config, fine_tune_parser, predict_parser, report_parser)
 from .training_flags import (add_run_flags, explicit_flags, input_transform, non_negative_int,  # noqa: E402
-                             positive_float, positive_int, preset_config, run_all_config, run_all_parser,
+                             positive_float, positive_int, run_all_config, run_all_parser,
                              train_ann_parser, train_config, train_spiking_transformer_parser, training_parser,
                              transformer_config)
 
@@ -32,7 +32,7 @@ __all__ = [
     "add_run_flags", "convert_config", "convert_snn_main", "convert_snn_parser", "energy_estimation_main",
     "energy_parser", "explicit_flags", "export_nir_main", "export_nir_parser", "fine_tune_config", "fine_tune_main",
     "fine_tune_parser", "input_transform", "machine_limit", "non_negative_int", "positive_float", "positive_int",
-    "predict_main", "predict_parser", "preset_config", "report_main", "report_parser", "run", "run_all_config",
+    "predict_main", "predict_parser", "report_main", "report_parser", "run", "run_all_config",
     "run_all_main", "run_all_parser", "train_ann_main", "train_ann_parser", "train_config",
     "train_spiking_transformer_main", "train_spiking_transformer_parser", "training_parser", "transformer_config",
 ]

@@ -121,11 +121,6 @@ def _given(args: argparse.Namespace, names: tuple) -> dict:
                 **{name: getattr(args, name) for name in names if getattr(args, name) is not None})
 
 
-def preset_config(args: argparse.Namespace, presets: dict, names: tuple, **fixed):
-    """A TrainConfig: ``presets[args.preset]``, overridden by the flags ``names`` that were given."""
-    return TrainConfig(**{**presets[args.preset], "preset": args.preset, **_given(args, names), **fixed})
-
-
 def train_ann_parser() -> argparse.ArgumentParser:
 
     p = training_parser("train_ann.py", "Train the ANN to convert (stage 1): the SNN4Space VGG-16, ResNet-18 or "
@@ -262,7 +257,7 @@ def train_spiking_transformer_parser() -> argparse.ArgumentParser:
 def transformer_config(args: argparse.Namespace):
     """A TrainConfig for a spiking transformer: the preset, overridden by explicit flags."""
 
-    return preset_config(args, TRANSFORMER_PRESETS,
-                         ("image_size", "depth", "dim", "heads", "timesteps", "mlp_ratio", "pooling", "batch_size",
-                          "epochs", "learning_rate", "weight_decay", "warmup_epochs", "augment"),
-                         architecture=args.model)
+    return TrainConfig.from_transformer_preset(
+        args.preset, architecture=args.model,
+        **_given(args, ("image_size", "depth", "dim", "heads", "timesteps", "mlp_ratio", "pooling", "batch_size",
+                        "epochs", "learning_rate", "weight_decay", "warmup_epochs", "augment")))

@@ -176,7 +176,8 @@ def binning_of(config, timesteps: int | None = None) -> Binning | None:
     recorded = getattr(config, "events", None)
     if not recorded:
         return None
-    frames = int(timesteps or config.timesteps) if config.spiking and recorded["mode"] != ACCUMULATED else None
+    frames = (int(timesteps or config.transformer.timesteps) if config.spiking and recorded["mode"] != ACCUMULATED
+              else None)
     return Binning(tuple(recorded["sensor_size"]), frames, recorded["mode"], recorded["duration_us"],
                    float(recorded["scale"]))
 
@@ -281,7 +282,7 @@ def prepare(config, source, indices_of) -> Binning | None:
     train = indices_of("train")
     first = source.read(int(train[0]))
     mode = config.event_binning or "time"
-    frames = int(config.timesteps) if config.spiking and mode != ACCUMULATED else None
+    frames = int(config.transformer.timesteps) if config.spiking and mode != ACCUMULATED else None
     unscaled = Binning(tuple(first.sensor_size), frames, mode, config.event_duration_us)
     splits = sum(len(indices_of(split)) for split in data.SPLITS)
     per_input = int(np.prod(unscaled.input_shape(config.image_size)))

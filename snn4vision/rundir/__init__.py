@@ -8,7 +8,9 @@
   one stage writes at a time, its ``--overwrite`` undone if it fails
   (:mod:`~snn4vision.rundir.transaction`: the transaction, the lock).
 - The run's config (:mod:`~snn4vision.rundir.config`: :class:`TrainConfig`,
-  saved as ``config.json``, and the presets).
+  saved as ``config.json``, and the presets), with a spiking transformer's
+  shape in its own (:mod:`~snn4vision.rundir.transformer_config`:
+  :class:`TransformerConfig` and :data:`TRANSFORMER_PRESETS`).
 - Its model and data, and the loaders of what the stages wrote
   (:mod:`~snn4vision.rundir.loaders`: :func:`build_model`, :class:`RunData`,
   :func:`open_run`, :func:`load_trained_model`, :func:`load_ann`,
@@ -24,8 +26,8 @@ from .files import (ANN_WEIGHTS, CHECKPOINTS, CLASSES, CONFIG, CONVERSION, CONVE
                     record_outputs, require, written_by)
 from .transaction import (ASIDE, ASIDE_NOTE, holds_lock, locked, prepare_new, recover, refuse_foreign, replacing,
                           set_aside_stale)
-from .config import (ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TRANSFORMER_PRESETS,
-                     TrainConfig)
+from .transformer_config import TRANSFORMER_PRESETS, TransformerConfig
+from .config import ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TRANSFORMER_ARCHITECTURES, TrainConfig
 from .loaders import (RunData, build_model, load_ann, load_fine_tuned, load_snn, load_trained, load_trained_model,
                       open_run, weights_file)
 
@@ -35,7 +37,8 @@ __all__ = [
     "FINE_TUNED_CONFIG", "FINE_TUNED_WEIGHTS", "LOCK", "LR_SCHEDULES", "MADE_BY", "METRICS", "NIR_FILE",
     "NIR_REPORT", "OPTIMIZERS", "OWN_CONTENTS", "PRESETS", "PROVENANCE", "REPORT", "RUN_NAMES", "SNN_CONFIG",
     "SNN_WEIGHTS", "SPLIT", "STAGE_SCRIPTS", "STALE", "SUMMARY_JSON", "SUMMARY_MD", "TENSORBOARD",
-    "TRANSFORMER_PRESETS", "TRANSFORMER_WEIGHTS", "RunData", "TrainConfig", "build_model", "check_inputs", "exists",
+    "TRANSFORMER_ARCHITECTURES", "TRANSFORMER_PRESETS", "TRANSFORMER_WEIGHTS", "RunData", "TrainConfig",
+    "TransformerConfig", "build_model", "check_inputs", "exists",
     "file_hash", "foreign_files", "holds_lock", "load_ann", "load_fine_tuned", "load_snn", "load_trained",
     "load_trained_model", "locked", "make", "open_run", "owned_name", "prepare_new", "record_outputs", "recover",
     "refuse_foreign", "replacing", "require", "set_aside_stale", "weights_file", "written_by",

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from .. import bands, data, edges, events, models, resources
 from ..errors import UserError
+from .transformer_config import TRANSFORMER_PRESETS, TransformerConfig
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
 #: ANNs that train_ann.py trains and convert_snn.py converts.
 ANN_ARCHITECTURES = ("vgg16", "resnet18", "resnet20")
 #: The ANNs, then the spiking transformers that train_spiking_transformer.py trains directly.
-ARCHITECTURES = ANN_ARCHITECTURES + ("spikformer", "sdt")
+TRANSFORMER_ARCHITECTURES = ("spikformer", "sdt")
+ARCHITECTURES = ANN_ARCHITECTURES + TRANSFORMER_ARCHITECTURES
 LR_SCHEDULES = ("plateau", "cosine")
 
 
@@ -44,32 +46,13 @@ PRESETS = {
 }
 
 
-#: Presets of train_spiking_transformer.py; explicit flags override them.
-TRANSFORMER_PRESETS = {
-    # The issue's small configuration (2 blocks, dim 256, T = 4) at 64x64 from scratch on 2 CPU cores, with a
-    # third pooling so that 64x64 images give the 8x8 tokens of the reference CIFAR setting (32x32, "0011");
-    # AdamW with cosine decay as the reference code, shortened; no early stopping.
-    "quick": dict(image_size=64, depth=2, dim=256, heads=8, timesteps=4, mlp_ratio=4, pooling="0111", batch_size=32,
-                  epochs=12,
-                  optimizer="adamw", learning_rate=1e-3, weight_decay=0.01, lr_schedule="cosine", warmup_epochs=1,
-                  augment="geometric", stop_patience=1000, kernel_l2=0.0, bias_l1=0.0, batch_norm=True),
-    # The reference code's CIFAR recipe (AdamW 3e-4, weight decay 0.06, cosine, 20 warm-up epochs, 300 epochs).
-    "reference": dict(image_size=64, depth=2, dim=256, heads=8, timesteps=4, mlp_ratio=4, batch_size=64, epochs=300,
-                      optimizer="adamw", learning_rate=3e-4, weight_decay=0.06, lr_schedule="cosine",
-                      warmup_epochs=20, augment="geometric", stop_patience=1000, kernel_l2=0.0, bias_l1=0.0,
-                      batch_norm=True),
-}
-
-
-
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (saved as ``config.json``); the defaults are the quick preset.
 
     ``architecture`` "vgg16", "resnet18" or "resnet20" is an ANN of ``train_ann.py``; "spikformer" and
-    "sdt" are spiking transformers (``train_spiking_transformer.py``),
-    shaped by ``depth``, ``dim``, ``heads``, ``timesteps``, ``mlp_ratio`` and
-    ``pooling``.
+    "sdt" are spiking transformers (``train_spiking_transformer.py``), shaped by ``transformer`` (a
+    :class:`TransformerConfig`, given as one or as a dict; None for an ANN).
     """
 
     run_dir: str
@@ -101,12 +84,7 @@ class TrainConfig:
     levels: int = 4  # QCFS quantisation levels
     qcfs_threshold: float = 2.0  # initial (trainable) QCFS threshold lambda
     architecture: str = "vgg16"
-    depth: int = 2
-    dim: int = 256
-    heads: int = 8
-    timesteps: int = 4
-    mlp_ratio: int = 4
-    pooling: str = "0011"
+    transformer: TransformerConfig | None = None  # the spiking transformer's shape (None: an ANN)
     weight_decay: float = 0.0  # decoupled weight decay (adamw)
     lr_schedule: str = "cosine"  # or "plateau" (per epoch, to min_learning_rate, after warmup_epochs)
     warmup_epochs: int = 1
@@ -146,6 +124,12 @@ class TrainConfig:
     events: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if isinstance(self.transformer, dict):
+            self.transformer = TransformerConfig.from_json(self.transformer)
+        if self.transformer is None and self.architecture in TRANSFORMER_ARCHITECTURES:
+            self.transformer = TransformerConfig()
+
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TrainConfig":
         """The ANN preset ``name`` of :data:`PRESETS` with ``overrides`` (``run_dir`` among them), and the defaults
@@ -165,6 +149,18 @@ class TrainConfig:
             plain = config.activation != "qcfs" or config.architecture != "vgg16" or config.pool_before_activation
             config.pool_levels = 0 if plain else 2 * config.levels
         return config
+
+    @classmethod
+    def from_transformer_preset(cls, name: str, **overrides) -> "TrainConfig":
+        """The spiking transformer preset ``name`` of :data:`TRANSFORMER_PRESETS` with ``overrides``: TrainConfig
+        fields, or the shape's fields (``depth``, ``timesteps``, ...), which go into ``transformer``."""
+        if name not in TRANSFORMER_PRESETS:
+            raise UserError(f"unknown preset {name!r}: choose one of {', '.join(sorted(TRANSFORMER_PRESETS))}")
+        preset = dict(TRANSFORMER_PRESETS[name])
+        shape = dict(preset.pop("transformer"))
+        shape |= {k: overrides.pop(k) for k in TransformerConfig.field_names() if k in overrides}
+        overrides.setdefault("architecture", TRANSFORMER_ARCHITECTURES[0])
+        return cls(**{**preset, "preset": name, **overrides, "transformer": TransformerConfig(**shape)})
 
     def validate(self) -> None:
         checks = [
@@ -208,10 +204,11 @@ class TrainConfig:
              "--qcfs-warmup that leaves at least one ReLU epoch"),
             (self.distill_temperature > 0 and math.isfinite(self.distill_temperature),
              f"--distill-temperature must be positive, got {self.distill_temperature}"),
-            (not self.spiking or (self.dim % 8 == 0 and self.dim % self.heads == 0),
-             f"--dim must be a multiple of 8 and of --heads ({self.heads}), got {self.dim}"),
-            (not self.spiking or (len(self.pooling) == 4 and set(self.pooling) <= {"0", "1"}),
-             f"--pooling must be four 0/1 flags such as 0011, got {self.pooling!r}"),
+            (self.transformer is not None or not self.spiking,
+             f"the {self.architecture} needs its shape: give transformer=TransformerConfig(...)"),
+            (self.transformer is None or self.spiking,
+             f"a transformer shape (depth, dim, heads, timesteps, mlp_ratio, pooling) applies to "
+             f"{' and '.join(TRANSFORMER_ARCHITECTURES)}, not to {self.architecture}: drop it"),
             (self.init_from is not None or (self.freeze_backbone == 0 and self.backbone_lr_factor == 1.0),
              "--freeze-backbone and --backbone-lr-factor apply to a backbone copied by --init-from RUN: add it"),
             (0 <= self.freeze_backbone <= self.epochs,
@@ -236,7 +233,7 @@ class TrainConfig:
         edges.parse(self.input_transform)
         bands.parse_selection(self.bands)
         if self.spiking:
-            resources.check_timesteps(self.timesteps)
+            self.transformer.validate()
 
     def _split_problem(self) -> str | None:
         """What is wrong with ``split``: every split is used (val picks the best epoch, test scores the ANN and
@@ -257,6 +254,12 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, obj: dict) -> "TrainConfig":
+        obj = dict(obj)
+        # runs written before the transformer's shape had its own config kept its six fields flat, ANN runs
+        # included (with the defaults, unused): a transformer run's go into its shape, an ANN run's are dropped
+        flat = {k: obj.pop(k) for k in TransformerConfig.field_names() if k in obj}
+        if flat and obj.get("transformer") is None and obj.get("architecture") in TRANSFORMER_ARCHITECTURES:
+            obj["transformer"] = flat
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(obj) - names
         if unknown:
@@ -288,12 +291,13 @@ class TrainConfig:
         """True for a directly trained spiking transformer."""
         return self.architecture not in ANN_ARCHITECTURES
 
-    def check_transformer_memory(self, batch_size: int, training: bool) -> None:
-        """Refuse a spiking transformer's batch (all T steps unrolled at once) that would not fit in memory."""
-        needed = resources.transformer_bytes(self.image_size, self.dim, self.depth, self.heads, self.mlp_ratio,
-                                             self.pooling, batch_size, self.timesteps, training)
+    def check_transformer_memory(self, batch_size: int, training: bool, timesteps: int | None = None) -> None:
+        """Refuse a spiking transformer's batch (all T steps unrolled at once; ``timesteps``, default the
+        trained T) that would not fit in memory."""
+        steps = timesteps or self.transformer.timesteps
+        needed = self.transformer.memory_bytes(self.image_size, batch_size, training, steps)
         resources.check_memory(needed, f"{'training' if training else 'running'} the {self.architecture} at "
-                                       f"T = {self.timesteps} on batches of {batch_size}",
+                                       f"T = {steps} on batches of {batch_size}",
                                "lower --timesteps or --batch-size")
 
     def check_ann_memory(self, batch_size: int) -> None:

@@ -21,8 +21,9 @@ def build_model(config: TrainConfig, num_classes: int, weights: str | None = Non
     """The model a config describes (``weights`` overrides ``config.weights`` of an ANN)."""
     if config.spiking:
         build = models.spikformer if config.architecture == "spikformer" else models.spike_driven_transformer
-        return build(num_classes, config.depth, config.dim, config.heads, config.timesteps, config.image_size,
-                     config.mlp_ratio, config.pooling, channels=config.channels)
+        shape = config.transformer
+        return build(num_classes, shape.depth, shape.dim, shape.heads, shape.timesteps, config.image_size,
+                     shape.mlp_ratio, shape.pooling, channels=config.channels)
     weights = config.weights if weights is None else weights
     if config.architecture != "vgg16":
         return models.resnet(config.architecture, num_classes, config.image_size, config.width, weights,
@@ -165,5 +166,6 @@ def load_fine_tuned(run_dir: Path, timesteps: int | None = None):
 def load_trained(run_dir, config, num_classes: int, timesteps: int | None = None) -> SpikingTransformer:
     """A run's trained spiking transformer (optionally run for another number of ``timesteps``)."""
     if timesteps is not None:
-        config = dataclasses.replace(config, timesteps=int(timesteps))
+        config = dataclasses.replace(config, transformer=dataclasses.replace(config.transformer,
+                                                                             timesteps=int(timesteps)))
     return load_trained_model(run_dir, config, num_classes)

@@ -45,7 +45,7 @@ def test_spikformer_learns_real_images(spikformer_run):
     assert 0 < np.mean(list(rates.values())) < 0.5
     assert all("mean_firing_rate" in h for h in metrics["history"])
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["architecture"] == "spikformer" and config["timesteps"] == 2
+    assert config["architecture"] == "spikformer" and config["transformer"]["timesteps"] == 2
     assert (run_dir / "transformer.weights.h5").is_file()
     assert any((run_dir / "tensorboard" / "spikformer").iterdir())
 

@@ -67,8 +67,9 @@ def test_a_transformer_gets_every_weight_but_its_head(tmp_path):
     """Direct: a saved Spikformer of 4 classes into a fresh one of 3."""
     source_dir = tmp_path / "source"
     source_dir.mkdir()
-    config = rundir.TrainConfig(str(source_dir), architecture="spikformer", image_size=32, depth=1, dim=32, heads=2,
-                                timesteps=2, pooling="0111")
+    config = rundir.TrainConfig(str(source_dir), architecture="spikformer", image_size=32,
+                                transformer=rundir.TransformerConfig(depth=1, dim=32, heads=2, timesteps=2,
+                                                                     pooling="0111"))
     source = rundir.build_model(config, 4)
     source.save_weights(str(source_dir / rundir.TRANSFORMER_WEIGHTS))
     atomic_write_json(source_dir / rundir.CONFIG, config.to_json())
