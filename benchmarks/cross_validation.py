@@ -15,7 +15,6 @@ Gather them, with 95 % intervals (``snn4vision.crossval``), into ``benchmarks/re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

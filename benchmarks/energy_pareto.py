@@ -283,7 +283,7 @@ def main() -> None:
              "`--sparsity`, `--pool-before-activation`, `--pool-levels` and `--seed` its label names "
              "(`--pool-levels 0` where it names no pooled-map levels); the run directories are in "
              "`energy_pareto.json`.", "",
-             f"## Compute-only (SNN4Space's convention)", "",
+             "## Compute-only (SNN4Space's convention)", "",
              f"SOP/MAC: the SNN's synaptic operations (and first-layer MACs) per ANN MAC; ratio: SNN / its own "
              f"ANN on that device. * marks the Pareto front on {first}, per seed.", "", *compute, "",
              "## Memory-aware", "",

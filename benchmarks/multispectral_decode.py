@@ -103,7 +103,7 @@ def main() -> None:
             for dtype in (np.uint16, np.float32):
                 paths = write_geotiffs(Path(scratch), side, dtype)
                 seconds, count = multiband_path(paths, args.repeats)
-                rows.append((f"13-band GeoTIFF, tifffile", f"{side} x {side} x 13 {np.dtype(dtype).name}", seconds,
+                rows.append(("13-band GeoTIFF, tifffile", f"{side} x {side} x 13 {np.dtype(dtype).name}", seconds,
                              count, baselines[side]))
     lines = ["# Decode time per pixel: multi-band GeoTIFFs against RGB TIFFs (issue 31)", "",
              f"`benchmarks/multispectral_decode.py --repeats {args.repeats}` on {time.strftime('%Y-%m-%d')}: median "

@@ -68,6 +68,7 @@ def test_convert_is_the_four_calls_with_the_options_given(images):
                                atol=1e-6)
 
 
+@pytest.mark.slow  # a training: about 5 s
 def test_a_qcfs_model_converts_to_the_stage_policy_and_reproduces_the_ann(small_images):
     model = qcfs_model()
     snn = snn4vision.convert(model, timesteps=4)  # no calibration: thresholds come from the ANN
@@ -208,6 +209,7 @@ def test_the_api_names_stay_functions_beside_the_convert_stage_module():
     assert sys.modules["snn4vision.convert"].build_snn
 
 
+@pytest.mark.slow  # a training: about 4 s
 def test_keras_evaluate_still_runs_with_its_own_keywords(small_images):
     snn = snn4vision.convert(qcfs_model(), timesteps=4)
     snn.compile("sgd", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])

@@ -133,6 +133,7 @@ def test_json_is_strict_and_names_non_finite_values(tmp_path):
     assert "non_finite" not in json.loads(path.read_text())
 
 
+@pytest.mark.slow  # a fresh interpreter that imports TensorFlow: about 4 s
 def test_a_second_process_is_refused_a_locked_run_directory(tmp_path):
     """The lock is held by this process; another process fails at once, naming our PID; nesting is allowed."""
     import os

@@ -330,6 +330,7 @@ def test_a_prepared_tfds_dataset_is_read_without_network(prepared_uc_merced):
         np.testing.assert_array_equal(got, data.resize_uint8(pixels, 32).numpy())
 
 
+@pytest.mark.slow  # a training and a conversion: about 13 s
 def test_train_and_convert_on_a_prepared_tfds_dataset(prepared_uc_merced, tmp_path):
     from snn4vision import cli
     from snn4vision.convert import ConvertConfig, convert_snn

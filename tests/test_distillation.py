@@ -50,6 +50,7 @@ def test_bad_distillation_settings_are_refused(tmp_path, changes, message):
         config.validate()
 
 
+@pytest.mark.slow  # two trainings: about 6 s
 def test_quantised_epochs_distil_from_the_warm_up_relu_network_also_after_a_resume(tmp_path, monkeypatch):
     """3 epochs, the first a ReLU warm-up: epochs 2 and 3 must see each batch's labels packed with the logits of
     the network as the warm-up left it, run as ReLU (not the quantised network, not the network as it trains);

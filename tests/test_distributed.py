@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
 
 # Two logical CPU devices must be configured before TensorFlow starts: a fresh process.
@@ -45,6 +47,7 @@ print(json.dumps({"synchronised": difference(step(two, True)), "per_replica": di
 """
 
 
+@pytest.mark.slow  # two worker processes that import TensorFlow: about 18 s
 def test_synchronised_batch_norm_is_one_batch():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -74,6 +74,7 @@ def test_network_costs_by_hand():
     assert costs.sop_weights([merged, analog], [5, 3]) == [5 * 10 / 50, 3 * 10 / 50]
 
 
+@pytest.mark.slow  # keras-spiking's own simulation: about 5 s
 def test_synops_agree_with_keras_spiking_model_energy():
     """Cross-check with keras-spiking's ModelEnergy on the same network, spikes and seeds.
 

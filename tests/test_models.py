@@ -195,6 +195,7 @@ def test_bad_model_arguments():
         models.vgg16(1, image_size=32)
 
 
+@pytest.mark.slow  # a training: about 9 s
 def test_qcfs_vgg_learns_its_thresholds():
     from snn4vision.layers import QCFS
 

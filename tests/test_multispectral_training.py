@@ -47,6 +47,7 @@ def runs(nir_only, tmp_path_factory):
             "rgb": (base / "rgb", _train(nir_only, base / "rgb", "B04,B03,B02"))}
 
 
+@pytest.mark.slow  # trains two 13-band networks: about 20 s
 def test_all_bands_beat_rgb_when_the_classes_differ_only_in_near_infrared(runs):
     all_bands, rgb = runs["all"][1]["test"]["accuracy"], runs["rgb"][1]["test"]["accuracy"]
     print(f"test accuracy on 16 images: all 13 bands {all_bands:.3f}, RGB only {rgb:.3f}")
@@ -61,6 +62,7 @@ def test_all_bands_beat_rgb_when_the_classes_differ_only_in_near_infrared(runs):
     assert recorded["all"]["band_stats"]["std"][7] == pytest.approx(np.sqrt(300 ** 2 + 750 ** 2), rel=0.02)
 
 
+@pytest.mark.slow  # its runs are trained: about 20 s
 def test_the_13_band_run_converts_costs_and_predicts(runs, nir_only):
     run_dir = runs["all"][0]
     report = convert_snn(ConvertConfig(str(run_dir), max_timesteps=2, sweep=False), verbose=False)

@@ -5,6 +5,8 @@ import importlib
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "snn4vision"
 #: The pipeline stages; pipeline.py (which runs them all) and the cli package (the commands) sit above them.
 STAGES = {"training", "convert", "fine_tuning", "energy", "predict", "export", "report"}
@@ -129,6 +131,7 @@ def test_the_cycle_check_finds_a_cycle():
         raise AssertionError("a cycle went unnoticed")
 
 
+@pytest.mark.slow  # two fresh interpreters that import TensorFlow: about 5 s
 def test_a_pipeline_script_and_its_console_script_run_the_same_command(tmp_path):
     """Both print the same single line (no TensorFlow log noise: the log level is set before it loads) and exit 2."""
     import subprocess

@@ -219,6 +219,7 @@ def reported(converted, tmp_path_factory):
     return report, out
 
 
+@pytest.mark.slow  # the module's trained and converted run: about 16 s
 def test_the_spikes_per_neuron_per_step_column_by_hand(converted, reported):
     """From the run's files: the SNN's neuron layers (snn.json) and its spikes on the test images (split.json),
     decoded one by one; spikes per image / (neurons x T) is the page's cell."""
@@ -236,6 +237,7 @@ def test_the_spikes_per_neuron_per_step_column_by_hand(converted, reported):
     assert float(cell.group(1)) == pytest.approx(expected, rel=1e-5) and cell.group(2) == f"{expected:.3f}"
 
 
+@pytest.mark.slow  # the module's trained and converted run
 def test_a_read_only_run_is_reported_without_writing_to_it(converted, reported, tmp_path, monkeypatch):
     """As on a read-only share: the run directory may not be written, and is not."""
     def access(path, mode, **kwargs):
@@ -250,6 +252,7 @@ def test_a_read_only_run_is_reported_without_writing_to_it(converted, reported, 
     assert _files(converted) == before
 
 
+@pytest.mark.slow  # the module's trained and converted run
 def test_a_run_being_written_is_not_read(converted):
     with open(converted / rundir.LOCK, "a+") as writer:  # a stage holds the run
         fcntl.flock(writer, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -260,6 +263,7 @@ def test_a_run_being_written_is_not_read(converted):
         pass
 
 
+@pytest.mark.slow  # the module's trained and converted run
 def test_an_ann_only_run_is_reported_and_says_its_snn_is_missing(converted, reported, tmp_path, capsys):
     run_dir = tmp_path / "annonly"
     shutil.copytree(converted, run_dir)
@@ -277,6 +281,7 @@ def test_an_ann_only_run_is_reported_and_says_its_snn_is_missing(converted, repo
         assert "no converted SNN" in (tmp_path / "out" / page).read_text()
 
 
+@pytest.mark.slow  # the module's trained and converted run
 def test_a_long_prediction_prints_progress_lines(converted, monkeypatch, capsys):
     monkeypatch.setattr(predict_module, "BATCH", 2)
     monkeypatch.setattr(predict_module, "PROGRESS_INTERVAL", 0.0)
@@ -287,6 +292,7 @@ def test_a_long_prediction_prints_progress_lines(converted, monkeypatch, capsys)
     assert re.findall(r"predicting 5 images, T = 2: (\d)/3", err) == ["1", "2", "3"]
 
 
+@pytest.mark.slow  # the module's trained and converted run
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # an overflow warning is a second, noisy line
 def test_a_conversion_to_a_nan_snn_writes_nothing(converted, tmp_path):
     """Rates beyond float32 (an absurd --max-rate, as a tiny dt gives) make a NaN SNN: refused before they are

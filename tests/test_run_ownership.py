@@ -1,7 +1,6 @@
 """A run directory is ours or it is refused: what --overwrite may move, where outputs may land, what --resume runs
 on, and what an interrupted --overwrite leaves behind (issue 33)."""
 import json
-import os
 import subprocess
 import sys
 

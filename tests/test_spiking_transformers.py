@@ -278,6 +278,7 @@ def test_every_layer_round_trips_through_keras_serialisation():
         np.testing.assert_array_equal(clone(x, training=False).numpy(), layer(x, training=False).numpy())
 
 
+@pytest.mark.slow  # a training: about 6 s
 def test_trains_with_fit_under_tf_function():
     rng = np.random.default_rng(8)
     tf.keras.utils.set_random_seed(8)

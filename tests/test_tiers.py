@@ -69,3 +69,10 @@ def test_the_sign_reader_finds_marks_and_signs():
                      "@pytest.mark.install\ndef test_a():\n    run(command)\n")
     assert module_marks(tree) == {"pipeline", "slow"}
     assert marks(tree.body[2].decorator_list) == {"install"}
+
+
+def test_the_readme_and_the_testing_page_name_the_same_fast_tier():
+    """The fast tier a newcomer copies from the README is the one docs/testing.md describes."""
+    fast = '-m "not slow and not pipeline and not browser and not install"'
+    for page in ("README.md", "docs/testing.md"):
+        assert fast in (TESTS.parent / page).read_text(), f"{page} does not name the fast tier"

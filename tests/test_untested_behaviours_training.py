@@ -64,6 +64,7 @@ class _Interrupted(Exception):
     """Stands in for a kill after an epoch was committed."""
 
 
+@pytest.mark.slow  # a training and its resume: about 5 s
 def test_a_qcfs_run_resumed_after_its_warm_up_stays_quantised_with_its_thresholds(tmp_path, ucmerced, monkeypatch):
     """3 epochs, the first a ReLU warm-up (qcfs_warmup 0.34): the run stops after epoch 2, the first quantised one,
     and resumes. The resumed epoch must train the QCFS network with the thresholds it saved (not a ReLU network,
