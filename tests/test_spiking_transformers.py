@@ -361,6 +361,8 @@ def test_a_transformer_shape_is_refused_where_it_does_not_belong(tmp_path):
         rundir.TrainConfig(run, transformer={"depth": 3}).validate()
     with pytest.raises(UserError, match=r"transformer has unknown keys \['depht'\]"):
         rundir.TrainConfig(run, architecture="sdt", transformer={"depht": 3})
+    with pytest.raises(UserError, match=r"^transformer must be a TransformerConfig or a dict of its fields \(depth, "):
+        rundir.TrainConfig.from_json(rundir.TrainConfig(run, architecture="sdt").to_json() | {"transformer": [2]})
     for shape, flag in (({"dim": 36, "heads": 4}, "--dim"), ({"pooling": "012"}, "--pooling"),
                         ({"depth": 0}, "--depth"), ({"heads": 0}, "--heads"), ({"mlp_ratio": 0}, "--mlp-ratio")):
         with pytest.raises(UserError, match=f"^{flag} must"):

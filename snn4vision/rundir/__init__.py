@@ -27,7 +27,8 @@ from .files import (ANN_WEIGHTS, CHECKPOINTS, CLASSES, CONFIG, CONVERSION, CONVE
 from .transaction import (ASIDE, ASIDE_NOTE, holds_lock, locked, prepare_new, recover, refuse_foreign, replacing,
                           set_aside_stale)
 from .transformer_config import TRANSFORMER_PRESETS, TransformerConfig
-from .config import ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TRANSFORMER_ARCHITECTURES, TrainConfig
+from .config import (ANN_ARCHITECTURES, ARCHITECTURES, LR_SCHEDULES, OPTIMIZERS, PRESETS, TRANSFORMER_ARCHITECTURES,
+                     TrainConfig)
 from .loaders import (RunData, build_model, load_ann, load_fine_tuned, load_snn, load_trained, load_trained_model,
                       open_run, weights_file)
 

@@ -127,6 +127,9 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.transformer, dict):
             self.transformer = TransformerConfig.from_json(self.transformer)
+        elif not isinstance(self.transformer, (TransformerConfig, type(None))):
+            raise UserError(f"transformer must be a TransformerConfig or a dict of its fields "
+                            f"({', '.join(TransformerConfig.field_names())}), got {self.transformer!r}")
         if self.transformer is None and self.architecture in TRANSFORMER_ARCHITECTURES:
             self.transformer = TransformerConfig()
 
