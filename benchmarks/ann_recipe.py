@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import snn4vision  # noqa: E402,F401
 
 from snn4vision.rundir import TrainConfig  # noqa: E402
-from snn4vision.training import train_ann  # noqa: E402
+from snn4vision.stages.training import train_ann  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHORT = dict(width=0.25, epochs=40)  # the short budget of the ablation (about 4 minutes each on 2 idle cores)

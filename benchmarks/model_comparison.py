@@ -6,7 +6,7 @@ Usage:
 Each RUN is a finished run directory: run_all.py (VGG-16, ResNet-18) or
 train_spiking_transformer.py (Spikformer, Spike-driven Transformer) on the
 same dataset and seed. The runs are measured by pipelines/report.py's library
-function (snn4vision.report.write_report) on their own test images; the
+function (snn4vision.stages.report.write_report) on their own test images; the
 comparison keeps every ANN and transformer and each SNN at its chosen T (the
 least T within 1 point of its best accuracy).
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import snn4vision  # noqa: E402,F401
 
 from snn4vision.checkpoints import atomic_write_json, atomic_write_text  # noqa: E402
-from snn4vision.report import ReportConfig, write_report  # noqa: E402
+from snn4vision.stages.report import ReportConfig, write_report  # noqa: E402
 from snn4vision.report_pages import chosen, label, millijoules, recommendations  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -23,7 +23,7 @@ import snn4vision  # noqa: E402,F401
 
 from snn4vision import costs  # noqa: E402
 from snn4vision.checkpoints import read_json  # noqa: E402
-from snn4vision.convert import ConvertConfig, build_snn, timestep_grid  # noqa: E402
+from snn4vision.stages.convert import ConvertConfig, build_snn, timestep_grid  # noqa: E402
 from snn4vision.evaluation import (ann_accuracy, layer_spikes, readout_accuracy, readout_steps,  # noqa: E402
                                    simulate_split)
 from snn4vision.rundir import load_ann, load_fine_tuned, open_run  # noqa: E402

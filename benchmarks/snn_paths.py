@@ -8,7 +8,7 @@ whose fine-tuned SNN to compare (fine_tune.py; default RUN_A if it has one);
 RUN_B: a QCFS run (train_ann.py --activation qcfs) converted with convert_snn.py.
 All must share the split. Each SNN is simulated on the whole test split at every
 T in 1, 2, 4, ..., --max-timesteps (timed separately), and its synaptic
-operations per image are counted from the measured spikes (snn4vision.energy).
+operations per image are counted from the measured spikes (snn4vision.stages.energy).
 Results: benchmarks/results/snn_paths.{json,md}.
 """
 import argparse
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from snn4vision import costs, data  # noqa: E402
-from snn4vision.convert import timestep_grid  # noqa: E402
+from snn4vision.stages.convert import timestep_grid  # noqa: E402
 from snn4vision.evaluation import layer_spikes, readout_accuracy, readout_steps  # noqa: E402
 from snn4vision.rundir import FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn, open_run  # noqa: E402
 

@@ -21,7 +21,7 @@ import snn4vision  # noqa: E402,F401
 
 from snn4vision import cli  # noqa: E402
 from snn4vision.checkpoints import atomic_write_json, atomic_write_text, read_json  # noqa: E402
-from snn4vision.training import train_ann, train_spiking_transformer  # noqa: E402
+from snn4vision.stages.training import train_ann, train_spiking_transformer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]

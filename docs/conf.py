@@ -28,8 +28,7 @@ myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 
 # The API reference: one page per module, written at every build from the package as it is (so a module added,
-# moved or deleted needs no edit here, and leaves no stale page for -W to fail on). Written by hand rather than by
-# autosummary, which looks modules up as attributes: ``snn4vision.convert`` is the API's function, not the stage.
+# moved or deleted needs no edit here, and leaves no stale page for -W to fail on).
 API_DIR = os.path.join(DOCS, "_api")
 shutil.rmtree(API_DIR, ignore_errors=True)
 os.makedirs(API_DIR)

@@ -12,8 +12,6 @@ and imports no TensorFlow.
 """
 import importlib
 import os
-import sys
-import types
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -35,19 +33,3 @@ def __getattr__(name: str):
 def __dir__() -> list:
     return sorted(set(globals()) | set(API))
 
-
-class _Package(types.ModuleType):
-    """The package's module type: ``snn4vision.convert`` stays the API's function when the convert stage's module
-    (``snn4vision/convert.py``, reached through ``from snn4vision.convert import ...``) loads, where the import
-    system would set the module in its place."""
-
-    @property
-    def convert(self):
-        return __getattr__("convert")
-
-    @convert.setter
-    def convert(self, module):
-        pass  # the stage's module stays in sys.modules["snn4vision.convert"]
-
-
-sys.modules[__name__].__class__ = _Package

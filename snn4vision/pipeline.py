@@ -29,12 +29,12 @@ from pathlib import Path
 from . import distributed, rundir
 from .rundir import ENERGY_JSON, SUMMARY_JSON, SUMMARY_MD, TrainConfig, load_snn
 from .checkpoints import atomic_write_json, atomic_write_text, read_json
-from .convert import ConvertConfig, convert_snn
-from .energy import check_request as check_energy_request, estimate_energy
+from .stages.convert import ConvertConfig, convert_snn
+from .stages.energy import check_request as check_energy_request, estimate_energy
 from .errors import UserError
-from .fine_tuning import RECIPES, FineTuneConfig, fine_tune
-from .report import OUTPUTS as REPORT_PAGES, ReportConfig, write_report
-from .training import train_ann
+from .stages.fine_tuning import RECIPES, FineTuneConfig, fine_tune
+from .stages.report import OUTPUTS as REPORT_PAGES, ReportConfig, write_report
+from .stages.training import train_ann
 
 PATHS = ("qcfs", "relu", "snn4space")
 #: the paths that fine-tune their SNN (a ReLU ANN's conversion) and estimate its energy at --timesteps

@@ -1,6 +1,6 @@
 """The pages of a run comparison: figures, ``report.html`` (self-contained), ``report.md`` and ``report.json``.
 
-Everything here works from the report's JSON (:func:`snn4vision.report.write_report` builds it), so a page can be
+Everything here works from the report's JSON (:func:`snn4vision.stages.report.write_report` builds it), so a page can be
 redrawn without measuring again. Figures are drawn with matplotlib's object API (no pyplot, no display) and
 embedded in the HTML as PNG data, so the page needs no network and no other file; it has no script.
 """

@@ -43,7 +43,7 @@ TINY_TRAIN_ARGS = ["--image-size", "32", "--width", "0.25", "--epochs", "10", "-
 def trained_run(tmp_path_factory, small_subset):
     """A tiny ANN trained in process on real images: (run_dir, metrics). Treat as read-only."""
     from snn4vision import cli
-    from snn4vision.training import train_ann
+    from snn4vision.stages.training import train_ann
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     args = cli.train_ann_parser().parse_args(["--run", str(run_dir), "--dataset", str(small_subset),

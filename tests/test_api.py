@@ -201,12 +201,15 @@ def test_export_nir_writes_what_nir_reads_back(tmp_path, small_images):
     assert sorted(nir.read(tmp_path / "plain.nir").nodes) == sorted(graph.nodes)
 
 
-def test_the_api_names_stay_functions_beside_the_convert_stage_module():
-    import snn4vision.convert  # noqa: F401  (the stage's module, which shares the name)
+def test_the_api_names_stay_functions_once_every_stage_has_loaded():
+    """The stages live in snn4vision.stages, so no module of the package takes an API function's name."""
+    import snn4vision.cli  # noqa: F401  (every stage)
     from snn4vision import api
 
     assert snn4vision.convert is api.convert and callable(snn4vision.convert)
-    assert sys.modules["snn4vision.convert"].build_snn
+    assert snn4vision.estimate_energy is api.estimate_energy and snn4vision.export_nir is api.export_nir
+    assert sys.modules["snn4vision.stages.convert"].build_snn
+    assert not {f"snn4vision.{name}" for name in snn4vision.API} & set(sys.modules)
 
 
 @pytest.mark.slow  # a training: about 4 s

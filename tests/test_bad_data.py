@@ -8,7 +8,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from snn4vision import data, resources, training
+from snn4vision import data, resources
+from snn4vision.stages import training
 from snn4vision.errors import UserError
 from snn4vision.rundir import TrainConfig
 

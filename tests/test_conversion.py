@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from snn4vision import layer_graph, models, neurons, simulation
-from snn4vision.convert import accuracy_over_time, timestep_grid
+from snn4vision.stages.convert import accuracy_over_time, timestep_grid
 from snn4vision.evaluation import readout_steps
 from snn4vision.errors import UserError
 

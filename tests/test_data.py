@@ -333,8 +333,8 @@ def test_a_prepared_tfds_dataset_is_read_without_network(prepared_uc_merced):
 @pytest.mark.slow  # a training and a conversion: about 13 s
 def test_train_and_convert_on_a_prepared_tfds_dataset(prepared_uc_merced, tmp_path):
     from snn4vision import cli
-    from snn4vision.convert import ConvertConfig, convert_snn
-    from snn4vision.training import train_ann
+    from snn4vision.stages.convert import ConvertConfig, convert_snn
+    from snn4vision.stages.training import train_ann
 
     data_dir, images = prepared_uc_merced
     args = cli.train_ann_parser().parse_args(["--run", str(tmp_path / "run"), "--dataset", "uc_merced", "--data-dir",

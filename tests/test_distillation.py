@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from snn4vision import checkpoints, training
+from snn4vision import checkpoints
+from snn4vision.stages import training
 from snn4vision.errors import UserError
 from snn4vision.rundir import TrainConfig
 

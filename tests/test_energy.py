@@ -152,7 +152,7 @@ def test_sparsity_penalty_is_the_expected_sop_per_mac_by_hand(pooling):
     as a MAC in the ANN), and the pooled neurons reach the next conv."""
     import tensorflow as tf
 
-    from snn4vision.training import add_sparsity_penalty, qcfs_layers
+    from snn4vision.stages.training import add_sparsity_penalty, qcfs_layers
 
     model = models.vgg16(4, image_size=32, width=0.125, batch_norm=True, kernel_l2=0, bias_l1=0, seed=0,
                          activation="qcfs", levels=4, pool_before_activation=pooling == "before",

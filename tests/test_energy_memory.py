@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from snn4vision import costs, energy, layer_graph, memory_costs, models, pipeline, report_pages, simulation
+from snn4vision import costs, layer_graph, memory_costs, models, pipeline, report_pages, simulation
+from snn4vision.stages import energy
 from snn4vision.errors import UserError
 
 # A device whose SRAM access costs 1 J per bit of word, whatever the memory's size: hand counts stay small.

@@ -5,7 +5,7 @@ import pytest
 
 from snn4vision import cli
 from snn4vision.errors import UserError
-from snn4vision.fine_tuning import RECIPES, FineTuneConfig, _dt_bounds, dt_ceiling, schedule, tau_ceiling
+from snn4vision.stages.fine_tuning import RECIPES, FineTuneConfig, _dt_bounds, dt_ceiling, schedule, tau_ceiling
 from snn4vision.layer_graph import vgg_graph_spec
 from snn4vision.simulation import SpikingNetwork
 

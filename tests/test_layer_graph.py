@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from snn4vision import costs, layer_graph, models, neurons, simulation
-from snn4vision.convert import verify
+from snn4vision.stages.convert import verify
 from snn4vision.errors import UserError
 from snn4vision.layers import QCFS
 

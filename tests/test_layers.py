@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from snn4vision import layer_graph, models, neurons, simulation
-from snn4vision.convert import verify
+from snn4vision.stages.convert import verify
 from snn4vision.layers import QCFS
 
 from .conftest import vgg_layers

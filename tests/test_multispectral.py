@@ -242,7 +242,7 @@ def test_a_13_band_network_exports_to_nir_and_runs_to_our_spikes(tmp_path):
 
 # ---------------------------------------------------------------- bad inputs: one line, nothing written
 def _train_refused(config, match):
-    from snn4vision.training import train_ann
+    from snn4vision.stages.training import train_ann
 
     with pytest.raises(UserError, match=match) as caught:
         train_ann(config, verbose=False)

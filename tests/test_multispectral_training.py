@@ -8,10 +8,10 @@ import pytest
 import tifffile
 
 from snn4vision import cli
-from snn4vision.convert import ConvertConfig, convert_snn
-from snn4vision.energy import estimate_energy
-from snn4vision.predict import predict
-from snn4vision.training import train_ann
+from snn4vision.stages.convert import ConvertConfig, convert_snn
+from snn4vision.stages.energy import estimate_energy
+from snn4vision.stages.predict import predict
+from snn4vision.stages.training import train_ann
 
 from .test_multispectral import NAMES, write_geotiff
 

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "snn4vision"
-#: The pipeline stages; pipeline.py (which runs them all) and the cli package (the commands) sit above them.
-STAGES = {"training", "convert", "fine_tuning", "energy", "predict", "export", "report"}
+#: The pipeline stages: the modules of the stages/ folder; pipeline.py (which runs them all) and the cli package
+#: (the commands) sit above them.
+STAGES = {f"stages.{path.stem}" for path in (PACKAGE / "stages").glob("*.py") if path.stem != "__init__"}
+#: The only modules that may import a stage.
+ABOVE_STAGES = {"pipeline", "cli", "cli.stage_flags", "cli.training_flags"}
 #: The Python API (snn4vision.api): the top of the library, below the stages, which may build on it.
 API = "api"
 
@@ -43,7 +46,10 @@ def package_imports() -> dict:
             if isinstance(node, ast.ImportFrom) and node.level >= 1:
                 base = package[:len(package) - (node.level - 1)]
                 if node.module:
-                    targets = [base + node.module.split(".")]
+                    # from .stages import energy: the module stages.energy; from .errors import UserError: errors
+                    prefix = base + node.module.split(".")
+                    targets = [prefix + [alias.name] if ".".join(prefix + [alias.name]) in modules else prefix
+                               for alias in node.names]
                 else:
                     targets = [base + [alias.name] for alias in node.names]
             elif isinstance(node, ast.Import):
@@ -72,14 +78,15 @@ def dependency_order(graph: dict) -> list:
 
 def test_the_import_graph_reads_real_imports():
     graph = package_imports()
-    assert {"rundir", "evaluation", "layer_graph", "simulation"} <= {t for t, _, _ in graph["convert"]}
+    assert {"rundir", "evaluation", "layer_graph", "simulation"} <= {t for t, _, _ in graph["stages.convert"]}
     assert {"layer_graph", "neurons", "costs", "simulation.stepping"} <= {t for t, _, _ in graph["simulation.network"]}
     # a subpackage: its __init__ imports its modules, which import each other (.x) and the package's (..x)
     assert {"events.recordings", "events.frames", "events.datasets", "events.emulator"} <= {
         t for t, _, _ in graph["events"]}
     assert {"data", "resources", "errors", "events.frames", "events.recordings"} == {
         t for t, _, _ in graph["events.datasets"]}
-    assert "events" in {t for t, _, _ in graph["training"]}
+    assert "events" in {t for t, _, _ in graph["stages.training"]}
+    assert "stages.convert" in {t for t, _, _ in graph["pipeline"]}
 
 
 def test_every_import_is_at_module_level():
@@ -96,15 +103,24 @@ def test_no_import_cycles_and_every_module_imports_in_dependency_order():
 
 
 def test_stages_never_import_each_other():
+    assert {stage.removeprefix("stages.") for stage in STAGES} == {
+        "training", "convert", "fine_tuning", "energy", "predict", "export", "report"}
     crossings = [f"{module} imports {target}" for module, edges in package_imports().items() if module in STAGES
                  for target, _, _ in edges if target in STAGES - {module}]
     assert crossings == []
 
 
+def test_only_the_pipeline_and_the_commands_import_a_stage():
+    """The library below the stages never reaches up into one (stages/__init__ imports none of them either)."""
+    reaching_up = [f"{module} imports {target}" for module, edges in package_imports().items()
+                   if module not in STAGES | ABOVE_STAGES for target, _, _ in edges if target in STAGES]
+    assert reaching_up == []
+
+
 def test_the_api_is_a_library_layer_that_stages_build_on():
     graph = package_imports()
     assert {target for target, _, _ in graph[API]} & (STAGES | {"pipeline", "cli"}) == set()
-    assert API in {target for target, _, _ in graph["convert"]}
+    assert API in {target for target, _, _ in graph["stages.convert"]}
 
 
 def test_import_snn4vision_leaves_tensorflow_and_the_api_until_first_use():

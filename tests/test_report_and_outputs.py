@@ -15,12 +15,13 @@ import pytest
 import tensorflow as tf
 from markdown_it import MarkdownIt
 
-from snn4vision import costs, predict as predict_module, rundir
-from snn4vision.convert import ConvertConfig, check_finite, convert_snn
+from snn4vision import costs, rundir
+from snn4vision.stages import predict as predict_module
+from snn4vision.stages.convert import ConvertConfig, check_finite, convert_snn
 from snn4vision.data import load_image_file
 from snn4vision.errors import UserError
 from snn4vision.nir_io import write_nir
-from snn4vision.report import ReportConfig, reading, write_report
+from snn4vision.stages.report import ReportConfig, reading, write_report
 from snn4vision.report_pages import figures, markdown, write_pages
 
 from .conftest import UCMERCED, make_subset
@@ -200,7 +201,7 @@ def test_an_snn_with_non_finite_weights_or_outputs_is_refused():
 def converted(tmp_path_factory, ucmerced):
     """A run of a tiny ANN (4 classes x 20 real images, 2 epochs: its accuracy does not matter here), converted."""
     from snn4vision import cli
-    from snn4vision.training import train_ann
+    from snn4vision.stages.training import train_ann
 
     data = make_subset(tmp_path_factory.mktemp("ucm4"), ["beach", "chaparral", "forest", "runway"], 20)
     run_dir = tmp_path_factory.mktemp("report") / "run"

@@ -4,9 +4,9 @@ from collections import namedtuple
 import pytest
 
 from snn4vision import resources
-from snn4vision.convert import ConvertConfig
+from snn4vision.stages.convert import ConvertConfig
 from snn4vision.errors import UserError
-from snn4vision.fine_tuning import FineTuneConfig
+from snn4vision.stages.fine_tuning import FineTuneConfig
 from snn4vision.rundir import TrainConfig
 
 

@@ -6,12 +6,13 @@ import sys
 
 import pytest
 
-from snn4vision import cli, pipeline, report, report_pages, rundir
+from snn4vision import cli, pipeline, report_pages, rundir
+from snn4vision.stages import report
 from snn4vision.errors import UserError
-from snn4vision.export import ExportConfig, export_nir
+from snn4vision.stages.export import ExportConfig, export_nir
 from snn4vision.pipeline import PipelineConfig, run_all
 from snn4vision.rundir import TrainConfig
-from snn4vision.training import TRAIN_OUTPUTS
+from snn4vision.stages.training import TRAIN_OUTPUTS
 
 from .conftest import ROOT
 

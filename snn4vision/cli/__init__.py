@@ -12,14 +12,14 @@ from typing import Callable, Sequence
 # TensorFlow reads its C++ log level when it is first imported, which the stages below do
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ..convert import convert_snn  # noqa: E402
-from ..energy import estimate_energy  # noqa: E402
-from ..export import ExportConfig, export_nir  # noqa: E402
-from ..fine_tuning import fine_tune  # noqa: E402
+from ..stages.convert import convert_snn  # noqa: E402
+from ..stages.energy import estimate_energy  # noqa: E402
+from ..stages.export import ExportConfig, export_nir  # noqa: E402
+from ..stages.fine_tuning import fine_tune  # noqa: E402
 from ..pipeline import run_all  # noqa: E402
-from ..predict import predict  # noqa: E402
-from ..report import ReportConfig, write_report  # noqa: E402
-from ..training import train_ann, train_spiking_transformer  # noqa: E402
+from ..stages.predict import predict  # noqa: E402
+from ..stages.report import ReportConfig, write_report  # noqa: E402
+from ..stages.training import train_ann, train_spiking_transformer  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from .stage_flags import (convert_config, convert_snn_parser, energy_parser, export_nir_parser,  # noqa: E402
                           fine_tune_config, fine_tune_parser, predict_parser, report_parser)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..convert import ConvertConfig
-from ..export import CHECKS, MODELS
-from ..fine_tuning import RECIPES, FineTuneConfig
+from ..stages.convert import ConvertConfig
+from ..stages.export import CHECKS, MODELS
+from ..stages.fine_tuning import RECIPES, FineTuneConfig
 from .training_flags import add_run_flags, positive_float, positive_int
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 from .. import edges
 from ..pipeline import PATHS, SUMMARY_DEVICES, PipelineConfig
 from ..rundir import ANN_ARCHITECTURES, OPTIMIZERS, PRESETS, TrainConfig
-from ..training import TRANSFORMER_PRESETS
+from ..stages.training import TRANSFORMER_PRESETS
 from ..errors import UserError
 
 

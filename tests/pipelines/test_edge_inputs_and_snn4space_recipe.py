@@ -7,14 +7,14 @@ import scipy.ndimage as ndimage
 import tensorflow as tf
 
 from snn4vision import cli
-from snn4vision.convert import ConvertConfig, convert_snn
+from snn4vision.stages.convert import ConvertConfig, convert_snn
 from snn4vision.rundir import load_ann
 from snn4vision.data import load_image_file
-from snn4vision.energy import estimate_energy
-from snn4vision.fine_tuning import RECIPES, FineTuneConfig, dt_ceiling, fine_tune, tau_ceiling
-from snn4vision.predict import predict
+from snn4vision.stages.energy import estimate_energy
+from snn4vision.stages.fine_tuning import RECIPES, FineTuneConfig, dt_ceiling, fine_tune, tau_ceiling
+from snn4vision.stages.predict import predict
 from snn4vision.rundir import TrainConfig, open_run
-from snn4vision.training import train_ann
+from snn4vision.stages.training import train_ann
 
 from ..conftest import TINY_TRAIN_ARGS
 

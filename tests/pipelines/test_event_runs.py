@@ -8,18 +8,18 @@ import pytest
 
 from snn4vision import cli, data
 from snn4vision import events as ev
-from snn4vision.convert import ConvertConfig, convert_snn
-from snn4vision.energy import estimate_energy
-from snn4vision.fine_tuning import FineTuneConfig, fine_tune
+from snn4vision.stages.convert import ConvertConfig, convert_snn
+from snn4vision.stages.energy import estimate_energy
+from snn4vision.stages.fine_tuning import FineTuneConfig, fine_tune
 from snn4vision.errors import UserError
-from snn4vision.predict import predict
-from snn4vision.report import ReportConfig, write_report
+from snn4vision.stages.predict import predict
+from snn4vision.stages.report import ReportConfig, write_report
 from snn4vision.rundir import TrainConfig, load_ann, open_run
-from snn4vision.training import train_ann, train_spiking_transformer
+from snn4vision.stages.training import train_ann, train_spiking_transformer
 
 from ..conftest import TINY_TRAIN_ARGS, make_subset
 
-convert_module = importlib.import_module("snn4vision.convert")  # the package's name convert is the facade's function
+convert_module = importlib.import_module("snn4vision.stages.convert")
 
 pytestmark = pytest.mark.pipeline
 
@@ -101,7 +101,7 @@ def test_a_cnn_trains_on_accumulated_frames_converts_is_costed_and_predicts(cnn_
 
     batches_of = data.training_batches
     monkeypatch.setattr(data, "training_batches", training_batches)
-    monkeypatch.setattr(importlib.import_module("snn4vision.fine_tuning"), "simulate_split", spy)
+    monkeypatch.setattr(importlib.import_module("snn4vision.stages.fine_tuning"), "simulate_split", spy)
     presented.clear()
     tuned = fine_tune(FineTuneConfig(str(run_dir), timesteps=2, epochs=1, max_train_images=16, batch_size=8),
                       verbose=False)  # stages: T = 1 for 2 epochs, T = 2 for 1

@@ -14,7 +14,7 @@ import pytest
 from snn4vision import cli, rundir
 from snn4vision.distributed import Cluster, check_global_batch, cluster_from_env
 from snn4vision.errors import UserError
-from snn4vision.training import train_ann
+from snn4vision.stages.training import train_ann
 
 from ..conftest import ROOT, checkpoint_variables, make_subset
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from snn4vision import cli, layer_graph, models
-from snn4vision.convert import ConvertConfig, convert_snn
-from snn4vision.energy import estimate_energy
+from snn4vision.stages.convert import ConvertConfig, convert_snn
+from snn4vision.stages.energy import estimate_energy
 from snn4vision.errors import UserError
 from snn4vision.layers import QCFS
 from snn4vision.simulation import SpikingNetwork
-from snn4vision.training import train_ann
+from snn4vision.stages.training import train_ann
 
 pytestmark = pytest.mark.pipeline
 

@@ -13,14 +13,14 @@ import nir
 import numpy as np
 import pytest
 
-from snn4vision.convert import ConvertConfig, convert_snn
+from snn4vision.stages.convert import ConvertConfig, convert_snn
 from snn4vision.rundir import load_snn
 from snn4vision.data import load_image_file
-from snn4vision.energy import estimate_energy
+from snn4vision.stages.energy import estimate_energy
 from snn4vision.errors import UserError
-from snn4vision.export import ExportConfig, export_nir
-from snn4vision.fine_tuning import FineTuneConfig, fine_tune, schedule
-from snn4vision.predict import predict
+from snn4vision.stages.export import ExportConfig, export_nir
+from snn4vision.stages.fine_tuning import FineTuneConfig, fine_tune, schedule
+from snn4vision.stages.predict import predict
 
 from ..conftest import ROOT, UCMERCED, assert_is_a_drawn_png
 
@@ -173,7 +173,7 @@ def test_training_subsets_are_seeded_and_span_classes(trained_run):
 def qcfs_converted(tmp_path_factory, small_subset):
     """A tiny QCFS ANN (L = 4, pooled maps not requantised) trained on real images and converted up to T = 8."""
     from snn4vision import cli
-    from snn4vision.training import train_ann
+    from snn4vision.stages.training import train_ann
 
     from ..conftest import TINY_TRAIN_ARGS
 

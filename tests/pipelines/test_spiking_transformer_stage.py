@@ -8,11 +8,11 @@ import pytest
 
 from snn4vision import cli
 from snn4vision.checkpoints import EpochCheckpointer
-from snn4vision.convert import ConvertConfig, convert_snn
-from snn4vision.energy import estimate_energy
+from snn4vision.stages.convert import ConvertConfig, convert_snn
+from snn4vision.stages.energy import estimate_energy
 from snn4vision.errors import UserError
-from snn4vision.predict import predict
-from snn4vision.training import train_spiking_transformer
+from snn4vision.stages.predict import predict
+from snn4vision.stages.training import train_spiking_transformer
 
 from ..conftest import ROOT, UCMERCED, assert_is_a_drawn_png
 
@@ -105,7 +105,7 @@ def test_predict_and_convert_on_a_transformer_run(spikformer_run):
 
 def test_train_ann_on_a_transformer_run_points_to_its_script_not_to_overwrite(spikformer_run, small_subset):
     from snn4vision import cli
-    from snn4vision.training import train_ann
+    from snn4vision.stages.training import train_ann
 
     run_dir, _ = spikformer_run
     for flags, hint in ([["--resume"], "resume it with pipelines/train_spiking_transformer.py --resume"],

@@ -12,7 +12,7 @@ import pytest
 
 from snn4vision import cli
 from snn4vision.errors import UserError
-from snn4vision.training import train_ann
+from snn4vision.stages.training import train_ann
 
 from ..conftest import ROOT, TINY_TRAIN_ARGS
 
@@ -109,7 +109,7 @@ def test_divergence_after_a_kept_epoch_stops_and_keeps_it(tmp_path):
     """With a best epoch committed, a later non-finite loss stops training and keeps that epoch."""
     from snn4vision.checkpoints import EpochCheckpointer
     from snn4vision.rundir import TrainConfig
-    from snn4vision.training import _divergence
+    from snn4vision.stages.training import _divergence
 
     model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
     checkpointer = EpochCheckpointer(tmp_path / "ckpt", model=model)

@@ -7,9 +7,9 @@ import tensorflow as tf
 
 from snn4vision import cli, rundir
 from snn4vision.checkpoints import EpochCheckpointer, atomic_write_json
-from snn4vision.convert import ConvertConfig, convert_snn
+from snn4vision.stages.convert import ConvertConfig, convert_snn
 from snn4vision.errors import UserError
-from snn4vision.training import train_ann
+from snn4vision.stages.training import train_ann
 from snn4vision.transfer import transfer_weights
 
 from ..conftest import TINY_TRAIN_ARGS, checkpoint_variables, make_subset

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, resources, rundir
-from .checkpoints import EpochCheckpointer, atomic_write_json, save_variables
-from .errors import UserError, check_keras
-from .evaluation import diverging, firing_rates, layer_spikes, readout_accuracy, readout_steps, simulate_split
-from .progress import BatchProgress
+from .. import data, resources, rundir
+from ..checkpoints import EpochCheckpointer, atomic_write_json, save_variables
+from ..errors import UserError, check_keras
+from ..evaluation import diverging, firing_rates, layer_spikes, readout_accuracy, readout_steps, simulate_split
+from ..progress import BatchProgress
 
-from .rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, SNN_CONFIG, SNN_WEIGHTS, load_snn, open_run
+from ..rundir import FINE_TUNE, FINE_TUNED_CONFIG, FINE_TUNED_WEIGHTS, SNN_CONFIG, SNN_WEIGHTS, load_snn, open_run
 
 
 @dataclass

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bands, data, events, resources, rundir
-from .checkpoints import read_json
-from .errors import UserError
-from .progress import Progress
-from .rundir import TrainConfig, load_ann, load_fine_tuned, load_snn, load_trained
-from .simulation import readout
-from .transformers import total_spikes
+from .. import bands, data, events, resources, rundir
+from ..checkpoints import read_json
+from ..errors import UserError
+from ..progress import Progress
+from ..rundir import TrainConfig, load_ann, load_fine_tuned, load_snn, load_trained
+from ..simulation import readout
+from ..transformers import total_spikes
 
 #: Images simulated at once (as the evaluation's batches): a long prediction reports progress between them.
 BATCH = 32

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, events, resources, rundir
-from .checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
-from .costs import (activity_costs, device_table, drive_input_by_events, energy_table, load_devices, rows_to_csv,
+from .. import data, events, resources, rundir
+from ..checkpoints import atomic_save_figure, atomic_write_json, atomic_write_text
+from ..costs import (activity_costs, device_table, drive_input_by_events, energy_table, load_devices, rows_to_csv,
                     summary)
-from .errors import UserError
-from .evaluation import ann_accuracy, layer_spikes, network_readout_steps, readout_accuracy, simulate_split
-from .memory_costs import FAIR_BASELINE, energy_models
-from .report_pages import plain
-from .rundir import (ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn,
+from ..errors import UserError
+from ..evaluation import ann_accuracy, layer_spikes, network_readout_steps, readout_accuracy, simulate_split
+from ..memory_costs import FAIR_BASELINE, energy_models
+from ..report_pages import plain
+from ..rundir import (ENERGY_CSV, ENERGY_JSON, ENERGY_PLOT, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn,
                      load_trained, open_run)
-from .transformers import measure, total_spikes
+from ..transformers import measure, total_spikes
 
 
 def estimate_energy(run_dir: str | Path, devices: list | None = None, timesteps: int | None = None,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api, data, layer_graph, resources, rundir
-from .checkpoints import atomic_save_figure, atomic_write_json, save_variables
-from .errors import UserError, check_keras
-from .evaluation import ann_accuracy, firing_rates, layer_spikes, readout_accuracy, readout_steps, simulate_split
-from .rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS, load_ann, open_run
-from .simulation import SpikingNetwork
+from .. import api, data, layer_graph, resources, rundir
+from ..checkpoints import atomic_save_figure, atomic_write_json, save_variables
+from ..errors import UserError, check_keras
+from ..evaluation import ann_accuracy, firing_rates, layer_spikes, readout_accuracy, readout_steps, simulate_split
+from ..rundir import CONVERSION, CONVERSION_PLOT, SNN_CONFIG, SNN_WEIGHTS, load_ann, open_run
+from ..simulation import SpikingNetwork
 
 #: The step lengths --dt accepts, in seconds: the simulator floors dt at 1e-8 s, and far shorter steps overflow the
 #: float32 rates (1 / dt Hz) into a NaN SNN; SNN4Space's recipe converts at 1 s.

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, distributed, events, resources, rundir
-from .checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
-from .errors import UserError, check_keras
-from .evaluation import classification_metrics, diverging
-from .losses import classification_loss, distillation_loss, label_accuracy, with_teacher
-from .progress import BatchProgress
-from .quantisation import add_sparsity_penalty, qcfs_layers, start_quantising
-from .rundir import PRESETS, TRANSFORMER_PRESETS, RunData, TrainConfig, build_model, weights_file  # noqa: F401
-from .optimisation import PlateauSchedule, make_optimizer
-from .transfer import backbone_variables, transfer_weights
-from .transformers import firing_rates, measure, total_spikes
+from .. import data, distributed, events, resources, rundir
+from ..checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
+from ..errors import UserError, check_keras
+from ..evaluation import classification_metrics, diverging
+from ..losses import classification_loss, distillation_loss, label_accuracy, with_teacher
+from ..progress import BatchProgress
+from ..quantisation import add_sparsity_penalty, qcfs_layers, start_quantising
+from ..rundir import PRESETS, TRANSFORMER_PRESETS, RunData, TrainConfig, build_model, weights_file  # noqa: F401
+from ..optimisation import PlateauSchedule, make_optimizer
+from ..transfer import backbone_variables, transfer_weights
+from ..transformers import firing_rates, measure, total_spikes
 
 def _test_activity(model, run: RunData, batch_size: int) -> dict:
     """Firing rates per layer (spikes per neuron per step) and spikes per image on the test split."""

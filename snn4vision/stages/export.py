@@ -16,12 +16,12 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from . import resources, rundir
-from .checkpoints import atomic_write_json
-from .errors import UserError
-from .evaluation import network_readout_steps, readout_accuracy, readout_predictions, simulate_split
-from .nir_io import nir_problems, run_in_sinabs, to_nir, write_nir
-from .rundir import NIR_FILE, NIR_REPORT, load_snn, open_run
+from .. import resources, rundir
+from ..checkpoints import atomic_write_json
+from ..errors import UserError
+from ..evaluation import network_readout_steps, readout_accuracy, readout_predictions, simulate_split
+from ..nir_io import nir_problems, run_in_sinabs, to_nir, write_nir
+from ..rundir import NIR_FILE, NIR_REPORT, load_snn, open_run
 
 MODELS = ("converted", "fine-tuned")
 CHECKS = ("none", "sinabs")

@@ -24,17 +24,17 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from . import events, layer_graph, resources, rundir
-from .checkpoints import read_json
-from .costs import (activity_costs, device_table, drive_input_by_events, energy_table, graph_costs, load_devices,
+from .. import events, layer_graph, resources, rundir
+from ..checkpoints import read_json
+from ..costs import (activity_costs, device_table, drive_input_by_events, energy_table, graph_costs, load_devices,
                     network_activity)
-from .memory_costs import model_energies
-from .errors import UserError
-from .evaluation import (classification_metrics, layer_spikes, network_readout_steps, readout_predictions,
+from ..memory_costs import model_energies
+from ..errors import UserError
+from ..evaluation import (classification_metrics, layer_spikes, network_readout_steps, readout_predictions,
                          simulate_split)
-from .report_pages import write_pages
-from .rundir import CONVERSION, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn, load_trained, open_run
-from .transformers import measure
+from ..report_pages import write_pages
+from ..rundir import CONVERSION, FINE_TUNED_CONFIG, load_ann, load_fine_tuned, load_snn, load_trained, open_run
+from ..transformers import measure
 
 OUTPUTS = ("report.html", "report.md", "report.json")
 
