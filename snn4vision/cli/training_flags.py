@@ -7,8 +7,7 @@ from typing import Sequence
 
 from .. import edges
 from ..pipeline import PATHS, SUMMARY_DEVICES, PipelineConfig
-from ..rundir import ANN_ARCHITECTURES, OPTIMIZERS, PRESETS, TrainConfig
-from ..stages.training import TRANSFORMER_PRESETS
+from ..rundir import ANN_ARCHITECTURES, OPTIMIZERS, PRESETS, TRANSFORMER_PRESETS, TrainConfig
 from ..errors import UserError
 
 

@@ -15,7 +15,7 @@ from ..evaluation import classification_metrics, diverging
 from ..losses import classification_loss, distillation_loss, label_accuracy, with_teacher
 from ..progress import BatchProgress
 from ..quantisation import add_sparsity_penalty, qcfs_layers, start_quantising
-from ..rundir import PRESETS, TRANSFORMER_PRESETS, RunData, TrainConfig, build_model, weights_file  # noqa: F401
+from ..rundir import RunData, TrainConfig, build_model, weights_file
 from ..optimisation import PlateauSchedule, make_optimizer
 from ..transfer import backbone_variables, transfer_weights
 from ..transformers import firing_rates, measure, total_spikes
