@@ -298,7 +298,7 @@ class TrainConfig:
         """Refuse a spiking transformer's batch (all T steps unrolled at once; ``timesteps``, default the
         trained T) that would not fit in memory."""
         steps = timesteps or self.transformer.timesteps
-        needed = self.transformer.memory_bytes(self.image_size, batch_size, training, steps)
+        needed = self.transformer.memory_bytes(self.image_size, batch_size, steps, training)
         resources.check_memory(needed, f"{'training' if training else 'running'} the {self.architecture} at "
                                        f"T = {steps} on batches of {batch_size}",
                                "lower --timesteps or --batch-size")

@@ -71,7 +71,7 @@ class TransformerConfig:
                 raise UserError(message)
         resources.check_timesteps(self.timesteps)
 
-    def memory_bytes(self, image_size: int, batch_size: int, training: bool, timesteps: int | None = None) -> int:
-        """Bytes of one batch with all ``timesteps`` (default: the config's) unrolled at once."""
+    def memory_bytes(self, image_size: int, batch_size: int, timesteps: int, training: bool) -> int:
+        """Bytes of one batch with all ``timesteps`` unrolled at once."""
         return resources.transformer_bytes(image_size, self.dim, self.depth, self.heads, self.mlp_ratio,
-                                           self.pooling, batch_size, timesteps or self.timesteps, training)
+                                           self.pooling, batch_size, timesteps, training)
