@@ -11,6 +11,9 @@ Gather them, with 95 % intervals (``snn4vision.crossval``), into ``benchmarks/re
 
     .venv/bin/python benchmarks/cross_validation.py report --setting default=runs/cv/default \
         --setting relu=runs/cv/relu --pair default:relu
+
+A setting gathered earlier is read back from the results file that keeps it, fold by fold, where its run
+directories are gone: ``--setting default=benchmarks/results/cross_validation.json#default``.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from snn4vision import crossval  # noqa: E402
+from snn4vision.errors import UserError  # noqa: E402
 from snn4vision.checkpoints import atomic_write_json, atomic_write_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,14 +57,12 @@ def _interval(i: dict, scale: float = 100.0, digits: int = 1) -> str:
     return f"{scale * i['mean']:.{digits}f} [{scale * i['low']:.{digits}f}, {scale * i['high']:.{digits}f}]"
 
 
-def _dirs(path: str) -> list:
-    return sorted(p for p in Path(path).iterdir() if (p / "config.json").is_file())
-
-
 def report(args: argparse.Namespace) -> None:
-    settings = dict(s.split("=", 1) for s in args.setting)
-    out = {"settings": {name: crossval.summarise(_dirs(path), name) for name, path in settings.items()},
-           "pairs": {}}
+    malformed = [s for s in args.setting if "=" not in s]
+    if malformed:
+        raise UserError(f"--setting {malformed[0]!r} names no source: give NAME=RUNS_DIR or NAME=FILE.json#SETTING")
+    settings = {name: crossval.gather(source) for name, source in (s.split("=", 1) for s in args.setting)}
+    out = {"settings": {name: crossval.summarise(folds, name) for name, folds in settings.items()}, "pairs": {}}
     lines = ["# Cross-validation", "", "Stratified K-fold cross-validation (`run_all.py --folds K --fold i`, "
              "`benchmarks/cross_validation.py`): every image is tested exactly once over the K runs. Intervals are "
              "95 %: Wilson's for the pooled accuracy (test-sample noise of these K networks), Student's t over the "
@@ -80,7 +82,7 @@ def report(args: argparse.Namespace) -> None:
                   "| A | B | ANN | SNN | SNN - ANN gap | A's SNN - B's ANN | loihi ratio |", "|---|---|---|---|---|---|---|"]
     for pair in args.pair:
         a, b = pair.split(":")
-        diff = crossval.compare(_dirs(settings[a]), _dirs(settings[b]))
+        diff = crossval.compare(settings[a], settings[b])
         out["pairs"][pair] = diff
         cell = {key: _interval(v) for key, v in diff.items() if key != "energy"}
         loihi = _interval(diff["energy"]["loihi"], 1.0, 2) if "loihi" in diff["energy"] else "-"
@@ -110,7 +112,9 @@ def main() -> None:
     run.add_argument("--ann-only", action="store_true", help="train the ANN only (train_ann.py), not run_all.py")
     run.add_argument("--quiet", action="store_true")
     gather = commands.add_parser("report", help="gather settings and paired comparisons")
-    gather.add_argument("--setting", action="append", required=True, metavar="NAME=RUNS_DIR")
+    gather.add_argument("--setting", action="append", required=True, metavar="NAME=RUNS_DIR",
+                        help="a setting's folder of fold runs, or FILE.json#SETTING: a setting a report kept (its "
+                             "run directories may be gone)")
     gather.add_argument("--pair", action="append", default=[], metavar="A:B")
     args, extra = parser.parse_known_args()
     if args.command == "run":
@@ -118,7 +122,10 @@ def main() -> None:
     else:
         if extra:
             parser.error(f"unknown arguments {extra}")
-        report(args)
+        try:
+            report(args)
+        except UserError as exc:
+            sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Two kinds of interval, for two questions:
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Sequence
@@ -49,18 +50,30 @@ def wilson_interval(correct: int, total: int) -> dict:
     return {"mean": p, "low": centre - half, "high": centre + half, "n": total}
 
 
+#: The keys of one fold's record (:func:`fold_result`), as a gathered results file keeps it per fold.
+RECORD_KEYS = ("fold", "folds", "seed", "test_images", "test_digest", "ann", "snn", "gap", "energy", "timesteps",
+               "run")
+
+
+def test_digest(items: Sequence[str]) -> str:
+    """A short fingerprint of a fold's test images (their names, in any order): two folds are paired only where
+    their digests agree, so a fold kept in a results file is paired as safely as one read from its run."""
+    return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
+
+
 def fold_result(run_dir: str | Path) -> dict:
     """What one fold run measured: the ANN's test accuracy (``metrics.json``) and, where run_all finished
     (``summary.json``), the SNN's at its energy T, their gap and each device's SNN/ANN energy ratio
-    (compute-only model; else None)."""
+    (compute-only model; else None); with the fold's test images counted and fingerprinted (:func:`test_digest`)."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
     if not config.get("folds"):
         raise UserError(f"{run_dir} is not a cross-validation fold: train it with --folds K --fold I")
     if not (run_dir / "metrics.json").is_file():
         raise UserError(f"{run_dir} has no metrics.json: finish its training with --resume")
+    test = [item for item, _ in read_json(run_dir / "split.json")["test"]]
     result = {"run": str(run_dir), "folds": config["folds"], "fold": config["fold"], "seed": config["seed"],
-              "test": [item for item, _ in read_json(run_dir / "split.json")["test"]],
+              "test_images": len(test), "test_digest": test_digest(test),
               "ann": read_json(run_dir / "metrics.json")["test"]["accuracy"], "snn": None, "gap": None,
               "timesteps": None, "energy": None}
     if (run_dir / "summary.json").is_file():
@@ -69,6 +82,42 @@ def fold_result(run_dir: str | Path) -> dict:
                       timesteps=energy["timesteps"],
                       energy={device: d["snn_over_ann"] for device, d in energy["devices"].items()})
     return result
+
+
+def saved_folds(path: str | Path, setting: str) -> list:
+    """The fold records of ``setting`` in a results file that :func:`summarise` wrote (``per_fold``), so that a
+    setting whose run directories are gone can still be reported and paired."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: give a results file that benchmarks/cross_validation.py wrote")
+    settings = read_json(path).get("settings", {})
+    if setting not in settings:
+        raise UserError(f"{path} has no setting {setting!r}: it has {', '.join(sorted(settings)) or 'none'}")
+    records = settings[setting]["per_fold"]
+    lacking = sorted({key for r in records for key in RECORD_KEYS if key not in r})
+    if lacking:
+        raise UserError(f"{path}: the folds of {setting!r} were gathered before their records kept "
+                        f"{', '.join(lacking)}: gather them again from their run directories")
+    return [dict(r) for r in records]
+
+
+def gather(source: str | Path) -> list:
+    """A setting's fold records from ``source``: a folder of fold runs (each sub-folder with a ``config.json``),
+    or ``FILE#SETTING``, a setting kept in a results file (:func:`saved_folds`)."""
+    text = str(source)
+    if "#" in text:
+        path, setting = text.rsplit("#", 1)
+        return saved_folds(path, setting)
+    folder = Path(text)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder of fold runs: give the --runs-dir the folds were run in, or "
+                        f"FILE.json#SETTING for a setting kept in a results file")
+    return [fold_result(d) for d in sorted(folder.iterdir()) if (d / "config.json").is_file()]
+
+
+def _results(folds: Sequence) -> list:
+    """Fold records from run directories, records, or both."""
+    return [f if isinstance(f, dict) else fold_result(f) for f in folds]
 
 
 def _complete(results: list, where: str) -> list:
@@ -95,12 +144,13 @@ def _devices(*settings: list) -> list:
         if all(r["energy"] is not None for s in settings for r in s) else []
 
 
-def summarise(run_dirs: Sequence[str | Path], where: str = "cross-validation") -> dict:
-    """One setting over its K folds: pooled accuracies (Wilson) and fold means (t) of the ANN, the SNN, their gap
-    and each device's SNN/ANN energy ratio (those the runs measured)."""
-    results = _complete([fold_result(d) for d in run_dirs], where)
+def summarise(folds: Sequence, where: str = "cross-validation") -> dict:
+    """One setting over its K folds (run directories or fold records, :func:`gather`): pooled accuracies (Wilson)
+    and fold means (t) of the ANN, the SNN, their gap and each device's SNN/ANN energy ratio (those the runs
+    measured)."""
+    results = _complete(_results(folds), where)
     keys = _measured(results)
-    sizes = np.asarray([len(r["test"]) for r in results])
+    sizes = np.asarray([r["test_images"] for r in results])
     pooled = {}
     for key in keys[:2]:
         correct = int(round(sum(r[key] * n for r, n in zip(results, sizes))))  # accuracy x size is a count
@@ -108,17 +158,16 @@ def summarise(run_dirs: Sequence[str | Path], where: str = "cross-validation") -
     return {"folds": results[0]["folds"], "seed": results[0]["seed"], "images": int(sizes.sum()),
             "pooled": pooled, "fold_mean": {key: mean_interval([r[key] for r in results]) for key in keys},
             "energy": {d: mean_interval([r["energy"][d] for r in results]) for d in _devices(results)},
-            "per_fold": [{k: r[k] for k in ("fold", "ann", "snn", "gap", "energy", "timesteps", "run")}
-                         for r in results]}
+            "per_fold": [{k: r[k] for k in RECORD_KEYS} for r in results]}
 
 
-def compare(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path]) -> dict:
-    """Setting A minus setting B, paired fold by fold (the same test images in each pair): t intervals of the
-    differences of what both measured (ANN; SNN, gap and energy ratios where both ran the pipeline), and of
-    A's SNN minus B's ANN (an SNN against the best ANN of the same budget)."""
-    a = _complete([fold_result(d) for d in a_dirs], "setting A")
-    b = _complete([fold_result(d) for d in b_dirs], "setting B")
-    if len(a) != len(b) or any(x["test"] != y["test"] for x, y in zip(a, b)):
+def compare(a_folds: Sequence, b_folds: Sequence) -> dict:
+    """Setting A minus setting B (run directories or fold records each), paired fold by fold (the same test
+    images in each pair): t intervals of the differences of what both measured (ANN; SNN, gap and energy ratios
+    where both ran the pipeline), and of A's SNN minus B's ANN (an SNN against the best ANN of the same budget)."""
+    a = _complete(_results(a_folds), "setting A")
+    b = _complete(_results(b_folds), "setting B")
+    if len(a) != len(b) or any(x["test_digest"] != y["test_digest"] for x, y in zip(a, b)):
         raise UserError("the two settings were not tested on the same folds (other --folds, --seed or data): a "
                         "paired comparison needs the same test images in each fold")
     keys = [k for k in _measured(a) if k in _measured(b)]

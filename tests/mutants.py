@@ -559,6 +559,16 @@ MUTANTS = [
      "events.open_source(config.dataset, config.data_dir)",
      ["tests/pipelines/test_event_runs.py::"
       "test_recordings_that_do_not_store_their_sensor_size_train_with_sensor_size"]),
+    # --- issue 34 (cross-validation results kept per fold) ---
+    ("pairs ignore the test digest", "snn4vision/crossval.py",
+     'any(x["test_digest"] != y["test_digest"] for x, y in zip(a, b))', "any(False for x, y in zip(a, b))",
+     ["tests/test_crossval.py"]),
+    ("test digest depends on order", "snn4vision/crossval.py",
+     '"\\n".join(sorted(items))', '"\\n".join(items)',
+     ["tests/test_crossval.py"]),
+    ("old records trusted", "snn4vision/crossval.py",
+     "    if lacking:\n        raise", "    if False:\n        raise",
+     ["tests/test_crossval.py"]),
 ]
 
 

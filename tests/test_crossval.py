@@ -1,5 +1,8 @@
 """Cross-validation statistics against scipy (an independent reference) and fold runs written by hand."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,3 +75,54 @@ def test_incomplete_or_mismatched_folds_are_refused_in_one_line(tmp_path):
     (plain / "config.json").write_text(json.dumps({"seed": 0}))
     with pytest.raises(UserError, match="not a cross-validation fold"):
         crossval.summarise([plain])
+
+
+def test_a_setting_kept_in_a_results_file_reports_and_pairs_as_its_runs_did(tmp_path):
+    """Run directories get lost with machines: the fold records a report keeps (``per_fold``) give back the same
+    summary, pair with runs still on disk, and are paired only on the same test images (their digest)."""
+    tests = [["a", "b"], ["c", "d"], ["e", "f", "g"]]
+    runs = [_fold(tmp_path / "runs", "f", i, tests[i], ann, s, e)
+            for i, (ann, s, e) in enumerate([(0.5, 0.5, 0.4), (1.0, 0.5, 0.5), (2 / 3, 2 / 3, 0.3)])]
+    relu = [_fold(tmp_path / "relu", "f", i, tests[i], 1.0) for i in range(3)]
+    from_runs = crossval.summarise(runs)
+    kept = tmp_path / "results.json"
+    kept.write_text(json.dumps({"settings": {"default": from_runs}}))
+    records = crossval.gather(f"{kept}#default")
+    assert [r["run"] for r in records] == [str(r) for r in runs]
+    assert crossval.summarise(records) == from_runs
+    assert crossval.gather(tmp_path / "runs") == crossval.gather(f"{kept}#default")
+    assert crossval.compare(records, relu) == crossval.compare(runs, relu)
+    assert crossval.test_digest(["b", "a"]) == crossval.test_digest(["a", "b"]) != crossval.test_digest(["a", "c"])
+    moved = [dict(r) for r in records]
+    moved[2]["test_digest"] = crossval.test_digest(["e", "f", "h"])  # another image in fold 2
+    with pytest.raises(UserError, match="not tested on the same folds"):
+        crossval.compare(moved, relu)
+
+
+def test_a_results_file_that_cannot_give_a_setting_is_refused_in_one_line(tmp_path):
+    kept = tmp_path / "results.json"
+    with pytest.raises(UserError, match="does not exist"):
+        crossval.gather(f"{kept}#default")
+    old = {"fold": 0, "ann": 0.9, "snn": 0.9, "gap": 0.0, "energy": None, "timesteps": 1, "run": "r"}
+    kept.write_text(json.dumps({"settings": {"default": {"per_fold": [old]}}}))
+    with pytest.raises(UserError, match="has no setting 'relu': it has default"):
+        crossval.gather(f"{kept}#relu")
+    with pytest.raises(UserError, match="gathered before their records kept folds, seed, test_digest, test_images"):
+        crossval.gather(f"{kept}#default")
+    with pytest.raises(UserError, match="is not a folder of fold runs"):
+        crossval.gather(tmp_path / "nowhere")
+
+
+def test_the_report_command_names_a_bad_setting_in_one_line(tmp_path):
+    """benchmarks/cross_validation.py report: a --setting without a source, or one its file lacks, is one line
+    (exit status 1), no traceback, and nothing written."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_validation.py"
+    kept = tmp_path / "results.json"
+    kept.write_text(json.dumps({"settings": {}}))
+    for setting, message in ((str(tmp_path), "names no source: give NAME=RUNS_DIR or NAME=FILE.json#SETTING"),
+                             (f"default={kept}#default", "has no setting 'default': it has none")):
+        done = subprocess.run([sys.executable, str(script), "report", "--setting", setting], capture_output=True,
+                              text=True)
+        assert done.returncode == 1 and done.stdout == ""
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
