@@ -79,15 +79,21 @@ def test_the_flag_reaches_the_model_and_the_saved_config(tmp_path):
 
 
 def test_library_callers_get_the_presets_derived_defaults_from_one_place(tmp_path):
-    """TrainConfig.from_preset is what the CLI uses: a ReLU network from the quick preset gets no penalty and no
-    requantised pooled maps (dict(PRESETS["quick"]) | overrides kept pool_levels=4 and was refused), a QCFS one
+    """TrainConfig.from_preset is what the CLI uses: a ReLU network from the quick preset gets no penalty, no
+    distillation and no requantised pooled maps (dict(PRESETS["quick"]) | overrides kept pool_levels=4 and was refused), a QCFS one
     2L levels there, and what a caller gives is kept as given. Every variant of benchmarks/ann_recipe.py builds."""
     run = str(tmp_path / "r")
     relu = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="relu")
     relu.validate()
-    assert (relu.sparsity, relu.pool_levels, relu.preset, relu.epochs) == (0.0, 0, "quick", 100)
+    assert (relu.sparsity, relu.pool_levels, relu.distill, relu.preset, relu.epochs) == (0.0, 0, 0.0, "quick", 130)
     qcfs = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", levels=3)
-    assert (qcfs.sparsity, qcfs.pool_levels) == (1.0, 6)
+    assert (qcfs.sparsity, qcfs.pool_levels, qcfs.distill) == (1.0, 6, 0.7)
+    # no ReLU warm-up epoch, nothing to distil from: off, and the config valid (on was refused)
+    for no_warmup in (dict(qcfs_warmup=0.0), dict(epochs=1)):
+        config = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", **no_warmup)
+        config.validate()
+        assert config.distill == 0.0
+    assert rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", distill=0.2).distill == 0.2
     resnet = rundir.TrainConfig.from_preset("full", run_dir=run, activation="qcfs", architecture="resnet18")
     resnet.validate()
     assert (resnet.pool_levels, resnet.width, resnet.epochs) == (0, 0.5, 160)

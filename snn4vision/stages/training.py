@@ -172,7 +172,7 @@ def _checked_config(config: TrainConfig, resume: bool, overwrite: bool, strategy
     distributed.check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
     if config.distill and cluster.multi_worker:
         raise UserError("--distill trains on one machine only for now (its teacher is not shared between workers): "
-                        "drop --distill or TF_CONFIG")
+                        "train with --distill 0 (the quick preset distils QCFS networks) or without TF_CONFIG")
     if config.spiking:
         config.check_transformer_memory(config.batch_size // strategy.num_replicas_in_sync, training=True)
     else:
