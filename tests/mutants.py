@@ -569,6 +569,13 @@ MUTANTS = [
     ("old records trusted", "snn4vision/crossval.py",
      "    if lacking:\n        raise", "    if False:\n        raise",
      ["tests/test_crossval.py"]),
+    # --- issue 34 (the default distils, 130 epochs) ---
+    ("distillation kept without a warm-up", "snn4vision/rundir/config.py",
+     "            config.distill = 0.0  # nothing to distil from", "            pass  # nothing to distil from",
+     ["tests/test_models.py"]),
+    ("preset without distillation", "snn4vision/rundir/config.py",
+     "pool_levels=4, distill=0.7),", "pool_levels=4),",
+     ["tests/test_models.py"]),
 ]
 
 
