@@ -28,7 +28,7 @@ PRESETS = {
                   augment="snn4space",
                   optimizer="rmsprop", learning_rate=1e-3, lr_schedule="plateau", warmup_epochs=0, lr_patience=5,
                   lr_factor=0.1, stop_patience=10, qcfs_warmup=0.0),
-    # From scratch in about 16 minutes of training on 2 CPU cores (UC Merced, 1,680 images); chosen by the
+    # From scratch in about 12 minutes of training on 2 CPU cores (UC Merced, 1,680 images); chosen by the
     # ablation in benchmarks/results/ann_recipe.md: cosine decay over the whole budget (no early stopping),
     # width 0.25 (4x fewer MACs than 0.5, so 2.5x the epochs in the same time), geometric augmentation only.
     # QCFS networks train as ReLU for 75 % of the epochs, then quantise at L = 2 (lambda of least error), with a
