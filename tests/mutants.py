@@ -576,6 +576,9 @@ MUTANTS = [
     ("preset without distillation", "snn4vision/rundir/config.py",
      "pool_levels=4, distill=0.7),", "pool_levels=4),",
      ["tests/test_models.py"]),
+    ("resumed fine-tuning takes the flags given", "snn4vision/stages/fine_tuning.py",
+     "        config = _started_with(config, run_dir, verbose)", "        pass",
+     ["tests/pipelines/test_snn_stages.py::test_fine_tune_survives_kill_9_and_resumes"]),
 ]
 
 

@@ -233,12 +233,35 @@ def _write_fine_tuned(run_dir: Path, run, snn, config: FineTuneConfig, stages: l
     return report
 
 
+def _settings(config: FineTuneConfig) -> dict:
+    """The schedule's settings as saved with each epoch's checkpoint (not where the run or its data lie)."""
+    saved = dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}
+    return {k: v for k, v in saved.items() if k not in ("run_dir", "data_dir")}
+
+
+def _started_with(config: FineTuneConfig, run_dir: Path, verbose: bool) -> FineTuneConfig:
+    """The config a resumed fine-tuning started with, saved in its checkpoint: a resume goes on with the same
+    schedule, model and optimizer whatever flags it is given (as a resumed training does), so that a checkpoint
+    of another configuration is never restored into this one. Checkpoints older than that keep the given flags."""
+    checkpointer = EpochCheckpointer(run_dir / rundir.CHECKPOINTS / "fine_tune")
+    saved = checkpointer.committed().get("config") if checkpointer.exists() else None
+    if saved is None:
+        return config
+    started = FineTuneConfig(**(saved | {"rate_band": tuple(saved["rate_band"])}), run_dir=config.run_dir,
+                             data_dir=config.data_dir)
+    if started != config and verbose:
+        print("resuming with the settings this fine-tuning started with (its checkpoint's), not the flags given")
+    return started
+
+
 def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: bool) -> dict:
     import tensorflow as tf
 
     check_keras()
-    config.validate()
     run_dir = Path(config.run_dir)
+    if resume:
+        config = _started_with(config, run_dir, verbose)
+    config.validate()
     run, snn, stages = _open_snn(config, run_dir, resume, overwrite)
     dt_start = snn.dt  # the conversion's; a resumed run restores the trained dt from its checkpoint
     optimizer = (tf.keras.optimizers.RMSprop if config.optimizer == "rmsprop" else tf.keras.optimizers.Adam)(
@@ -285,7 +308,8 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
                     r = results[-1]
                     print(f"T={stage['timesteps']}: train loss {history['loss'][0]:.4f}, test accuracy "
                           f"{r['accuracy']:.4f}, {r['spikes_per_image']:.0f} spikes/image", flush=True)
-            checkpointer.save(step, {"done": done, "results": results, "trace": trace})
+            checkpointer.save(step, {"config": _settings(config), "done": done, "results": results,
+                                     "trace": trace})
             step += 1
     return _write_fine_tuned(run_dir, run, snn, config, stages, {
         "results": results, "dt_start": dt_start, "trace": trace, "wall_time_s": time.perf_counter() - began})

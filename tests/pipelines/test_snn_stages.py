@@ -149,9 +149,12 @@ def test_fine_tune_survives_kill_9_and_resumes(converted, tmp_path):
     process.wait()
     assert not (run_dir / "fine_tune.json").exists(), "fine-tuning finished before it could be killed"
     done_before = json.loads(state_file.read_text())["done"]
-    resumed = subprocess.run(argv + ["--resume"], capture_output=True, text=True, timeout=600)
+    # resumed without the flags it started with (--timesteps 2, ...): it goes on with those, from its checkpoint
+    # (the default T = 8 and batch 32 would have run other stages, or restored the checkpoint into another model)
+    resumed = subprocess.run(argv[:4] + ["--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming fine-tuning after {len(done_before)} epoch(s)" in resumed.stdout
+    assert "resuming with the settings this fine-tuning started with" in resumed.stdout
     report = json.loads((run_dir / "fine_tune.json").read_text())
     assert [r["timesteps"] for r in report["results"]] == [1, 2]
     # stage n ran 2^(1-n) epochs: 2 + 1, none twice
