@@ -222,7 +222,7 @@ def _write_fine_tuned(run_dir: Path, run, snn, config: FineTuneConfig, stages: l
     snn.readout_steps = readout_steps(snn.timesteps, config.readout_fraction)
     atomic_write_json(run_dir / FINE_TUNED_CONFIG, snn.get_config())
     save_variables(snn.weights, run_dir / FINE_TUNED_WEIGHTS)
-    report = {"config": dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}, "stages": stages,
+    report = {"config": _as_json(config), "stages": stages,
               "results": record["results"], "dt_start": record["dt_start"], "dt_final": snn.dt,
               "trace": record["trace"], "wall_time_s": record["wall_time_s"]}
     if run.per_step:
@@ -233,10 +233,14 @@ def _write_fine_tuned(run_dir: Path, run, snn, config: FineTuneConfig, stages: l
     return report
 
 
+def _as_json(config: FineTuneConfig) -> dict:
+    """``config`` as JSON writes it (``fine_tune.json``'s record)."""
+    return dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}
+
+
 def _settings(config: FineTuneConfig) -> dict:
     """The schedule's settings as saved with each epoch's checkpoint (not where the run or its data lie)."""
-    saved = dataclasses.asdict(config) | {"rate_band": list(config.rate_band)}
-    return {k: v for k, v in saved.items() if k not in ("run_dir", "data_dir")}
+    return {k: v for k, v in _as_json(config).items() if k not in ("run_dir", "data_dir")}
 
 
 def _started_with(config: FineTuneConfig, run_dir: Path, verbose: bool) -> FineTuneConfig:
