@@ -299,10 +299,10 @@ class EpochCheckpointer:
             raise UserError(
                 f"the checkpoint in {self.directory} does not fit this model "
                 f"(was it written by another configuration?): {str(exc).splitlines()[0]}; "
-                "delete the folder or start a new run directory"
+                "resume with the settings it was started with, or start the stage again with --overwrite"
             ) from None
         except Exception as exc:  # NotFoundError, DataLossError from TensorFlow
-            raise UserError(f"the checkpoint in {self.directory} cannot be read ({type(exc).__name__}); delete the folder to start over") from None
+            raise UserError(f"the checkpoint in {self.directory} cannot be read ({type(exc).__name__}); start the stage again with --overwrite") from None
         return state
 
     def best_weights_path(self, state: dict) -> Path | None:

@@ -579,6 +579,9 @@ MUTANTS = [
     ("resumed fine-tuning takes the flags given", "snn4vision/stages/fine_tuning.py",
      "        config = _started_with(config, run_dir, verbose)", "        pass",
      ["tests/pipelines/test_snn_stages.py::test_fine_tune_survives_kill_9_and_resumes"]),
+    ("an old checkpoint resumed on another schedule", "snn4vision/stages/fine_tuning.py",
+     "    if done != schedule[:len(done)]:", "    if False:",
+     ["tests/pipelines/test_snn_stages.py::test_fine_tune_survives_kill_9_and_resumes"]),
 ]
 
 

@@ -276,6 +276,14 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     done = state.get("done", [])  # finished epochs as [stage, epoch]
     results = state.get("results", [])
     trace = state.get("trace", [])  # per epoch: dt, mean tau, loss
+    schedule = [[n, epoch] for n, stage in enumerate(stages) for epoch in range(stage["epochs"])]
+    if done != schedule[:len(done)]:
+        # a checkpoint from before settings were saved with it, resumed with other flags: going on would train the
+        # restored SNN on another schedule (its dt already at the floor, at T = 1) and overwrite the checkpoint
+        planned = ", ".join(f"T={s['timesteps']} x{s['epochs']}" for s in stages)
+        raise UserError(f"the fine-tuning checkpoint in {run_dir} was written with another schedule ({len(done)} "
+                        f"epochs done do not fit this one's {planned} epochs): resume with the flags it was "
+                        "started with, or start it again with --overwrite")
     if state and verbose:
         print(f"resuming fine-tuning after {len(done)} epoch(s)")
     train_indices = run.sample("train", config.max_train_images, config.seed)

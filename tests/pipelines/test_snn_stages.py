@@ -149,6 +149,24 @@ def test_fine_tune_survives_kill_9_and_resumes(converted, tmp_path):
     process.wait()
     assert not (run_dir / "fine_tune.json").exists(), "fine-tuning finished before it could be killed"
     done_before = json.loads(state_file.read_text())["done"]
+    # a checkpoint from before settings were saved with it, whose T = 2 stage had begun, resumed with flags that
+    # give T = 1 four epochs: refused before it trains, its checkpoint untouched (it went on at "T=1 epoch 3/4",
+    # training the SNN left at T = 2's end on T = 1 and overwriting the checkpoint)
+    legacy = tmp_path / "legacy"
+    shutil.copytree(run_dir, legacy)
+    legacy_state = legacy / "checkpoints" / "fine_tune" / "state.json"
+    saved = json.loads(legacy_state.read_text())
+    saved.pop("config")
+    legacy_state.write_text(json.dumps(saved | {"done": [[0, 0], [0, 1], [1, 0]]}))
+    before = legacy_state.read_bytes()
+    refused = subprocess.run([*argv[:2], "--run", str(legacy), *argv[4:], "--epochs", "2", "--resume"],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"error: the fine-tuning checkpoint in {legacy} was written with another schedule (3 epochs done do not "
+        "fit this one's T=1 x4, T=2 x2 epochs): resume with the flags it was started with, or start it again "
+        "with --overwrite"]
+    assert legacy_state.read_bytes() == before
     # resumed without the flags it started with (--timesteps 2, ...): it goes on with those, from its checkpoint
     # (the default T = 8 and batch 32 would have run other stages, or restored the checkpoint into another model)
     resumed = subprocess.run(argv[:4] + ["--resume"], capture_output=True, text=True, timeout=600)
