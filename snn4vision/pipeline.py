@@ -39,6 +39,10 @@ from .stages.training import train_ann
 PATHS = ("qcfs", "relu", "snn4space")
 #: the paths that fine-tune their SNN (a ReLU ANN's conversion) and estimate its energy at --timesteps
 FINE_TUNED_PATHS = ("relu", "snn4space")
+#: the snn4space path's conversion rate at the 99.9th percentile, in Hz: 2 spikes per step once dt reaches 1 ms.
+#: SNN4Space's 4000 cost 19.5x the ANN on loihi at T = 32 for 95.2 %; 2000 cost 10.1x for 94.3 % (seed 0,
+#: docs/snn4space_recipe.md#fewer-spikes); 1000 lost 7 points
+SNN4SPACE_MAX_RATE = 2000.0
 PIPELINE_STATE = "pipeline.json"  # under checkpoints/: seconds per finished stage
 SUMMARY_DEVICES = ("gpu", "loihi", "loihi2", "45nm", "45nm_int8")
 MEMORY_KEYS = ("ann_J", "snn_J", "snn_over_ann", "snn_over_fair_ann", "break_even_sops_per_synapse")
@@ -56,6 +60,9 @@ class PipelineConfig:
     timesteps: int | None = None
     devices: tuple = field(default_factory=lambda: SUMMARY_DEVICES)
     fine_tune_epochs: int = 2  # relu path: epochs of the last fine-tuning stage
+    # relu and snn4space paths: the conversion's rate (Hz) at the 99.9th percentile of each layer's activations;
+    # None: the path's own (relu: 4 spikes per step; snn4space: SNN4SPACE_MAX_RATE)
+    max_rate: float | None = None
     sweep: bool = True
     # the settings given explicitly (a flag on the command line), as {"path" or "train.<field>": "--flag"}: a
     # --resume takes the rest from the run's record, and refuses these where they differ from it
@@ -69,6 +76,9 @@ class PipelineConfig:
             raise UserError("the qcfs path trains a QCFS ANN: drop --activation relu, or pass --path relu")
         if self.path in FINE_TUNED_PATHS and self.train.activation != "relu":
             raise UserError(f"the {self.path} path trains a ReLU ANN: pass --activation relu (or --path qcfs)")
+        if self.max_rate is not None and self.path == "qcfs":
+            raise UserError("--max-rate sets the rate of the relu and snn4space paths' conversion; the qcfs path's "
+                            "neurons fire their QCFS levels in bursts: drop --max-rate, or pass --path snn4space")
         if self.max_timesteps < 1:
             raise UserError(f"--timesteps must be at least 1, got {self.max_timesteps}")
         self.train.validate()
@@ -90,9 +100,9 @@ class PipelineConfig:
         convert = ConvertConfig(str(self.train.run_dir), max_timesteps=self.max_timesteps, sweep=self.sweep,
                                 data_dir=self.train.data_dir, readout_fraction=1.0, seed=self.train.seed)
         if self.path == "relu":
-            convert.tau, convert.max_rate = None, 4 / convert.dt
-        if self.path == "snn4space":  # SNN4Space's conversion: dt 1 s (0.1 s filters transparent), 4 spikes a step
-            convert.dt, convert.tau, convert.max_rate = 1.0, 0.1, 4000.0
+            convert.tau, convert.max_rate = None, self.max_rate or 4 / convert.dt
+        if self.path == "snn4space":  # SNN4Space's conversion: dt 1 s (0.1 s filters transparent)
+            convert.dt, convert.tau, convert.max_rate = 1.0, 0.1, self.max_rate or SNN4SPACE_MAX_RATE
         return convert
 
     def fine_tune_config(self) -> FineTuneConfig:
@@ -110,7 +120,8 @@ class PipelineConfig:
     def settings(self) -> dict:
         """What run_all records of itself in ``config.json`` (beside the training config) for --resume."""
         return {"path": self.path, "max_timesteps": self.max_timesteps, "timesteps": self.timesteps,
-                "devices": list(self.devices), "fine_tune_epochs": self.fine_tune_epochs, "sweep": self.sweep}
+                "devices": list(self.devices), "fine_tune_epochs": self.fine_tune_epochs, "sweep": self.sweep,
+                "max_rate": self.max_rate}
 
 
 RECORD = "run_all"  # the key of run_all's settings in config.json's "extra"
@@ -154,6 +165,8 @@ def recorded(config: PipelineConfig) -> PipelineConfig:
     if "train.data_dir" in config.given:  # where the images are now (moved), not a setting of the run
         train.data_dir = config.train.data_dir
     settings = train.extra.get(RECORD, {"path": train.activation})  # a run trained by train_ann.py: its ANN's path
+    if "max_rate" not in settings and settings["path"] == "snn4space":
+        settings = settings | {"max_rate": 4000.0}  # recorded before --max-rate, when this path converted at 4000 Hz
     resumed = dataclasses.replace(config, train=train, **{k: tuple(v) if k == "devices" else v
                                                           for k, v in settings.items()})
     for name, flag in config.given.items():

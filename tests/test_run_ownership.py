@@ -281,3 +281,31 @@ def test_overwriting_the_conversion_moves_the_nir_export_made_from_it_to_stale(t
         before.pop(name)
     assert after == before  # the training's files untouched
     assert "snn.nir, nir_export.json" in capsys.readouterr().out
+
+
+def test_max_rate_sets_the_fine_tuned_paths_conversion_and_a_resume_keeps_it(tmp_path, monkeypatch):
+    def parsed(*flags):
+        return cli.run_all_config(cli.run_all_parser().parse_args(["--run", str(tmp_path), *flags]))
+
+    assert parsed("--path", "snn4space").convert_config().max_rate == 2000.0  # 2 spikes per 1 ms step
+    assert parsed("--path", "snn4space", "--max-rate", "1000").convert_config().max_rate == 1000.0
+    relu = parsed("--path", "relu").convert_config()
+    assert relu.max_rate == pytest.approx(4 / relu.dt)
+    assert parsed("--path", "relu", "--max-rate", "250").convert_config().max_rate == 250.0
+    with pytest.raises(UserError, match=r"^--max-rate sets the rate of the relu and snn4space paths' conversion"):
+        parsed("--max-rate", "1000").validate()  # qcfs: bursts of its levels, no rate to set
+    train = TrainConfig.from_preset("quick", run_dir=str(tmp_path), activation="relu", epochs=2, seed=5)
+    train.extra = {"run_all": parsed("--path", "snn4space", "--max-rate", "250").settings()}
+    (tmp_path / "config.json").write_text(json.dumps(train.to_json()))
+    resumed = _resumed(monkeypatch, ["--run", str(tmp_path), "--resume"])
+    assert (resumed.path, resumed.max_rate, resumed.convert_config().max_rate) == ("snn4space", 250.0, 250.0)
+    with pytest.raises(UserError, match=r"^--max-rate 500.0 differs from the setting of the run being resumed, 250"):
+        _resumed(monkeypatch, ["--run", str(tmp_path), "--resume", "--max-rate", "500"])
+
+
+def test_an_snn4space_run_recorded_before_max_rate_resumes_at_the_rate_it_started_with(tmp_path, monkeypatch):
+    train = TrainConfig.from_preset("quick", run_dir=str(tmp_path), activation="relu", epochs=2, seed=5)
+    train.extra = {"run_all": {"path": "snn4space", "max_timesteps": 32, "timesteps": None, "devices": ["loihi"],
+                               "fine_tune_epochs": 1, "sweep": False}}  # no max_rate: the path's rate was 4000 Hz
+    (tmp_path / "config.json").write_text(json.dumps(train.to_json()))
+    assert _resumed(monkeypatch, ["--run", str(tmp_path), "--resume"]).convert_config().max_rate == 4000.0

@@ -6,7 +6,7 @@ import argparse
 from typing import Sequence
 
 from .. import edges
-from ..pipeline import PATHS, SUMMARY_DEVICES, PipelineConfig
+from ..pipeline import PATHS, SNN4SPACE_MAX_RATE, SUMMARY_DEVICES, PipelineConfig
 from ..rundir import ANN_ARCHITECTURES, OPTIMIZERS, PRESETS, TRANSFORMER_PRESETS, TrainConfig
 from ..errors import UserError
 
@@ -187,7 +187,7 @@ def run_all_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", choices=PATHS, default="qcfs",
                    help="qcfs: QCFS ANN to signed IF neurons, lossless at T = L (default); relu: ReLU ANN to "
                         "keras-spiking neurons without a synapse, 4 spikes per step, then fine-tuned; snn4space: "
-                        "SNN4Space's path, a ReLU ANN converted with 0.1 s low-pass filters at dt 1 s and fine-tuned "
+                        "SNN4Space's path, a ReLU ANN converted with 0.1 s low-pass filters at dt 1 s (--max-rate) and fine-tuned "
                         "with --recipe snn4space (dt trained down to 1 ms) up to --timesteps (32 in SNN4Space)")
     p.add_argument("--timesteps", type=positive_int, default=8, help="largest T at which the SNN is evaluated")
     p.add_argument("--energy-timesteps", type=positive_int,
@@ -195,13 +195,17 @@ def run_all_parser() -> argparse.ArgumentParser:
                         "level in one burst; --timesteps on the relu path)")
     p.add_argument("--devices", nargs="+", default=list(SUMMARY_DEVICES), help="device profiles of the summary")
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the conversion's variants")
+    p.add_argument("--max-rate", type=positive_float,
+                   help="relu and snn4space paths: the conversion's rate in Hz at the 99.9th percentile of each "
+                        "layer (default: relu 4 spikes per step; snn4space %g, where SNN4Space's own 4000 doubles the spikes)"
+                        % SNN4SPACE_MAX_RATE)
     p.set_defaults(activation=None)
     return p
 
 
 #: run_all.py's own flags and the PipelineConfig setting each sets; the others set TrainConfig fields
 _PIPELINE_SETTINGS = {"path": "path", "timesteps": "max_timesteps", "energy_timesteps": "timesteps",
-                      "devices": "devices", "sweep": "sweep"}
+                      "devices": "devices", "sweep": "sweep", "max_rate": "max_rate"}
 #: flags that set a TrainConfig field of another name
 _TRAIN_SETTINGS = {"input_transform": "input_transform", "squared": "input_transform", "mask": "input_transform"}
 
@@ -212,7 +216,8 @@ def run_all_config(args: argparse.Namespace, given: set | None = None):
     if args.activation is None:
         args.activation = "qcfs" if args.path == "qcfs" else "relu"
     config = PipelineConfig(train_config(args), path=args.path, max_timesteps=args.timesteps,
-                            timesteps=args.energy_timesteps, devices=tuple(args.devices), sweep=args.sweep)
+                            timesteps=args.energy_timesteps, devices=tuple(args.devices), sweep=args.sweep,
+                            max_rate=args.max_rate)
     flags = {action.dest: action.option_strings[0] for action in run_all_parser()._actions if action.option_strings}
     for dest in sorted(given or ()):
         if dest in _PIPELINE_SETTINGS:

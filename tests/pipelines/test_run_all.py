@@ -287,7 +287,7 @@ def test_the_snn4space_path_is_one_command(small_subset, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["activation"] == "relu" and config["extra"]["run_all"]["path"] == "snn4space"
     conversion = json.loads((run_dir / "conversion.json").read_text())["config"]
-    assert (conversion["dt"], conversion["tau"], conversion["max_rate"]) == (1.0, 0.1, 4000.0)
+    assert (conversion["dt"], conversion["tau"], conversion["max_rate"]) == (1.0, 0.1, 2000.0)
     fine_tune = json.loads((run_dir / rundir.FINE_TUNE).read_text())
     assert (fine_tune["dt_start"], fine_tune["dt_final"]) == pytest.approx((1.0, 1e-3))  # the floor by the last stage
     recipe = fine_tune["config"]
