@@ -100,9 +100,11 @@ class PipelineConfig:
         convert = ConvertConfig(str(self.train.run_dir), max_timesteps=self.max_timesteps, sweep=self.sweep,
                                 data_dir=self.train.data_dir, readout_fraction=1.0, seed=self.train.seed)
         if self.path == "relu":
-            convert.tau, convert.max_rate = None, self.max_rate or 4 / convert.dt
+            convert.tau, convert.max_rate = None, 4 / convert.dt
         if self.path == "snn4space":  # SNN4Space's conversion: dt 1 s (0.1 s filters transparent)
-            convert.dt, convert.tau, convert.max_rate = 1.0, 0.1, self.max_rate or SNN4SPACE_MAX_RATE
+            convert.dt, convert.tau, convert.max_rate = 1.0, 0.1, SNN4SPACE_MAX_RATE
+        if self.max_rate is not None and self.path in FINE_TUNED_PATHS:  # 0 too: refused by convert's validate
+            convert.max_rate = self.max_rate
         return convert
 
     def fine_tune_config(self) -> FineTuneConfig:

@@ -580,7 +580,7 @@ MUTANTS = [
      "        config = _started_with(config, run_dir, verbose)", "        pass",
      ["tests/pipelines/test_snn_stages.py::test_fine_tune_survives_kill_9_and_resumes"]),
     ("snn4space path ignores --max-rate", "snn4vision/pipeline.py",
-     "self.max_rate or SNN4SPACE_MAX_RATE", "SNN4SPACE_MAX_RATE",
+     "            convert.max_rate = self.max_rate", "            pass",
      ["tests/test_run_ownership.py"]),
     ("an old snn4space run resumes at the new rate", "snn4vision/pipeline.py",
      '    if "max_rate" not in settings and settings["path"] == "snn4space":', "    if False:",

@@ -1,5 +1,6 @@
 """A run directory is ours or it is refused: what --overwrite may move, where outputs may land, what --resume runs
 on, and what an interrupted --overwrite leaves behind (issue 33)."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -294,6 +295,9 @@ def test_max_rate_sets_the_fine_tuned_paths_conversion_and_a_resume_keeps_it(tmp
     assert parsed("--path", "relu", "--max-rate", "250").convert_config().max_rate == 250.0
     with pytest.raises(UserError, match=r"^--max-rate sets the rate of the relu and snn4space paths' conversion"):
         parsed("--max-rate", "1000").validate()  # qcfs: bursts of its levels, no rate to set
+    library = dataclasses.replace(parsed("--path", "snn4space"), max_rate=0.0)  # argparse is not there to refuse it
+    with pytest.raises(UserError, match=r"^--max-rate must be a positive number of Hz, got 0.0"):
+        library.validate()
     train = TrainConfig.from_preset("quick", run_dir=str(tmp_path), activation="relu", epochs=2, seed=5)
     train.extra = {"run_all": parsed("--path", "snn4space", "--max-rate", "250").settings()}
     (tmp_path / "config.json").write_text(json.dumps(train.to_json()))

@@ -187,8 +187,9 @@ def run_all_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", choices=PATHS, default="qcfs",
                    help="qcfs: QCFS ANN to signed IF neurons, lossless at T = L (default); relu: ReLU ANN to "
                         "keras-spiking neurons without a synapse, 4 spikes per step, then fine-tuned; snn4space: "
-                        "SNN4Space's path, a ReLU ANN converted with 0.1 s low-pass filters at dt 1 s (--max-rate) and fine-tuned "
-                        "with --recipe snn4space (dt trained down to 1 ms) up to --timesteps (32 in SNN4Space)")
+                        "SNN4Space's path, a ReLU ANN converted with 0.1 s low-pass filters at dt 1 s (--max-rate) "
+                        "and fine-tuned with --recipe snn4space (dt trained down to 1 ms) up to --timesteps (32 in "
+                        "SNN4Space)")
     p.add_argument("--timesteps", type=positive_int, default=8, help="largest T at which the SNN is evaluated")
     p.add_argument("--energy-timesteps", type=positive_int,
                    help="T of the energy estimate (default: 1 on the qcfs path, where each neuron fires its QCFS "
@@ -197,8 +198,8 @@ def run_all_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the conversion's variants")
     p.add_argument("--max-rate", type=positive_float,
                    help="relu and snn4space paths: the conversion's rate in Hz at the 99.9th percentile of each "
-                        "layer (default: relu 4 spikes per step; snn4space %g, where SNN4Space's own 4000 doubles the spikes)"
-                        % SNN4SPACE_MAX_RATE)
+                        "layer (default: relu 4 spikes per step; snn4space %g, where SNN4Space's own 4000 doubles "
+                        "the spikes)" % SNN4SPACE_MAX_RATE)
     p.set_defaults(activation=None)
     return p
 
