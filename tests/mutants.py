@@ -589,7 +589,7 @@ MUTANTS = [
      '        if self.max_rate is not None and self.path == "qcfs":', "        if False:",
      ["tests/test_run_ownership.py"]),
     ("an old checkpoint resumed on another schedule", "snn4vision/stages/fine_tuning.py",
-     "    if done != schedule[:len(done)]:", "    if False:",
+     "    if done != in_order[:len(done)]:", "    if False:",
      ["tests/pipelines/test_snn_stages.py::test_fine_tune_survives_kill_9_and_resumes"]),
 ]
 

@@ -276,8 +276,8 @@ def _fine_tune(config: FineTuneConfig, resume: bool, overwrite: bool, verbose: b
     done = state.get("done", [])  # finished epochs as [stage, epoch]
     results = state.get("results", [])
     trace = state.get("trace", [])  # per epoch: dt, mean tau, loss
-    schedule = [[n, epoch] for n, stage in enumerate(stages) for epoch in range(stage["epochs"])]
-    if done != schedule[:len(done)]:
+    in_order = [[n, epoch] for n, stage in enumerate(stages) for epoch in range(stage["epochs"])]
+    if done != in_order[:len(done)]:
         # a checkpoint from before settings were saved with it, resumed with other flags: going on would train the
         # restored SNN on another schedule (its dt already at the floor, at T = 1) and overwrite the checkpoint
         planned = ", ".join(f"T={s['timesteps']} x{s['epochs']}" for s in stages)
