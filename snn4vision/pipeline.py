@@ -123,7 +123,9 @@ class PipelineConfig:
         """What run_all records of itself in ``config.json`` (beside the training config) for --resume."""
         return {"path": self.path, "max_timesteps": self.max_timesteps, "timesteps": self.timesteps,
                 "devices": list(self.devices), "fine_tune_epochs": self.fine_tune_epochs, "sweep": self.sweep,
-                "max_rate": self.max_rate}
+                # the rate converted at, not None for "the path's": a resume converts at it, whatever the default
+                # has become since, and accepts --max-rate repeating it
+                "max_rate": self.convert_config().max_rate if self.path in FINE_TUNED_PATHS else None}
 
 
 RECORD = "run_all"  # the key of run_all's settings in config.json's "extra"

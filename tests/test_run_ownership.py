@@ -307,6 +307,16 @@ def test_max_rate_sets_the_fine_tuned_paths_conversion_and_a_resume_keeps_it(tmp
         _resumed(monkeypatch, ["--run", str(tmp_path), "--resume", "--max-rate", "500"])
 
 
+def test_a_run_records_the_rate_it_converts_at_and_a_resume_may_repeat_it(tmp_path, monkeypatch):
+    default = cli.run_all_config(cli.run_all_parser().parse_args(["--run", str(tmp_path), "--path", "snn4space"]))
+    train = TrainConfig.from_preset("quick", run_dir=str(tmp_path), activation="relu", epochs=2, seed=5)
+    train.extra = {"run_all": default.settings()}
+    assert train.extra["run_all"]["max_rate"] == 2000.0  # not None: a later default would not apply to this run
+    (tmp_path / "config.json").write_text(json.dumps(train.to_json()))
+    resumed = _resumed(monkeypatch, ["--run", str(tmp_path), "--resume", "--max-rate", "2000"])  # the same rate
+    assert resumed.convert_config().max_rate == 2000.0
+
+
 def test_an_snn4space_run_recorded_before_max_rate_resumes_at_the_rate_it_started_with(tmp_path, monkeypatch):
     train = TrainConfig.from_preset("quick", run_dir=str(tmp_path), activation="relu", epochs=2, seed=5)
     train.extra = {"run_all": {"path": "snn4space", "max_timesteps": 32, "timesteps": None, "devices": ["loihi"],
