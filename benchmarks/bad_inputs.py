@@ -448,6 +448,11 @@ def cases() -> list:
                                            "task": {"type": "worker", "index": 0}})}))
     add(Case("run_all", "--resume with nothing there", ["--run", "{work}/new", "--resume"]))
     add(Case("run_all", "T 1000000", ["--run", "{work}/new", "--dataset", "{data}", "--timesteps", "1000000", *tiny]))
+    add(Case("run_all", "--max-rate on the qcfs path", ["--run", "{work}/new", "--dataset", "{data}", "--max-rate",
+                                                          "2000", *tiny]))
+    for rate in ("0", "-5", "nan"):
+        add(Case("run_all", f"snn4space path at --max-rate {rate}", ["--run", "{work}/new", "--dataset", "{data}",
+                                                                     "--path", "snn4space", "--max-rate", rate, *tiny]))
     # export_nir
     add(Case("export_nir", "keras-spiking neurons", ["--run", "{run}"], base="ann"))
     add(Case("export_nir", "keras-spiking neurons, --approximate", ["--run", "{run}", "--approximate"], base="ann"))
