@@ -67,7 +67,7 @@ def test_the_flag_reaches_the_model_and_the_saved_config(tmp_path):
     assert rundir.TrainConfig.from_json(config.to_json()).pool_before_activation is True
     assert rundir.build_model(config, 3).get_layer("block1_qcfs2").output_shape == (None, 16, 16, 8)
     default = cli.train_config(cli.train_ann_parser().parse_args(args))
-    assert default.pool_before_activation is False and default.levels == 2 and default.sparsity == 1.0
+    assert default.pool_before_activation is False and default.levels == 2 and default.sparsity == 2.0
     assert default.pool_levels == 4  # the preset requantises pooled maps at 2L levels
     assert config.pool_levels == 0  # not where the activations are pooled before
     more = cli.train_config(cli.train_ann_parser().parse_args(args + ["--levels", "4"]))
@@ -87,7 +87,7 @@ def test_library_callers_get_the_presets_derived_defaults_from_one_place(tmp_pat
     relu.validate()
     assert (relu.sparsity, relu.pool_levels, relu.distill, relu.preset, relu.epochs) == (0.0, 0, 0.0, "quick", 130)
     qcfs = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", levels=3)
-    assert (qcfs.sparsity, qcfs.pool_levels, qcfs.distill) == (1.0, 6, 0.7)
+    assert (qcfs.sparsity, qcfs.pool_levels, qcfs.distill) == (2.0, 6, 0.7)
     # no ReLU warm-up epoch, nothing to distil from: off, and the config valid (on was refused)
     for no_warmup in (dict(qcfs_warmup=0.0), dict(epochs=1)):
         config = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", **no_warmup)

@@ -149,7 +149,7 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (0: off)")
     p.add_argument("--sparsity", type=float,
                    help="weight of the converted SNN's expected synaptic operations per ANN MAC in the loss "
-                        "(0: off; quick and full presets: 1 for QCFS, 0 for ReLU)")
+                        "(0: off; QCFS: quick preset 2, full 1; ReLU: 0)")
     p.add_argument("--lr-schedule", choices=("cosine", "plateau"),
                    help="cosine: warm-up, then cosine decay over all epochs (no early stopping); plateau: "
                         "reduce on plateau and early stopping")
