@@ -69,6 +69,10 @@ MUTANTS = [
     ("preset ReLU keeps the penalty", "snn4vision/rundir/config.py",
      'if "sparsity" not in overrides and config.activation != "qcfs":', 'if False:',
      ["tests/test_models.py"]),
+    ("the full preset takes the quick one's measured penalty", "snn4vision/rundir/config.py",
+     'min_learning_rate=1e-5, levels=2, qcfs_warmup=0.75, sparsity=1.0, pool_levels=4),',
+     'min_learning_rate=1e-5, levels=2, qcfs_warmup=0.75, sparsity=2.0, pool_levels=4),',
+     ["tests/test_schedule.py"]),
     # issue 33: behaviours no test checked
     ("BN fold drops a bias-free conv's new bias", "snn4vision/layer_graph/converters.py",
      '        target.params["bias"] = True\n', "",
