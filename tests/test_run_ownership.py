@@ -159,10 +159,11 @@ def test_run_all_overwrite_keeps_a_foreign_summary_under_stale_and_replaces_its_
 
 
 # --- 5. --resume runs on the recorded settings ----------------------------------------------------------------
-def _recorded_relu_run(run_dir):
+def _recorded_relu_run(run_dir, settings=None):
+    """A run of a ReLU ANN whose config.json records run_all's SETTINGS (default: the relu path's)."""
     train = TrainConfig.from_preset("quick", run_dir=str(run_dir), activation="relu", epochs=2, seed=5)
-    train.extra = {"run_all": {"path": "relu", "max_timesteps": 4, "timesteps": None, "devices": ["loihi"],
-                               "fine_tune_epochs": 1, "sweep": False}}
+    train.extra = {"run_all": settings or {"path": "relu", "max_timesteps": 4, "timesteps": None,
+                                           "devices": ["loihi"], "fine_tune_epochs": 1, "sweep": False}}
     (run_dir / "config.json").write_text(json.dumps(train.to_json()))
 
 
@@ -298,9 +299,7 @@ def test_max_rate_sets_the_fine_tuned_paths_conversion_and_a_resume_keeps_it(tmp
     library = dataclasses.replace(parsed("--path", "snn4space"), max_rate=0.0)  # argparse is not there to refuse it
     with pytest.raises(UserError, match=r"^--max-rate must be a positive number of Hz, got 0.0"):
         library.validate()
-    train = TrainConfig.from_preset("quick", run_dir=str(tmp_path), activation="relu", epochs=2, seed=5)
-    train.extra = {"run_all": parsed("--path", "snn4space", "--max-rate", "250").settings()}
-    (tmp_path / "config.json").write_text(json.dumps(train.to_json()))
+    _recorded_relu_run(tmp_path, parsed("--path", "snn4space", "--max-rate", "250").settings())
     resumed = _resumed(monkeypatch, ["--run", str(tmp_path), "--resume"])
     assert (resumed.path, resumed.max_rate, resumed.convert_config().max_rate) == ("snn4space", 250.0, 250.0)
     with pytest.raises(UserError, match=r"^--max-rate 500.0 differs from the setting of the run being resumed, 250"):
@@ -309,17 +308,13 @@ def test_max_rate_sets_the_fine_tuned_paths_conversion_and_a_resume_keeps_it(tmp
 
 def test_a_run_records_the_rate_it_converts_at_and_a_resume_may_repeat_it(tmp_path, monkeypatch):
     default = cli.run_all_config(cli.run_all_parser().parse_args(["--run", str(tmp_path), "--path", "snn4space"]))
-    train = TrainConfig.from_preset("quick", run_dir=str(tmp_path), activation="relu", epochs=2, seed=5)
-    train.extra = {"run_all": default.settings()}
-    assert train.extra["run_all"]["max_rate"] == 2000.0  # not None: a later default would not apply to this run
-    (tmp_path / "config.json").write_text(json.dumps(train.to_json()))
+    assert default.settings()["max_rate"] == 2000.0  # not None: a later default would not apply to this run
+    _recorded_relu_run(tmp_path, default.settings())
     resumed = _resumed(monkeypatch, ["--run", str(tmp_path), "--resume", "--max-rate", "2000"])  # the same rate
     assert resumed.convert_config().max_rate == 2000.0
 
 
 def test_an_snn4space_run_recorded_before_max_rate_resumes_at_the_rate_it_started_with(tmp_path, monkeypatch):
-    train = TrainConfig.from_preset("quick", run_dir=str(tmp_path), activation="relu", epochs=2, seed=5)
-    train.extra = {"run_all": {"path": "snn4space", "max_timesteps": 32, "timesteps": None, "devices": ["loihi"],
-                               "fine_tune_epochs": 1, "sweep": False}}  # no max_rate: the path's rate was 4000 Hz
-    (tmp_path / "config.json").write_text(json.dumps(train.to_json()))
+    _recorded_relu_run(tmp_path, {"path": "snn4space", "max_timesteps": 32, "timesteps": None, "devices": ["loihi"],
+                                  "fine_tune_epochs": 1, "sweep": False})  # no max_rate: the path's was 4000 Hz
     assert _resumed(monkeypatch, ["--run", str(tmp_path), "--resume"]).convert_config().max_rate == 4000.0
