@@ -33,13 +33,13 @@ PRESETS = {
     # width 0.25 (4x fewer MACs than 0.5, so 2.5x the epochs in the same time), geometric augmentation only.
     # QCFS networks train as ReLU for 75 % of the epochs, then quantise at L = 2 (lambda of least error), with a
     # sparsity penalty (1 when chosen there, 2 now: below) and each pooled map requantised at 2L levels
-    # (pool_levels: 2 x levels, whatever --levels says): on the accuracy/energy front (benchmarks/results/energy_pareto.md, seeds 0-2) the SNN at
-    # T = 1 costs 0.41x its ANN on loihi, against 0.53x without the requantised pooling, for 0.9 points of ANN
-    # accuracy (within the seeds' spread). ReLU networks train without the penalty unless asked. 130 epochs (from
+    # (pool_levels: 2 x levels, whatever --levels says): on the accuracy/energy front
+    # (benchmarks/results/energy_pareto.md, seeds 0-2) the SNN at T = 1 costs 0.41x its ANN on loihi, against
+    # 0.53x without the requantised pooling, for 0.9 points of ANN accuracy (within the seeds' spread). ReLU networks train without the penalty unless asked. 130 epochs (from
     # 100) with the quantised quarter distilled from the ReLU warm-up (distill 0.7): +1.1 points for the SNN on the
     # 5-fold cross-validation, paired with 100 epochs undistilled (benchmarks/results/cross_validation.md), at
     # 0.41x on loihi; from_preset switches distillation off where there is no warm-up to distil from. A penalty of
-    # 2 (from 1): the same accuracy on those folds (-0.1 points paired, within noise) at 0.37x on loihi, against
+    # 2 (from 1): the same accuracy on those folds (-0.0 [-1.9, +1.8] points paired) at 0.37x on loihi, against
     # 0.41x; without the penalty 0.45x, and no more accuracy.
     "quick": dict(image_size=64, width=0.25, batch_norm=True, weights="none", batch_size=32, epochs=130,
                   augment="geometric", optimizer="adam", learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=1,
