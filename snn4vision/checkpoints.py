@@ -272,8 +272,7 @@ class EpochCheckpointer:
         """The committed state document, without touching any variables."""
         state = read_json(self.state_path)
         if not isinstance(state, dict) or _missing(state, ("step", "checkpoint")):
-            raise UserError(f"{self.state_path} is incomplete (emptied?): delete {self.directory} to start that "
-                            "stage over")
+            raise UserError(f"{self.state_path} is incomplete (emptied?): start the stage again with --overwrite")
         return state
 
     def _clean(self, keep: set) -> None:

@@ -180,6 +180,6 @@ def test_an_emptied_checkpoint_state_says_to_start_the_stage_over(tmp_path):
     checkpointer = EpochCheckpointer(tmp_path / "ann")
     (tmp_path / "ann").mkdir()
     checkpointer.state_path.write_text(json.dumps({"step": 2}))
-    with pytest.raises(UserError, match=rf"state.json is incomplete \(emptied\?\): delete {tmp_path / 'ann'} to "
-                                        "start that stage over"):
+    with pytest.raises(UserError, match=r"state.json is incomplete \(emptied\?\): start the stage again with "
+                                        "--overwrite$"):
         checkpointer.restore()
