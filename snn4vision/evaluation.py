@@ -39,6 +39,35 @@ def diverging(num_classes: int, *losses: float) -> bool:
     return any(not math.isfinite(loss) or loss > bound for loss in losses)
 
 
+#: A quantised network this many points (of validation accuracy) under the ReLU warm-up it started from has
+#: collapsed: over 18 trainings of the 5-fold cross-validation the best quantised epoch ended at most 1.6 points
+#: under its warm-up, and a spike penalty of 4 at L = 4 fell from 86.2 % to 49.7 % (docs/cross_validation.md).
+COLLAPSE_POINTS = 10
+
+
+def quantisation_record(history: list, first_quantised_epoch: int, sparsity: float) -> dict | None:
+    """How the quantised epochs of a QCFS training with a ReLU warm-up compare with the warm-up, on validation.
+
+    ``history``: ``metrics.json``'s entries (``epoch`` counts from 1); ``first_quantised_epoch``: 0-based
+    (``TrainConfig.qcfs_from_epoch``). Returns the warm-up's last validation accuracy, the best quantised one and a
+    ``warning`` (None unless the best quantised epoch is :data:`COLLAPSE_POINTS` or more under the warm-up), or
+    None without a warm-up or a quantised epoch.
+    """
+    warmup = [e["val_accuracy"] for e in history if e["epoch"] == first_quantised_epoch]
+    quantised = [e["val_accuracy"] for e in history if e["epoch"] > first_quantised_epoch]
+    if first_quantised_epoch <= 0 or not warmup or not quantised:
+        return None
+    before, after = warmup[0], max(quantised)
+    warning = None
+    if round(100 * (before - after), 9) >= COLLAPSE_POINTS:  # rounded: 0.9 - 0.8 is 10 points, not 9.999...
+        fix = (f"train again with a lower --sparsity (it is {sparsity:g})" if sparsity
+               else "train again with more --levels")
+        warning = (f"the quantised network's best validation accuracy, {100 * after:.1f} %, is "
+                   f"{100 * (before - after):.1f} points under the {100 * before:.1f} % its ReLU warm-up ended "
+                   f"with: it collapsed when it began to quantise (epoch {first_quantised_epoch + 1}); {fix}")
+    return {"warmup_val_accuracy": before, "quantised_val_accuracy": after, "warning": warning}
+
+
 def simulate_split(model, batches, timesteps: int, label: str | None = None) -> dict:
     """Per-step logits and spike counts of ``model`` (a SpikingNetwork) on all ``batches``.
 

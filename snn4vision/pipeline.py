@@ -327,6 +327,8 @@ def summarise(run_dir: str | Path, seconds: dict | None = None, fine_tuned: bool
         "neurons": int(neurons),
         "wall_time_s": dict(seconds or {}),
         "training_time_s": metrics["wall_time_s"],
+        # why the ANN is far below what its warm-up reached (evaluation.quantisation_record); None when it is not
+        "training_warning": (metrics.get("quantisation") or {}).get("warning"),
     }
 
 
@@ -334,6 +336,7 @@ def format_summary(summary: dict) -> str:
     """The summary as Markdown tables (printed by run_all.py and written to ``summary.md``)."""
     lines = [f"# Summary of {summary['run']}", "",
              f"ANN test accuracy: **{100 * summary['ann_test_accuracy']:.1f} %**; SNN: {summary['snn']}", "",
+             *([f"**Warning:** {summary['training_warning']}", ""] if summary.get("training_warning") else []),
              "| model | T | test accuracy | gap to ANN (points) | spikes per neuron per image |",
              "|---|---|---|---|---|"]
     for kind in ("converted", "fine_tuned"):

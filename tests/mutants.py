@@ -13,6 +13,22 @@ TIMEOUT = 900  # seconds a mutant's tests may run
 
 #: (bug, file, original text, planted text, tests to run)
 MUTANTS = [
+    ("collapse vs best warm-up", "snn4vision/evaluation.py",
+     'warmup = [e["val_accuracy"] for e in history if e["epoch"] == first_quantised_epoch]',
+     'warmup = [max(e["val_accuracy"] for e in history if e["epoch"] <= first_quantised_epoch)]',
+     ["tests/test_quantisation_collapse.py"]),
+    ("collapse bound > not >=", "snn4vision/evaluation.py",
+     "round(100 * (before - after), 9) >= COLLAPSE_POINTS", "100 * (before - after) > COLLAPSE_POINTS",
+     ["tests/test_quantisation_collapse.py"]),
+    ("collapse not in metrics", "snn4vision/stages/training.py",
+     '"quantisation": quantisation}', '"quantisation": None}',
+     ["tests/test_quantisation_collapse.py"]),
+    ("collapse not warned", "snn4vision/stages/training.py",
+     '            data.warn(quantisation["warning"])\n', '            pass\n',
+     ["tests/test_quantisation_collapse.py"]),
+    ("collapse not summarised", "snn4vision/pipeline.py",
+     '(metrics.get("quantisation") or {}).get("warning")', 'None',
+     ["tests/test_quantisation_collapse.py"]),
     ("MAC at synop energy", "snn4vision/costs.py",
      "c.connections * device.mac + c.adds", "c.connections * device.energy_per_synop + c.adds",
      ["tests/test_energy.py"]),

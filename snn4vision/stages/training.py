@@ -11,7 +11,7 @@ import numpy as np
 from .. import data, distributed, events, resources, rundir
 from ..checkpoints import EpochCheckpointer, atomic_save_weights, atomic_write_json, load_weights, read_json
 from ..errors import UserError, check_keras
-from ..evaluation import classification_metrics, diverging
+from ..evaluation import classification_metrics, diverging, quantisation_record
 from ..losses import classification_loss, distillation_loss, label_accuracy, with_teacher
 from ..progress import BatchProgress
 from ..quantisation import add_sparsity_penalty, qcfs_layers, start_quantising
@@ -391,7 +391,11 @@ def _epochs(config: TrainConfig, run: RunData, model, optimizer, checkpointer: E
                 break
         if not chief:
             return None
+        quantisation = quantisation_record(history, config.qcfs_from_epoch, config.sparsity)
+        if quantisation and quantisation["warning"]:
+            data.warn(quantisation["warning"])
         return _write_metrics(config, run, checkpointer, {"best_epoch": schedule.state["best_epoch"],
                                                           "epochs_run": len(history), "wall_time_s": wall,
-                                                          "history": history, "diverged_at_epoch": diverged},
+                                                          "history": history, "diverged_at_epoch": diverged,
+                                                          "quantisation": quantisation},
                               verbose)
