@@ -37,7 +37,7 @@ def test_without_a_penalty_the_fix_is_more_levels():
 @pytest.mark.parametrize("before, after, warned", [
     (0.9, 0.8, True),  # exactly 10 points (9.999... in floating point)
     (0.9, 0.8001, False),
-    (0.878, 0.862, False),  # the largest drop of 18 healthy cross-validation trainings (1.6 points)
+    (0.926, 0.889, False),  # the largest drop of a healthy cross-validation training (3.7 points, --qcfs-warmup 0.85)
     (0.862, 0.931, False),  # quantising gained
 ])
 def test_the_bound_is_ten_points(before, after, warned):
