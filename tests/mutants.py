@@ -17,6 +17,8 @@ MUTANTS = [
      'warmup = [e["val_accuracy"] for e in history if e["epoch"] == first_quantised_epoch]',
      'warmup = [max(e["val_accuracy"] for e in history if e["epoch"] <= first_quantised_epoch)]',
      ["tests/test_quantisation_collapse.py"]),
+    ("collapse bound under a healthy fall", "snn4vision/evaluation.py", "COLLAPSE_POINTS = 10", "COLLAPSE_POINTS = 3",
+     ["tests/test_quantisation_collapse.py"]),
     ("collapse bound > not >=", "snn4vision/evaluation.py",
      "round(100 * (before - after), 9) >= COLLAPSE_POINTS", "100 * (before - after) > COLLAPSE_POINTS",
      ["tests/test_quantisation_collapse.py"]),
