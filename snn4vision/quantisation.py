@@ -3,6 +3,7 @@ and the end of the ReLU warm-up, where each QCFS layer gets the threshold that f
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
 from . import layer_graph
 from .costs import graph_costs, sop_weights
@@ -18,9 +19,6 @@ def add_sparsity_penalty(model, strength: float) -> None:
     lambda); ReLU layers count ``y`` over the batch's largest activation, their rate per step after
     normalisation.
     """
-    import tensorflow as tf
-
-
     graph = layer_graph.build_graph(model, trained=False)
     neurons = [int(np.prod(n.shape)) for n in graph.neurons]
     weights = sop_weights(graph_costs(graph.nodes, graph.output), neurons)
@@ -58,8 +56,6 @@ def start_quantising(model, images, max_values: int = 200_000, seed: int = 0) ->
     ``images``: batches of training images (the activations are taken in inference mode; each layer keeps a
     seeded subsample of at most ``max_values``). Returns the thresholds.
     """
-    import tensorflow as tf
-
     layers = qcfs_layers(model)
     probe = tf.keras.Model(model.inputs, [layer.input for layer in layers])
     collected = [[] for _ in layers]
