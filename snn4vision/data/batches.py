@@ -20,6 +20,10 @@ class Augmentation:
     Set a parameter to ``None`` (or ``False``) to switch that step off.
     """
 
+    # random resized crop (Inception's crop, as torchvision's RandomResizedCrop): a box of a fraction drawn from
+    # crop_area of the image's area and an aspect ratio drawn from crop_aspect, resized back to the image's size
+    crop_area: tuple | None = None
+    crop_aspect: tuple = (3 / 4, 4 / 3)
     zoom: tuple | None = (0.95, 1.05)
     pad_crop: float | None = 0.0625  # pad by this fraction of the size, then crop back at random
     flips: bool = True
@@ -75,6 +79,13 @@ class Augmentation:
         width = tf.shape(image)[1]
         channels = image.shape[-1] if image.shape[-1] is not None else 3  # 3 for RGB; the selected bands
         seeds = tf.random.experimental.stateless_split(seed, 9)
+        if self.crop_area:
+            # a seed of its own, so the other steps draw what they draw in the policies without the crop
+            crop_seed = tf.random.experimental.stateless_fold_in(seed, 2003)
+            begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+                tf.shape(image), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), crop_seed, min_object_covered=0.0,
+                aspect_ratio_range=self.crop_aspect, area_range=self.crop_area, max_attempts=10)
+            image = tf.image.resize(tf.slice(image, begin, extent), [size, width])
         if self.zoom:
             factor = tf.random.stateless_uniform([], seeds[0], self.zoom[0], self.zoom[1])
             new_h = tf.cast(tf.round(tf.cast(size, tf.float32) * factor), tf.int32)
@@ -106,6 +117,9 @@ class Augmentation:
 AUGMENTATIONS = {
     "snn4space": Augmentation(),
     "geometric": Augmentation(brightness=None, contrast=None, hue=None, saturation=None),
+    # the geometric policy with random resized crops of 35-100 % of the image in place of its zoom and small shifts
+    "crops": Augmentation(crop_area=(0.35, 1.0), zoom=None, pad_crop=None, brightness=None, contrast=None, hue=None,
+                          saturation=None),
     # for event inputs: the geometry, and events dropped by pixel and by time instead of photometric jitter
     "events": Augmentation(brightness=None, contrast=None, hue=None, saturation=None, drop_pixels=0.1,
                            drop_time=0.25),
