@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from .. import edges
+from .. import data, edges
 from ..pipeline import PATHS, SNN4SPACE_MAX_RATE, SUMMARY_DEVICES, PipelineConfig
 from ..rundir import ANN_ARCHITECTURES, OPTIMIZERS, PRESETS, TRANSFORMER_PRESETS, TrainConfig
 from ..errors import UserError
@@ -70,9 +70,10 @@ def training_parser(prog: str, description: str, presets: dict, preset_help: str
                              "tested once over the K runs) and --split's TRAIN:VAL proportion divides the rest "
                              "(default 0: off; benchmarks/cross_validation.py runs and gathers the folds)")
     parser.add_argument("--fold", type=non_negative_int, default=0, metavar="I", help="with --folds: 0 .. K-1")
-    parser.add_argument("--augment", choices=("snn4space", "geometric", "events", "none"),
+    parser.add_argument("--augment", choices=tuple(data.AUGMENTATIONS),
                         help="training augmentation: snn4space (geometry and colour jitter), geometric "
-                             "(zoom, pad-and-crop, flips, 90-degree rotations), events (geometric, and events "
+                             "(zoom, pad-and-crop, flips, 90-degree rotations), crops (random resized crops of "
+                             "35-100 %% of the image, flips, 90-degree rotations), events (geometric, and events "
                              "dropped by pixel and by time) or none")
     parser.add_argument("--image-size", type=positive_int, help="images are resized to this square size")
     parser.add_argument("--input-transform", choices=("none", "prewitt", "sobel"), default=None,
