@@ -13,6 +13,10 @@ TIMEOUT = 900  # seconds a mutant's tests may run
 
 #: (bug, file, original text, planted text, tests to run)
 MUTANTS = [
+    ("crop area range ignored", "snn4vision/data/batches.py",
+     "area_range=self.crop_area,", "area_range=(0.1, 1.0),", ["tests/test_data.py"]),
+    ("crop never applied", "snn4vision/data/batches.py",
+     "        if self.crop_area:\n", "        if False:\n", ["tests/test_data.py"]),
     ("collapse vs best warm-up", "snn4vision/evaluation.py",
      'warmup = [e["val_accuracy"] for e in history if e["epoch"] == first_quantised_epoch]',
      'warmup = [max(e["val_accuracy"] for e in history if e["epoch"] <= first_quantised_epoch)]',

@@ -154,6 +154,42 @@ def test_full_augmentation_is_bounded_deterministic_and_seeded():
     assert not np.array_equal(a, c)
 
 
+def _ramps(size):
+    """Channel 0 is the column index / (size - 1), channel 1 the row index / (size - 1), channel 2 zero."""
+    ramp = np.arange(size, dtype=np.float32) / (size - 1)
+    return tf.constant(np.stack([np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size)),
+                                 np.zeros((size, size), np.float32)], axis=-1))
+
+
+def test_crops_keep_35_to_100_percent_of_the_image_and_vary_with_the_seed():
+    # a ramp's value range after the crop is (extent - 1) / (size - 1) along its axis; flips and quarter turns
+    # move the ramps but keep their ranges, so the ranges give the crop's area whatever the seed drew
+    size = 64
+    image = _ramps(size)
+    crops = data.augmentation("crops")
+    fractions = []
+    for s in range(24):
+        out = crops(image, _seed(s, 1)).numpy()
+        assert out.shape == (size, size, 3)
+        spans = [out[..., c].max() - out[..., c].min() for c in (0, 1)]
+        extents = [span * (size - 1) + 1 for span in spans]
+        assert 3 / 4 - 0.05 <= extents[0] / extents[1] <= 4 / 3 + 0.05
+        fractions.append(extents[0] * extents[1] / size ** 2)
+    assert min(fractions) >= 0.35 - 0.03 and max(fractions) <= 1.0
+    assert min(fractions) < 0.6 and max(fractions) > 0.8  # the draws cover the range, not one size
+
+
+def test_a_whole_image_crop_changes_nothing_else_the_seed_draws():
+    # the crop draws from a seed of its own: adding it leaves the flips and turns (and so the geometric and
+    # snn4space policies of earlier runs) exactly as they were
+    image = tf.random.stateless_uniform((32, 32, 3), (1, 2))
+    plain = dict(zoom=None, pad_crop=None, brightness=None, contrast=None, hue=None, saturation=None)
+    whole = data.Augmentation(crop_area=(1.0, 1.0), **plain)
+    without = data.Augmentation(**plain)
+    for s in range(8):
+        np.testing.assert_array_equal(whole(image, _seed(s, 3)).numpy(), without(image, _seed(s, 3)).numpy())
+
+
 def test_training_batches_depend_on_seed_and_epoch(small_subset):
     source = data.scan_folder(small_subset)
     decoded = data.decoded_dataset(source, np.arange(len(source.items)), 16)
