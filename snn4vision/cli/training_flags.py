@@ -157,6 +157,10 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--qcfs-warmup", type=float,
                    help="QCFS: train this fraction of the epochs as ReLU, then quantise (each threshold where it "
                         "reproduces the layer's activations best); 0: QCFS from the start")
+    p.add_argument("--qcfs-restart", type=float,
+                   help="QCFS with a ReLU warm-up, cosine schedule: the warm-up's cosine decays to the minimum "
+                        "rate by its last epoch, and the quantised epochs restart a cosine at this fraction of "
+                        "--learning-rate (default 0: one cosine over all the epochs)")
     p.add_argument("--distill", type=float,
                    help="QCFS with a ReLU warm-up: weight in [0, 1) of a distillation term from the warm-up's ReLU "
                         "network (frozen at the switch) in the loss of the quantised epochs (0: off)")
@@ -173,7 +177,7 @@ def train_config(args: argparse.Namespace):
 
     given = _given(args, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs", "learning_rate",
                           "optimizer", "augment", "qcfs_threshold", "label_smoothing", "lr_schedule", "qcfs_warmup",
-                          "levels", "sparsity", "pool_before_activation", "pool_levels", "distill",
+                          "qcfs_restart", "levels", "sparsity", "pool_before_activation", "pool_levels", "distill",
                           "distill_temperature"))
     return TrainConfig.from_preset(args.preset, **given, activation=args.activation, architecture=args.architecture)
 

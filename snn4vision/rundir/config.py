@@ -97,6 +97,10 @@ class TrainConfig:
     # QCFS ANNs: train this fraction of the epochs as ReLU, then quantise, each lambda where QCFS reproduces the
     # layer's activations best (0: QCFS from the start)
     qcfs_warmup: float = 0.75
+    # QCFS with a ReLU warm-up under the cosine schedule: 0 spends one cosine over all the epochs; r > 0 spends the
+    # warm-up's own cosine to min_learning_rate by its last epoch (a converged ReLU network, and teacher), then
+    # restarts a cosine for the quantised epochs at r x learning_rate
+    qcfs_restart: float = 0.0
     # QCFS with a ReLU warm-up: distil the quantised network from the warm-up's ReLU network at this weight of the
     # loss (0: off), on logits softened by distill_temperature; see losses.distillation_loss
     distill: float = 0.0
@@ -209,6 +213,12 @@ class TrainConfig:
              "none: drop it"),
             (0 <= self.qcfs_warmup < 1, f"--qcfs-warmup must be in [0, 1) so that the network ends quantised, "
                                         f"got {self.qcfs_warmup}"),
+            (0 <= self.qcfs_restart <= 1 and math.isfinite(self.qcfs_restart),
+             f"--qcfs-restart must be in [0, 1] (the quantised epochs' first rate as a fraction of "
+             f"--learning-rate; 0: off), got {self.qcfs_restart}"),
+            (not self.qcfs_restart or (self.qcfs_from_epoch > 0 and self.lr_schedule == "cosine"),
+             "--qcfs-restart restarts the cosine schedule where the ReLU warm-up ends: it needs --activation qcfs, "
+             "a --qcfs-warmup that leaves at least one ReLU epoch and --lr-schedule cosine"),
             (0 <= self.distill < 1 and math.isfinite(self.distill),
              f"--distill must be in [0, 1) (the weight of the teacher's term; 0: off), got {self.distill}"),
             (not self.distill or self.qcfs_from_epoch > 0,
@@ -277,7 +287,8 @@ class TrainConfig:
         if unknown:
             raise UserError(f"config.json has unknown keys {sorted(unknown)}: was it written by another version?")
         # runs written before these keys existed trained without them
-        obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0, "sparsity": 0.0, "input_transform": "none"} | obj
+        obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0, "sparsity": 0.0, "input_transform": "none",
+               "qcfs_restart": 0.0} | obj
         return cls(**{k: tuple(v) if k == "split" else v for k, v in obj.items()})
 
     @property
@@ -336,12 +347,18 @@ class TrainConfig:
         return maps
 
     def learning_rate_at(self, epoch: int) -> float | None:
-        """The cosine schedule's rate for ``epoch`` (0-based); None under the plateau schedule."""
+        """The cosine schedule's rate for ``epoch`` (0-based); None under the plateau schedule. With
+        ``qcfs_restart``, the ReLU warm-up's cosine ends at its last epoch and the quantised epochs run their own."""
         if self.lr_schedule != "cosine":
             return None
+        low = min(self.min_learning_rate, self.learning_rate)
         if epoch < self.warmup_epochs:
             return self.learning_rate * (epoch + 1) / (self.warmup_epochs + 1)
-        progress = (epoch - self.warmup_epochs) / max(1, self.epochs - self.warmup_epochs)
-        low = min(self.min_learning_rate, self.learning_rate)
+        if self.qcfs_restart and epoch >= self.qcfs_from_epoch:
+            top = max(low, self.qcfs_restart * self.learning_rate)
+            progress = (epoch - self.qcfs_from_epoch) / max(1, self.epochs - self.qcfs_from_epoch - 1)
+            return low + (top - low) * 0.5 * (1 + math.cos(math.pi * progress))
+        end = self.qcfs_from_epoch - 1 if self.qcfs_restart else self.epochs
+        progress = (epoch - self.warmup_epochs) / max(1, end - self.warmup_epochs)
         return low + (self.learning_rate - low) * 0.5 * (1 + math.cos(math.pi * progress))
 
