@@ -7,6 +7,7 @@ import pytest
 from snn4vision import cli
 from snn4vision.errors import UserError
 from snn4vision.rundir import TrainConfig
+from snn4vision.rundir import config as config_module
 
 
 def _cosine(top, low, k, n):
@@ -56,3 +57,22 @@ def test_a_restart_without_a_warm_up_to_end_is_refused(changes, message):
     config = TrainConfig("r", **{"activation": "qcfs", "levels": 2, "qcfs_restart": 0.1, **changes})
     with pytest.raises(UserError, match=re.escape(message)):
         config.validate()
+
+
+def test_a_preset_with_a_restart_drops_it_where_nothing_restarts(monkeypatch):
+    """A ReLU network, QCFS from the start, or the plateau schedule has no warm-up's cosine to end: from_preset
+    turns a preset's restart off there (validate would refuse it), keeps it for a QCFS network with a warm-up,
+    and takes a caller's value as given."""
+    monkeypatch.setitem(config_module.PRESETS, "quick", dict(config_module.PRESETS["quick"], qcfs_restart=0.15))
+    kept = TrainConfig.from_preset("quick", run_dir="r", activation="qcfs")
+    kept.validate()
+    assert kept.qcfs_restart == 0.15
+    for changes in (dict(activation="relu"), dict(activation="qcfs", qcfs_warmup=0.0),
+                    dict(activation="qcfs", lr_schedule="plateau")):
+        config = TrainConfig.from_preset("quick", run_dir="r", **changes)
+        config.validate()
+        assert config.qcfs_restart == 0.0, changes
+    given = TrainConfig.from_preset("quick", run_dir="r", activation="relu", qcfs_restart=0.15)
+    assert given.qcfs_restart == 0.15
+    with pytest.raises(UserError, match="--qcfs-restart restarts the cosine schedule"):
+        given.validate()

@@ -150,6 +150,7 @@ class TrainConfig:
         - ``sparsity`` 0 for a ReLU network (the presets' penalty was measured on QCFS networks only);
         - ``distill`` 0 where there is no ReLU warm-up to distil from (a ReLU network, QCFS from the start, or
           too few epochs for a warm-up epoch);
+        - ``qcfs_restart`` 0 where there is no ReLU warm-up to end, or no cosine schedule to restart;
         - the presets' requantised pooled maps (``pool_levels``) at 2L levels for a QCFS VGG-16 that pools after
           its activations, and none for any other network.
 
@@ -161,6 +162,8 @@ class TrainConfig:
             config.sparsity = 0.0
         if "distill" not in overrides and config.qcfs_from_epoch == 0:
             config.distill = 0.0  # nothing to distil from: a ReLU network, or QCFS without a ReLU warm-up
+        if "qcfs_restart" not in overrides and (config.qcfs_from_epoch == 0 or config.lr_schedule != "cosine"):
+            config.qcfs_restart = 0.0
         if "pool_levels" not in overrides and config.pool_levels:
             plain = config.activation != "qcfs" or config.architecture != "vgg16" or config.pool_before_activation
             config.pool_levels = 0 if plain else 2 * config.levels
