@@ -357,11 +357,13 @@ class TrainConfig:
         low = min(self.min_learning_rate, self.learning_rate)
         if epoch < self.warmup_epochs:
             return self.learning_rate * (epoch + 1) / (self.warmup_epochs + 1)
-        if self.qcfs_restart and epoch >= self.qcfs_from_epoch:
-            top = max(low, self.qcfs_restart * self.learning_rate)
-            progress = (epoch - self.qcfs_from_epoch) / max(1, self.epochs - self.qcfs_from_epoch - 1)
-            return low + (top - low) * 0.5 * (1 + math.cos(math.pi * progress))
-        end = self.qcfs_from_epoch - 1 if self.qcfs_restart else self.epochs
-        progress = (epoch - self.warmup_epochs) / max(1, end - self.warmup_epochs)
-        return low + (self.learning_rate - low) * 0.5 * (1 + math.cos(math.pi * progress))
+        # the cosine this epoch is on: from top at epoch start, reaching low at epoch end
+        if not self.qcfs_restart:
+            top, start, end = self.learning_rate, self.warmup_epochs, self.epochs
+        elif epoch < self.qcfs_from_epoch:
+            top, start, end = self.learning_rate, self.warmup_epochs, self.qcfs_from_epoch - 1
+        else:
+            top, start, end = max(low, self.qcfs_restart * self.learning_rate), self.qcfs_from_epoch, self.epochs - 1
+        progress = (epoch - start) / max(1, end - start)
+        return low + (top - low) * 0.5 * (1 + math.cos(math.pi * progress))
 
