@@ -42,6 +42,7 @@ def vgg16(
     pool_before_activation: bool = False,
     pool_levels: int = 0,
     channels: int = 3,
+    pre_pool_levels: int = 0,
 ):
     """Build the SNN4Space VGG-16 as a functional ``tf.keras.Model``.
 
@@ -69,6 +70,11 @@ def vgg16(
     block's pooling (``block{b}_pool_qcfs``; 0: none). The average of four neurons' L + 1 levels takes 4L + 1
     values; at ``2 L`` levels the pooled map keeps most of them, and in the SNN the next block's first layer
     receives the spikes of a quarter as many neurons: about half as many spikes as the four would send.
+
+    ``pre_pool_levels`` (with ``pool_levels``): the levels of each pooled block's last activation
+    (``block{b}_qcfs{i}`` before ``block{b}_pool``; 0: ``levels``). Those neurons' spikes reach only the
+    pooling, one synaptic operation each, so more levels there cost few operations, while the average that the
+    requantisation reads loses less.
     """
 
     layers = tf.keras.layers
@@ -86,6 +92,9 @@ def vgg16(
     if pool_levels and (activation != "qcfs" or pool_before_activation):
         raise UserError("--pool-levels requantises a pooled map of QCFS activations: it needs --activation qcfs "
                         "and pooling after the activations (drop --pool-before-activation)")
+    if pre_pool_levels and not pool_levels:
+        raise UserError("--pre-pool-levels sets the levels of the activations that a requantised pooling reads: it "
+                        "needs --pool-levels")
     _check_channels(channels, weights)
     initializer_seed = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
@@ -108,7 +117,8 @@ def vgg16(
             if pooled and pool_before_activation:
                 x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
             if activation == "qcfs":
-                x = QCFS(levels, qcfs_threshold, name=f"block{b}_qcfs{i}")(x)
+                steps = pre_pool_levels if pooled and pool_levels and pre_pool_levels else levels
+                x = QCFS(steps, qcfs_threshold, name=f"block{b}_qcfs{i}")(x)
             else:
                 x = layers.ReLU(name=f"block{b}_relu{i}")(x)
             if pooled and not pool_before_activation:

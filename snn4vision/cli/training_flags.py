@@ -139,6 +139,9 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-levels", dest="pool_levels", type=int, default=None,
                    help="vgg16 with --activation qcfs: a QCFS activation of P levels after each block's pooling, "
                         "so that the SNN's next block reads a quarter as many neurons' spikes (0: none)")
+    p.add_argument("--pre-pool-levels", dest="pre_pool_levels", type=int, default=None,
+                   help="with --pool-levels: the QCFS levels of the activations each pooling reads (0: --levels); "
+                        "their spikes reach the pooling only, so more levels there cost few synaptic operations")
     p.add_argument("--weights", help="none, imagenet, or the path of an .h5 weights file of this architecture")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--epochs", type=positive_int)
@@ -178,7 +181,7 @@ def train_config(args: argparse.Namespace):
     given = _given(args, ("image_size", "width", "batch_norm", "weights", "batch_size", "epochs", "learning_rate",
                           "optimizer", "augment", "qcfs_threshold", "label_smoothing", "lr_schedule", "qcfs_warmup",
                           "qcfs_restart", "levels", "sparsity", "pool_before_activation", "pool_levels", "distill",
-                          "distill_temperature"))
+                          "distill_temperature", "pre_pool_levels"))
     return TrainConfig.from_preset(args.preset, **given, activation=args.activation, architecture=args.architecture)
 
 

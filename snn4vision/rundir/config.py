@@ -112,6 +112,8 @@ class TrainConfig:
     pool_before_activation: bool = False
     # VGG-16 with QCFS: a QCFS activation of this many levels after each block's pooling (0: none; models.vgg16)
     pool_levels: int = 0
+    # VGG-16 with pool_levels: the levels of the activations each pooling reads (0: levels; models.vgg16)
+    pre_pool_levels: int = 0
     # edge-filter input (edges.parse): "none", "prewitt", "sobel_sq_mask", ...; applied by every stage
     input_transform: str = "none"
     # transfer learning: start from this run's weights (a new head for new classes), the backbone frozen for the
@@ -211,6 +213,11 @@ class TrainConfig:
              "--pool-levels requantises the pooled maps of a QCFS vgg16 that pools after its activations: it needs "
              "--architecture vgg16, --activation qcfs and no --pool-before-activation"),
             (self.pool_levels >= 0, f"--pool-levels must be 0 (off) or positive, got {self.pool_levels}"),
+            (self.pre_pool_levels >= 0,
+             f"--pre-pool-levels must be 0 (--levels) or positive, got {self.pre_pool_levels}"),
+            (not self.pre_pool_levels or self.pool_levels,
+             "--pre-pool-levels sets the levels of the activations that a requantised pooling reads: it needs "
+             "--pool-levels"),
             (not self.pool_before_activation or self.architecture == "vgg16",
              f"--pool-before-activation applies to vgg16, whose blocks end in a pooling; {self.architecture} has "
              "none: drop it"),
@@ -291,7 +298,7 @@ class TrainConfig:
             raise UserError(f"config.json has unknown keys {sorted(unknown)}: was it written by another version?")
         # runs written before these keys existed trained without them
         obj = {"label_smoothing": 0.0, "qcfs_warmup": 0.0, "sparsity": 0.0, "input_transform": "none",
-               "qcfs_restart": 0.0} | obj
+               "qcfs_restart": 0.0, "pre_pool_levels": 0} | obj
         return cls(**{k: tuple(v) if k == "split" else v for k, v in obj.items()})
 
     @property
