@@ -25,12 +25,14 @@ CASES = {
 }
 
 
-def reference_ann(qcfs: bool, levels: int = 4, pool_before_activation: bool = False, pool_levels: int = 0):
+def reference_ann(qcfs: bool, levels: int = 4, pool_before_activation: bool = False, pool_levels: int = 0,
+                  pre_pool_levels: int = 0):
     """A width-0.125 VGG-16 at 32 px with seeded weights and perturbed BatchNorm statistics (and QCFS
     thresholds), exactly as the reference values were made (with the defaults)."""
     model = models.vgg16(5, image_size=32, width=0.125, batch_norm=True, seed=1,
                          activation="qcfs" if qcfs else "relu", levels=levels,
-                         pool_before_activation=pool_before_activation, pool_levels=pool_levels)
+                         pool_before_activation=pool_before_activation, pool_levels=pool_levels,
+                         pre_pool_levels=pre_pool_levels)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
@@ -105,6 +107,26 @@ def test_a_requantised_pooled_map_converts_exactly_and_costs_one_synapse_per_poo
     assert (pool.connections, pool.inputs, pool.fan_out, pool.neurons) == (32 * 32 * 8, 32 * 32 * 8, 1.0, 16 * 16 * 8)
     assert pool.sources == (1,) and rows["block2_conv1"].sources == (2,) and rows["block2_conv1"].adds == 0
     assert rows["block2_conv1"].fan_out == 9 * 16
+
+
+def test_finer_activations_before_each_pooling_convert_exactly():
+    """--pre-pool-levels: layers of three level counts (2, the pooled maps' 4, the activations they read at 8)
+    convert exactly at T = 1 (bursts of up to 8) and each fires its own levels' worth of spikes; at T = 8 the
+    SNN still reproduces the ANN."""
+    images = np.load(REFERENCE)["images"]
+    model = reference_ann(True, levels=2, pool_levels=4, pre_pool_levels=8)
+    graph = layer_graph.build_graph(model)
+    assert graph.levels == 2 and [n.params["levels"] for n in graph.neurons][:6] == [2, 8, 4, 2, 8, 4]
+    snn = simulation.SpikingNetwork.from_graph(graph, timesteps=1, tau=None, neuron="signed_if", max_spikes=8)
+    result = snn.simulate(images, 1)
+    np.testing.assert_allclose(result["logits"][:, 0].numpy(), model(images).numpy(), rtol=1e-4, atol=1e-4)
+    layers = [model.get_layer(n.name) for n in snn.neuron_nodes]
+    outputs = tf.keras.Model(model.inputs, [layer.output for layer in layers])(images)
+    levels = [np.sum(y.numpy() * layer.levels / layer.threshold.numpy(), axis=(1, 2, 3))
+              for y, layer in zip(outputs, layers)]
+    np.testing.assert_allclose(result["spikes"][:, 0].numpy(), np.stack(levels, axis=1), rtol=1e-5, atol=1e-3)
+    report = verify(model, snn, images, timesteps=8)
+    assert max(r["mean_abs_error"] for r in report["layers"]) < 1e-5
 
 
 def residual_model(activation: str = "relu", max_pool: bool = True, seed: int = 0):

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from snn4vision import cli, models, rundir
 from snn4vision.errors import UserError
+from snn4vision.layers import QCFS
 
 from .conftest import ROOT
 
@@ -68,11 +69,15 @@ def test_the_flag_reaches_the_model_and_the_saved_config(tmp_path):
     assert rundir.build_model(config, 3).get_layer("block1_qcfs2").output_shape == (None, 16, 16, 8)
     default = cli.train_config(cli.train_ann_parser().parse_args(args))
     assert default.pool_before_activation is False and default.levels == 2 and default.sparsity == 2.0
-    assert default.pool_levels == 4  # the preset requantises pooled maps at 2L levels
-    assert config.pool_levels == 0  # not where the activations are pooled before
+    # the preset requantises pooled maps at 2L levels, and the activations they read at 2L too
+    assert (default.pool_levels, default.pre_pool_levels) == (4, 4)
+    assert (config.pool_levels, config.pre_pool_levels) == (0, 0)  # not where the activations are pooled before
     more = cli.train_config(cli.train_ann_parser().parse_args(args + ["--levels", "4"]))
     relu = cli.train_config(cli.train_ann_parser().parse_args(args[:2] + ["--activation", "relu"]))
-    assert (more.pool_levels, relu.pool_levels) == (8, 0)
+    assert (more.pool_levels, more.pre_pool_levels, relu.pool_levels, relu.pre_pool_levels) == (8, 8, 0, 0)
+    unpooled = cli.train_config(cli.train_ann_parser().parse_args(args + ["--pool-levels", "0"]))
+    unpooled.validate()  # nothing requantised, so nothing read at finer levels: valid
+    assert unpooled.pre_pool_levels == 0
     # a run written before the option existed pooled after its activations
     legacy = {k: v for k, v in config.to_json().items() if k != "pool_before_activation"}
     assert rundir.TrainConfig.from_json(legacy).pool_before_activation is False
@@ -85,9 +90,10 @@ def test_library_callers_get_the_presets_derived_defaults_from_one_place(tmp_pat
     run = str(tmp_path / "r")
     relu = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="relu")
     relu.validate()
-    assert (relu.sparsity, relu.pool_levels, relu.distill, relu.preset, relu.epochs) == (0.0, 0, 0.0, "quick", 130)
+    assert (relu.sparsity, relu.pool_levels, relu.pre_pool_levels, relu.distill, relu.preset, relu.epochs) == \
+        (0.0, 0, 0, 0.0, "quick", 130)
     qcfs = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", levels=3)
-    assert (qcfs.sparsity, qcfs.pool_levels, qcfs.distill) == (2.0, 6, 0.7)
+    assert (qcfs.sparsity, qcfs.pool_levels, qcfs.pre_pool_levels, qcfs.distill) == (2.0, 6, 6, 0.7)
     # no ReLU warm-up epoch, nothing to distil from: off, and the config valid (on was refused)
     for no_warmup in (dict(qcfs_warmup=0.0), dict(epochs=1)):
         config = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", **no_warmup)
@@ -96,7 +102,7 @@ def test_library_callers_get_the_presets_derived_defaults_from_one_place(tmp_pat
     assert rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", distill=0.2).distill == 0.2
     resnet = rundir.TrainConfig.from_preset("full", run_dir=run, activation="qcfs", architecture="resnet18")
     resnet.validate()
-    assert (resnet.pool_levels, resnet.width, resnet.epochs) == (0, 0.5, 160)
+    assert (resnet.pool_levels, resnet.pre_pool_levels, resnet.width, resnet.epochs) == (0, 0, 0.5, 160)
     kept = rundir.TrainConfig.from_preset("quick", run_dir=run, activation="relu", sparsity=0.5)
     assert kept.sparsity == 0.5
     assert rundir.TrainConfig.from_preset("quick", run_dir=run, activation="qcfs", pool_levels=0).pool_levels == 0
@@ -109,6 +115,39 @@ def test_library_callers_get_the_presets_derived_defaults_from_one_place(tmp_pat
     spec.loader.exec_module(recipe)
     for _, overrides in recipe.VARIANTS.values():
         rundir.TrainConfig.from_preset("quick", run_dir=run, **overrides).validate()
+
+
+def test_pre_pool_levels_set_the_levels_of_the_activations_each_pooling_reads():
+    """--pre-pool-levels P: the last activation of blocks 1-4 (the one each requantised pooling averages) gets P
+    levels, every other activation keeps --levels (block 5's last too: no pooling reads it), the weights are the
+    same (a run's weights load), and the flag reaches the saved config; refused without --pool-levels."""
+    plain = models.vgg16(3, image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs", levels=2,
+                         pool_levels=4)
+    finer = models.vgg16(3, image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs", levels=2,
+                         pool_levels=4, pre_pool_levels=8)
+    assert [w.name for w in plain.weights] == [w.name for w in finer.weights]
+    for a, b in zip(plain.weights, finer.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    levels = {layer.name: layer.levels for layer in finer.layers if isinstance(layer, QCFS)}
+    read_by_pooling = {"block1_qcfs2", "block2_qcfs2", "block3_qcfs3", "block4_qcfs3"}
+    assert {name for name, steps in levels.items() if steps == 8} == read_by_pooling
+    assert all(steps == (4 if "pool" in name else 2) for name, steps in levels.items()
+               if name not in read_by_pooling)
+    with pytest.raises(UserError, match="needs --pool-levels"):
+        models.vgg16(3, image_size=32, width=0.125, activation="qcfs", levels=2, pre_pool_levels=8)
+    args = ["--run", "r", "--activation", "qcfs", "--image-size", "32", "--width", "0.125"]
+    config = cli.train_config(cli.train_ann_parser().parse_args(args + ["--pre-pool-levels", "8"]))
+    assert rundir.TrainConfig.from_json(config.to_json()).pre_pool_levels == 8
+    assert rundir.build_model(config, 3).get_layer("block3_qcfs3").levels == 8
+    legacy = {k: v for k, v in config.to_json().items() if k != "pre_pool_levels"}
+    assert rundir.TrainConfig.from_json(legacy).pre_pool_levels == 0  # runs from before the option: --levels
+    bad = cli.train_config(cli.train_ann_parser().parse_args(args + ["--pre-pool-levels", "8", "--pool-levels",
+                                                                     "0"]))
+    with pytest.raises(UserError, match="--pre-pool-levels sets"):
+        bad.validate()
+    negative = cli.train_config(cli.train_ann_parser().parse_args(args + ["--pre-pool-levels", "-1"]))
+    with pytest.raises(UserError, match="--pre-pool-levels must be 0"):
+        negative.validate()
 
 
 def test_requantised_pooling_adds_a_qcfs_after_each_blocks_pooling():

@@ -125,7 +125,7 @@ def train_ann_parser() -> argparse.ArgumentParser:
 
     p = training_parser("train_ann.py", "Train the ANN to convert (stage 1): the SNN4Space VGG-16, ResNet-18 or "
                         "ResNet-20.", PRESETS,
-                        "quick: 64x64, width 0.25, BatchNorm, cosine over 100 epochs, from scratch; full: width 0.5, "
+                        "quick: 64x64, width 0.25, BatchNorm, cosine over 130 epochs, from scratch; full: width 0.5, "
                         "160 epochs; paper: SNN4Space's 224x224 ImageNet-pretrained VGG-16")
     p.add_argument("--architecture", choices=ANN_ARCHITECTURES, default="vgg16",
                    help="vgg16 (SNN4Space), resnet18 (3x3 stem for small images) or resnet20 (CIFAR)")
