@@ -82,6 +82,21 @@ def test_a_vgg_pooled_before_its_activations_converts_exactly_with_a_quarter_of_
     assert rows["block2_conv1"].adds == 32 * 32 * 8  # the pooling's additions, charged to the layer after it
 
 
+def exact_in_one_step(model, graph, images, max_spikes: int):
+    """The signed IF SNN of a QCFS graph at T = 1 with bursts of up to ``max_spikes``, after checking that its
+    logits are the ANN's and that each layer fires sum(levels * y / lambda) of its own levels."""
+    snn = simulation.SpikingNetwork.from_graph(graph, timesteps=1, tau=None, neuron="signed_if",
+                                               max_spikes=max_spikes)
+    result = snn.simulate(images, 1)
+    np.testing.assert_allclose(result["logits"][:, 0].numpy(), model(images).numpy(), rtol=1e-4, atol=1e-4)
+    layers = [model.get_layer(n.name) for n in snn.neuron_nodes]
+    outputs = tf.keras.Model(model.inputs, [layer.output for layer in layers])(images)
+    levels = [np.sum(y.numpy() * layer.levels / layer.threshold.numpy(), axis=(1, 2, 3))
+              for y, layer in zip(outputs, layers)]
+    np.testing.assert_allclose(result["spikes"][:, 0].numpy(), np.stack(levels, axis=1), rtol=1e-5, atol=1e-3)
+    return snn
+
+
 def test_a_requantised_pooled_map_converts_exactly_and_costs_one_synapse_per_pooled_spike():
     """A QCFS of 2L levels after each pooling: at T = 1 (each level in one burst) the SNN is the ANN and each
     layer fires sum(levels * y / lambda) of its own levels; at T = L it still reproduces the ANN. The pooling is
@@ -92,14 +107,7 @@ def test_a_requantised_pooled_map_converts_exactly_and_costs_one_synapse_per_poo
     graph = layer_graph.build_graph(model)
     assert [n.op for n in graph.nodes[3:8]] == ["conv", "neuron", "avg_pool", "neuron", "conv"]
     assert graph.levels == 2 and [n.params["levels"] for n in graph.neurons][1:4] == [2, 4, 2]
-    snn = simulation.SpikingNetwork.from_graph(graph, timesteps=1, tau=None, neuron="signed_if", max_spikes=4)
-    result = snn.simulate(images, 1)
-    np.testing.assert_allclose(result["logits"][:, 0].numpy(), model(images).numpy(), rtol=1e-4, atol=1e-4)
-    layers = [model.get_layer(n.name) for n in snn.neuron_nodes]
-    outputs = tf.keras.Model(model.inputs, [layer.output for layer in layers])(images)
-    levels = [np.sum(y.numpy() * layer.levels / layer.threshold.numpy(), axis=(1, 2, 3))
-              for y, layer in zip(outputs, layers)]
-    np.testing.assert_allclose(result["spikes"][:, 0].numpy(), np.stack(levels, axis=1), rtol=1e-5, atol=1e-3)
+    snn = exact_in_one_step(model, graph, images, max_spikes=4)
     report = verify(model, snn, images)
     assert report["timesteps"] == 2 and max(r["mean_abs_error"] for r in report["layers"]) < 1e-5
     rows = {r.name: r for r in costs.graph_costs(graph.nodes, graph.output)}
@@ -117,14 +125,7 @@ def test_finer_activations_before_each_pooling_convert_exactly():
     model = reference_ann(True, levels=2, pool_levels=4, pre_pool_levels=8)
     graph = layer_graph.build_graph(model)
     assert graph.levels == 2 and [n.params["levels"] for n in graph.neurons][:6] == [2, 8, 4, 2, 8, 4]
-    snn = simulation.SpikingNetwork.from_graph(graph, timesteps=1, tau=None, neuron="signed_if", max_spikes=8)
-    result = snn.simulate(images, 1)
-    np.testing.assert_allclose(result["logits"][:, 0].numpy(), model(images).numpy(), rtol=1e-4, atol=1e-4)
-    layers = [model.get_layer(n.name) for n in snn.neuron_nodes]
-    outputs = tf.keras.Model(model.inputs, [layer.output for layer in layers])(images)
-    levels = [np.sum(y.numpy() * layer.levels / layer.threshold.numpy(), axis=(1, 2, 3))
-              for y, layer in zip(outputs, layers)]
-    np.testing.assert_allclose(result["spikes"][:, 0].numpy(), np.stack(levels, axis=1), rtol=1e-5, atol=1e-3)
+    snn = exact_in_one_step(model, graph, images, max_spikes=8)
     report = verify(model, snn, images, timesteps=8)
     assert max(r["mean_abs_error"] for r in report["layers"]) < 1e-5
 
