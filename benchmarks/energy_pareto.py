@@ -42,6 +42,7 @@ def run_label(config: dict) -> str:
     kind = f"QCFS L={config['levels']}" if config["activation"] == "qcfs" else "ReLU"
     pooling = ", pooled before act." if config.get("pool_before_activation") else ""
     pooling += f", pooled maps at {config['pool_levels']} levels" if config.get("pool_levels") else ""
+    pooling += f" read from {config['pre_pool_levels']}" if config.get("pre_pool_levels") else ""
     return f"{kind}, S={config.get('sparsity', 0.0):g}{pooling}, seed {config['seed']}"
 
 
