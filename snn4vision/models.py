@@ -117,7 +117,7 @@ def vgg16(
             if pooled and pool_before_activation:
                 x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
             if activation == "qcfs":
-                steps = pre_pool_levels if pooled and pool_levels and pre_pool_levels else levels
+                steps = pre_pool_levels if pooled and pre_pool_levels else levels
                 x = QCFS(steps, qcfs_threshold, name=f"block{b}_qcfs{i}")(x)
             else:
                 x = layers.ReLU(name=f"block{b}_relu{i}")(x)
