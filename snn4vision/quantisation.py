@@ -1,12 +1,16 @@
 """Training a QCFS network to convert: the sparsity penalty on the converted SNN's expected synaptic operations,
-and the end of the ReLU warm-up, where each QCFS layer gets the threshold that fits its activations."""
+the end of the ReLU warm-up, where each QCFS layer gets the threshold that fits its activations, and which
+layers lose most accuracy there (:func:`quantisation_sensitivity`)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from . import layer_graph
 from .costs import graph_costs, sop_weights
+from .errors import UserError
 from .layers import QCFS
 
 
@@ -71,3 +75,88 @@ def start_quantising(model, images, max_values: int = 200_000, seed: int = 0) ->
         thresholds.append(quantisation_threshold(values, layer.levels))
         layer.start_quantising(thresholds[-1])
     return thresholds
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One QCFS layer quantised alone: its levels, the threshold :func:`start_quantising` gave it, and the
+    network's accuracy with every other QCFS layer a ReLU."""
+
+    layer: str
+    levels: int
+    threshold: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class QuantisationSensitivity:
+    """What quantising costs a network at the end of its ReLU warm-up (:func:`quantisation_sensitivity`)."""
+
+    relu_accuracy: float  # no layer quantised
+    quantised_accuracy: float  # every layer quantised, as training would quantise it
+    layers: tuple  # LayerSensitivity, in the model's order
+
+    def table(self) -> str:
+        """A markdown table: each layer's levels, threshold, accuracy alone and its cost against the ReLU
+        network, in points."""
+        rows = ["| layer | levels | threshold | accuracy, this layer quantised alone | cost (points) |",
+                "|---|---|---|---|---|"]
+        rows += [f"| {s.layer} | {s.levels} | {s.threshold:.3g} | {100 * s.accuracy:.1f} | "
+                 f"{100 * (self.relu_accuracy - s.accuracy):.1f} |" for s in self.layers]
+        return "\n".join(rows)
+
+
+def _accuracy(model, batches: list) -> float:
+    correct = total = 0
+    for images, labels in batches:
+        predicted = np.argmax(model(images, training=False).numpy(), axis=-1)
+        correct += int(np.sum(predicted == np.asarray(labels).reshape(-1)))
+        total += len(predicted)
+    return correct / total
+
+
+def quantisation_sensitivity(model, calibration, evaluation, levels: dict | None = None,
+                             seed: int = 0) -> QuantisationSensitivity:
+    """Where quantising a QCFS network costs accuracy: each QCFS layer quantised alone, then all of them.
+
+    ``model``: a QCFS network, typically at the end of its ReLU warm-up (a run's distillation teacher,
+    ``checkpoints/ann/teacher.weights.h5``): every layer first gets the threshold of least quantisation error
+    on ``calibration`` (image batches, as :func:`start_quantising` takes them). ``evaluation``: ``(images,
+    labels)`` batches, read once. ``levels``: ``{layer name: levels}`` to try instead of the model's (for
+    example more levels where spikes are cheap). The model's levels, thresholds and warm-up state are
+    restored afterwards.
+    """
+    layers = qcfs_layers(model)
+    if not layers:
+        raise UserError("the model has no QCFS layer: build it with activation='qcfs' to measure what quantising "
+                        "costs")
+    levels = dict(levels or {})
+    unknown = sorted(set(levels) - {layer.name for layer in layers})
+    if unknown:
+        raise UserError(f"no QCFS layer named {', '.join(unknown)}: the model's are "
+                        f"{', '.join(layer.name for layer in layers)}")
+    bad = sorted(name for name, value in levels.items() if not isinstance(value, (int, np.integer)) or value < 1)
+    if bad:
+        raise UserError(f"levels must be whole numbers of at least 1; got {', '.join(f'{n}={levels[n]}' for n in bad)}")
+    saved = [(layer.levels, float(layer.threshold.numpy()), float(layer.quantising.numpy())) for layer in layers]
+    batches = [(tf.convert_to_tensor(x), y) for x, y in evaluation]
+    try:
+        for layer in layers:
+            layer.levels = int(levels.get(layer.name, layer.levels))
+            layer.quantising.assign(0.0)
+        thresholds = start_quantising(model, calibration, seed=seed)
+        quantised = _accuracy(model, batches)
+        for layer in layers:
+            layer.quantising.assign(0.0)
+        relu = _accuracy(model, batches)
+        alone = []
+        for layer, threshold in zip(layers, thresholds):
+            layer.quantising.assign(1.0)
+            alone.append(LayerSensitivity(layer.name, layer.levels, threshold, _accuracy(model, batches)))
+            layer.quantising.assign(0.0)
+    finally:
+        for layer, (steps, threshold, quantising) in zip(layers, saved):
+            layer.levels = steps
+            layer.threshold.assign(threshold)
+            layer.quantising.assign(quantising)
+    return QuantisationSensitivity(relu, quantised, tuple(alone))

@@ -13,6 +13,23 @@ TIMEOUT = 900  # seconds a mutant's tests may run
 
 #: (bug, file, original text, planted text, tests to run)
 MUTANTS = [
+    ("sensitivity: a layer stays quantised after its turn", "snn4vision/quantisation.py",
+     "            alone.append(LayerSensitivity(layer.name, layer.levels, threshold, _accuracy(model, batches)))\n"
+     "            layer.quantising.assign(0.0)\n",
+     "            alone.append(LayerSensitivity(layer.name, layer.levels, threshold, _accuracy(model, batches)))\n",
+     ["tests/test_quantisation_sensitivity.py"]),
+    ("sensitivity: thresholds from a network already quantising", "snn4vision/quantisation.py",
+     "            layer.levels = int(levels.get(layer.name, layer.levels))\n            layer.quantising.assign(0.0)\n",
+     "            layer.levels = int(levels.get(layer.name, layer.levels))\n",
+     ["tests/test_quantisation_sensitivity.py"]),
+    ("sensitivity: levels tried are ignored", "snn4vision/quantisation.py",
+     "layer.levels = int(levels.get(layer.name, layer.levels))", "layer.levels = int(layer.levels)",
+     ["tests/test_quantisation_sensitivity.py"]),
+    ("sensitivity: the model is not restored", "snn4vision/quantisation.py",
+     "            layer.levels = steps\n", "            pass\n", ["tests/test_quantisation_sensitivity.py"]),
+    ("sensitivity: the ReLU network read with every layer quantised", "snn4vision/quantisation.py",
+     "        for layer in layers:\n            layer.quantising.assign(0.0)\n        relu = _accuracy(model, batches)",
+     "        relu = _accuracy(model, batches)", ["tests/test_quantisation_sensitivity.py"]),
     ("pre-pool levels never reach the model", "snn4vision/models.py",
      "steps = pre_pool_levels if pooled and pre_pool_levels else levels",
      "steps = levels", ["tests/test_models.py", "tests/test_layer_graph.py::test_finer_activations_before_each_pooling_convert_exactly"]),
