@@ -66,14 +66,16 @@ def summary(runs: list, results: list, levels: dict, split: str) -> str:
              "| run | ReLU network | all layers quantised |", "|---|---|---|"]
     lines += [f"| {run} | {100 * r.relu_accuracy:.1f} | {100 * r.quantised_accuracy:.1f} |"
               for run, r in zip(runs, results)]
-    lines += ["", "Each layer quantised alone (every other layer a ReLU): the accuracy lost, in points, "
-              "per run and on average.", "",
-              "| layer | levels | " + " | ".join(f"run {i}" for i in range(len(runs))) + " | mean |",
-              "|---|---|" + "---|" * (len(runs) + 1)]
+    lines += ["", "Each layer quantised alone (every other layer a ReLU): the accuracy lost, in points, per run "
+              "and on average, beside the SOP/MAC that one spike per neuron of the layer adds in the SNN "
+              "(where spikes are cheap, more levels cost little).", "",
+              "| layer | levels | SOP/MAC of one spike per neuron | "
+              + " | ".join(f"run {i}" for i in range(len(runs))) + " | mean |",
+              "|---|---|---|" + "---|" * (len(runs) + 1)]
     for i, first in enumerate(results[0].layers):
-        costs = [100 * (r.relu_accuracy - r.layers[i].accuracy) for r in results]
-        lines.append(f"| {first.layer} | {first.levels} | " + " | ".join(f"{c:.1f}" for c in costs)
-                     + f" | {np.mean(costs):.1f} |")
+        lost = [100 * (r.relu_accuracy - r.layers[i].accuracy) for r in results]
+        lines.append(f"| {first.layer} | {first.levels} | {first.spike_cost:.3g} | "
+                     + " | ".join(f"{c:.1f}" for c in lost) + f" | {np.mean(lost):.1f} |")
     return "\n".join(lines) + "\n"
 
 

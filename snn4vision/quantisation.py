@@ -23,16 +23,22 @@ def add_sparsity_penalty(model, strength: float) -> None:
     lambda); ReLU layers count ``y`` over the batch's largest activation, their rate per step after
     normalisation.
     """
-    graph = layer_graph.build_graph(model, trained=False)
-    neurons = [int(np.prod(n.shape)) for n in graph.neurons]
-    weights = sop_weights(graph_costs(graph.nodes, graph.output), neurons)
-    for node, weight in zip(graph.neurons, weights, strict=True):
-        layer = model.get_layer(node.name.removesuffix("/relu"))
+    for name, weight in spike_costs(model).items():
+        layer = model.get_layer(name)
         if isinstance(layer, QCFS):
             layer.sparsity = strength * weight
         else:
             y = layer.output
             model.add_loss(strength * weight * tf.reduce_mean(y) / tf.stop_gradient(tf.reduce_max(y) + 1e-6))
+
+
+def spike_costs(model) -> dict:
+    """``{activation layer name: SOP/MAC}``: the synaptic operations per ANN MAC that one spike per neuron of
+    that layer adds in the converted SNN (:func:`costs.sop_weights`)."""
+    graph = layer_graph.build_graph(model, trained=False)
+    neurons = [int(np.prod(n.shape)) for n in graph.neurons]
+    weights = sop_weights(graph_costs(graph.nodes, graph.output), neurons)
+    return {node.name.removesuffix("/relu"): weight for node, weight in zip(graph.neurons, weights, strict=True)}
 
 
 def qcfs_layers(model) -> list:
@@ -79,13 +85,15 @@ def start_quantising(model, images, max_values: int = 200_000, seed: int = 0) ->
 
 @dataclass(frozen=True)
 class LayerSensitivity:
-    """One QCFS layer quantised alone: its levels, the threshold :func:`start_quantising` gave it, and the
-    network's accuracy with every other QCFS layer a ReLU."""
+    """One QCFS layer quantised alone: its levels, the threshold :func:`start_quantising` gave it, the
+    network's accuracy with every other QCFS layer a ReLU, and what its spikes cost (:func:`spike_costs`: the
+    SOP/MAC of one spike per neuron)."""
 
     layer: str
     levels: int
     threshold: float
     accuracy: float
+    spike_cost: float
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,12 @@ class QuantisationSensitivity:
     layers: tuple  # LayerSensitivity, in the model's order
 
     def table(self) -> str:
-        """A markdown table: each layer's levels, threshold, accuracy alone and its cost against the ReLU
-        network, in points."""
-        rows = ["| layer | levels | threshold | accuracy, this layer quantised alone | cost (points) |",
-                "|---|---|---|---|---|"]
+        """A markdown table: each layer's levels, threshold, accuracy alone, the points it loses against the
+        ReLU network, and the SOP/MAC of one spike per neuron."""
+        rows = ["| layer | levels | threshold | accuracy, this layer quantised alone | points lost | "
+                "SOP/MAC of one spike per neuron |", "|---|---|---|---|---|---|"]
         rows += [f"| {s.layer} | {s.levels} | {s.threshold:.3g} | {100 * s.accuracy:.1f} | "
-                 f"{100 * (self.relu_accuracy - s.accuracy):.1f} |" for s in self.layers]
+                 f"{100 * (self.relu_accuracy - s.accuracy):.1f} | {s.spike_cost:.3g} |" for s in self.layers]
         return "\n".join(rows)
 
 
@@ -138,6 +146,7 @@ def quantisation_sensitivity(model, calibration, evaluation, levels: dict | None
     bad = sorted(name for name, value in levels.items() if not isinstance(value, (int, np.integer)) or value < 1)
     if bad:
         raise UserError(f"levels must be whole numbers of at least 1; got {', '.join(f'{n}={levels[n]}' for n in bad)}")
+    costs = spike_costs(model)
     saved = [(layer.levels, float(layer.threshold.numpy()), float(layer.quantising.numpy())) for layer in layers]
     batches = [(tf.convert_to_tensor(x), y) for x, y in evaluation]
     try:
@@ -152,7 +161,8 @@ def quantisation_sensitivity(model, calibration, evaluation, levels: dict | None
         alone = []
         for layer, threshold in zip(layers, thresholds):
             layer.quantising.assign(1.0)
-            alone.append(LayerSensitivity(layer.name, layer.levels, threshold, _accuracy(model, batches)))
+            alone.append(LayerSensitivity(layer.name, layer.levels, threshold, _accuracy(model, batches),
+                                          costs[layer.name]))
             layer.quantising.assign(0.0)
     finally:
         for layer, (steps, threshold, quantising) in zip(layers, saved):

@@ -14,10 +14,11 @@ TIMEOUT = 900  # seconds a mutant's tests may run
 #: (bug, file, original text, planted text, tests to run)
 MUTANTS = [
     ("sensitivity: a layer stays quantised after its turn", "snn4vision/quantisation.py",
-     "            alone.append(LayerSensitivity(layer.name, layer.levels, threshold, _accuracy(model, batches)))\n"
-     "            layer.quantising.assign(0.0)\n",
-     "            alone.append(LayerSensitivity(layer.name, layer.levels, threshold, _accuracy(model, batches)))\n",
+     "                                          costs[layer.name]))\n            layer.quantising.assign(0.0)\n",
+     "                                          costs[layer.name]))\n",
      ["tests/test_quantisation_sensitivity.py"]),
+    ("sensitivity: another layer's spike cost", "snn4vision/quantisation.py",
+     "costs[layer.name]))", "min(costs.values())))", ["tests/test_quantisation_sensitivity.py"]),
     ("sensitivity: thresholds from a network already quantising", "snn4vision/quantisation.py",
      "            layer.levels = int(levels.get(layer.name, layer.levels))\n            layer.quantising.assign(0.0)\n",
      "            layer.levels = int(levels.get(layer.name, layer.levels))\n",

@@ -86,7 +86,9 @@ def test_each_layer_alone_then_all_match_a_numpy_forward_pass():
     assert [s.accuracy for s in result.layers] == [alone_1, alone_2]
     assert result.quantised_accuracy == both
     assert len({result.relu_accuracy, alone_1, alone_2, both}) >= 3  # the cases differ, so a mix-up shows
-    assert "| q2 | 1 |" in result.table()
+    # MACs 4 x 6 + 6 x 5 + 5 x 3 = 69; a spike of each of q1's 6 neurons reaches d2's 5 units, of q2's 5, d3's 3
+    assert [s.spike_cost for s in result.layers] == pytest.approx([30 / 69, 15 / 69])
+    assert "| q2 | 1 |" in result.table() and "| 0.217 |" in result.table()
 
 
 def test_the_model_is_left_as_it_was():
