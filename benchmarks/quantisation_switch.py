@@ -51,8 +51,6 @@ def measure(run_dir: Path, levels: dict, split: str):
     teacher = run_dir / rundir.CHECKPOINTS / stage_name(config) / TEACHER
     if not teacher.is_file():
         raise UserError(f"{teacher} is missing: the run has not reached the end of its ReLU warm-up")
-    if split not in run.manifest:
-        raise UserError(f"{run_dir}'s split has no {split!r} part: use one of {', '.join(run.manifest)}")
     model = rundir.build_model(config, len(run.classes), weights="none")
     load_weights(model, teacher, what="ReLU warm-up network")
     calibration = (x for x, _ in run.batches("train", 64, count=256, seed=config.seed))
@@ -83,15 +81,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--levels", nargs="+", default=[], metavar="LAYER=L")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     try:
         levels = parse_levels(args.levels)
         results = [measure(run, levels, args.split) for run in args.runs]
-        names = [[s.layer for s in r.layers] for r in results]
-        if any(n != names[0] for n in names):
-            raise UserError("the runs have different QCFS layers: summarise runs of one setting at a time")
+        shapes = [[(s.layer, s.levels) for s in r.layers] for r in results]
+        if any(shape != shapes[0] for shape in shapes):
+            raise UserError("the runs have different QCFS layers or levels: summarise runs of one setting at a time "
+                            "(or give --levels for every layer that differs)")
         text = summary([str(r) for r in args.runs], results, levels, args.split)
         if args.out:
             atomic_write_text(args.out, text)
