@@ -28,7 +28,7 @@ from snn4vision import rundir  # noqa: E402
 from snn4vision.checkpoints import atomic_write_text, load_weights  # noqa: E402
 from snn4vision.errors import UserError  # noqa: E402
 from snn4vision.quantisation import quantisation_sensitivity  # noqa: E402
-from snn4vision.stages.training import TEACHER, stage_name  # noqa: E402
+from snn4vision.stages.training import TEACHER, stage_name, switch_calibration  # noqa: E402
 
 
 def parse_levels(items: list) -> dict:
@@ -53,8 +53,7 @@ def measure(run_dir: Path, levels: dict, split: str):
         raise UserError(f"{teacher} is missing: the run has not reached the end of its ReLU warm-up")
     model = rundir.build_model(config, len(run.classes), weights="none")
     load_weights(model, teacher, what="ReLU warm-up network")
-    calibration = (x for x, _ in run.batches("train", 64, count=256, seed=config.seed))
-    return quantisation_sensitivity(model, calibration, run.batches(split, 64), levels, seed=config.seed)
+    return quantisation_sensitivity(model, switch_calibration(run), run.batches(split, 64), levels, seed=config.seed)
 
 
 def summary(runs: list, results: list, levels: dict, split: str) -> str:

@@ -115,6 +115,8 @@ class QuantisationSensitivity:
 
 
 def _accuracy(model, batches: list) -> float:
+    # called eagerly, not through model.predict: a layer's levels are a Python int, which a predict function
+    # traced earlier would keep baked in after quantisation_sensitivity changes them
     correct = total = 0
     for images, labels in batches:
         predicted = np.argmax(model(images, training=False).numpy(), axis=-1)

@@ -262,6 +262,12 @@ def _train_model(config: TrainConfig, resume: bool, overwrite: bool, verbose: bo
             scratch.cleanup()
 
 
+def switch_calibration(run: RunData):
+    """The training images whose activations give each QCFS layer its threshold at the end of the ReLU warm-up:
+    256 of them, drawn with the run's seed, in batches of 64."""
+    return (x for x, _ in run.batches("train", 64, count=256, seed=run.config.seed))
+
+
 def _start_epoch(config: TrainConfig, run: RunData, model, optimizer, epoch: int, teacher, checkpoints: Path,
                  verbose: bool):
     """What changes at the start of ``epoch``: the scheduled learning rate, a frozen backbone's factor, and at
@@ -273,7 +279,7 @@ def _start_epoch(config: TrainConfig, run: RunData, model, optimizer, epoch: int
     if config.init_from is not None:
         optimizer.backbone_factor.assign(0.0 if epoch < config.freeze_backbone else config.backbone_lr_factor)
     if config.qcfs_from_epoch > 0 and epoch == config.qcfs_from_epoch:
-        images = (x for x, _ in run.batches("train", 64, count=256, seed=config.seed))
+        images = switch_calibration(run)
         if config.distill:  # before quantising: the teacher is the ReLU network
             teacher = relu_teacher(config, model, len(run.source.classes), checkpoints, save=True)
         thresholds = start_quantising(model, images, seed=config.seed)
