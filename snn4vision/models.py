@@ -43,6 +43,7 @@ def vgg16(
     pool_levels: int = 0,
     channels: int = 3,
     pre_pool_levels: int = 0,
+    layer_levels: dict | None = None,
 ):
     """Build the SNN4Space VGG-16 as a functional ``tf.keras.Model``.
 
@@ -75,6 +76,10 @@ def vgg16(
     (``block{b}_qcfs{i}`` before ``block{b}_pool``; 0: ``levels``). Those neurons' spikes reach only the
     pooling, one synaptic operation each, so more levels there cost few operations, while the average that the
     requantisation reads loses less.
+
+    ``layer_levels`` (QCFS): ``{layer name: L}``, the levels of the QCFS layers it names, over ``levels``,
+    ``pre_pool_levels`` and ``pool_levels`` (for example more levels where quantising costs most accuracy, and
+    fewer where spikes are dear: :func:`snn4vision.quantisation.quantisation_sensitivity` measures both).
     """
 
     layers = tf.keras.layers
@@ -96,6 +101,7 @@ def vgg16(
         raise UserError("--pre-pool-levels sets the levels of the activations that a requantised pooling reads: it "
                         "needs --pool-levels")
     _check_channels(channels, weights)
+    levels_of = _LayerLevels(layer_levels, activation)
     initializer_seed = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
     def kernel_init():
@@ -118,17 +124,19 @@ def vgg16(
                 x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
             if activation == "qcfs":
                 steps = pre_pool_levels if pooled and pre_pool_levels else levels
-                x = QCFS(steps, qcfs_threshold, name=f"block{b}_qcfs{i}")(x)
+                x = QCFS(levels_of(f"block{b}_qcfs{i}", steps), qcfs_threshold, name=f"block{b}_qcfs{i}")(x)
             else:
                 x = layers.ReLU(name=f"block{b}_relu{i}")(x)
             if pooled and not pool_before_activation:
                 x = layers.AveragePooling2D(2, name=f"block{b}_pool")(x)
                 if pool_levels:
-                    x = QCFS(pool_levels, qcfs_threshold, name=f"block{b}_pool_qcfs")(x)
+                    x = QCFS(levels_of(f"block{b}_pool_qcfs", pool_levels), qcfs_threshold,
+                             name=f"block{b}_pool_qcfs")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, use_bias=False, name="logits", kernel_initializer=kernel_init(),
                            kernel_regularizer=regularizers.L2(kernel_l2) if kernel_l2 else None)(x)
     model = tf.keras.Model(inputs, outputs, name="vgg16_snn4space")
+    levels_of.check(model)
     load_initial_weights(model, weights, width)
     return model
 
@@ -142,7 +150,7 @@ RESNET_STAGES = {
 
 def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.0, weights: str = "none",
            kernel_l2: float = 1e-4, bias_l1: float = 1e-5, seed: int | None = None, activation: str = "relu",
-           levels: int = 8, qcfs_threshold: float = 2.0, channels: int = 3):
+           levels: int = 8, qcfs_threshold: float = 2.0, channels: int = 3, layer_levels: dict | None = None):
     """ResNet-18 or the CIFAR ResNet-20 (``depth`` "resnet18" or "resnet20") as a functional ``tf.keras.Model``.
 
     Input ``(batch, image_size, image_size, channels)`` images in ``[0, 1]`` (3: RGB; the selected bands of a
@@ -152,7 +160,8 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
     or a 1x1 strided conv with BatchNorm where the shape changes. Layers are named
     ``stage{s}_block{b}_{conv1,bn1,act1,conv2,bn2,add,act2}`` (``..._proj``, ``..._proj_bn`` for shortcuts).
     ``width`` scales every channel count; ``activation`` "qcfs" puts QCFS with ``levels`` levels at every
-    activation, which converts to integrate-and-fire neurons almost losslessly at T = levels.
+    activation, which converts to integrate-and-fire neurons almost losslessly at T = levels;
+    ``layer_levels`` ``{layer name: L}`` gives the QCFS layers it names other levels, as in :func:`vgg16`.
     """
 
     layers = tf.keras.layers
@@ -171,6 +180,7 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
         raise UserError(f"--weights imagenet exists for the VGG-16 only: train {depth} from scratch "
                         "(--weights none) or give an .h5 file of this architecture")
     _check_channels(channels, weights)
+    levels_of = _LayerLevels(layer_levels, activation)
     seeds = iter(range(10**6)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
     def next_seed():
@@ -182,7 +192,9 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
                              kernel_regularizer=tf.keras.regularizers.L2(kernel_l2) if kernel_l2 else None)(x)
 
     def act(x, name):
-        return QCFS(levels, qcfs_threshold, name=name)(x) if activation == "qcfs" else layers.ReLU(name=name)(x)
+        if activation == "qcfs":
+            return QCFS(levels_of(name, levels), qcfs_threshold, name=name)(x)
+        return layers.ReLU(name=name)(x)
 
     def norm(x, name):
         return layers.BatchNormalization(momentum=0.9, name=name)(x)
@@ -205,8 +217,32 @@ def resnet(depth: str, num_classes: int, image_size: int = 64, width: float = 1.
                            kernel_regularizer=tf.keras.regularizers.L2(kernel_l2) if kernel_l2 else None,
                            bias_regularizer=tf.keras.regularizers.L1(bias_l1) if bias_l1 else None)(x)
     model = tf.keras.Model(inputs, outputs, name=depth)
+    levels_of.check(model)
     load_initial_weights(model, weights, width)
     return model
+
+
+class _LayerLevels:
+    """The levels of each QCFS layer a builder makes: ``layer_levels[name]`` where given, else the builder's;
+    :meth:`check` then refuses names that matched no QCFS layer (a typo would otherwise train the default)."""
+
+    def __init__(self, layer_levels: dict | None, activation: str):
+        self.given = dict(layer_levels or {})
+        if self.given and activation != "qcfs":
+            raise UserError("--layer-levels sets the levels of QCFS layers: it needs --activation qcfs")
+        for name, value in self.given.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"--layer-levels {name}={value}: the levels must be a whole number of at least 1")
+
+    def __call__(self, name: str, default: int) -> int:
+        return self.given.get(name, default)
+
+    def check(self, model) -> None:
+        qcfs = [layer.name for layer in model.layers if isinstance(layer, QCFS)]
+        unknown = [name for name in self.given if name not in qcfs]
+        if unknown:
+            raise UserError(f"--layer-levels names {', '.join(unknown)}, not a QCFS layer of this network: "
+                            f"choose among {', '.join(qcfs)}")
 
 
 def _check_channels(channels: int, weights: str) -> None:

@@ -26,13 +26,13 @@ CASES = {
 
 
 def reference_ann(qcfs: bool, levels: int = 4, pool_before_activation: bool = False, pool_levels: int = 0,
-                  pre_pool_levels: int = 0):
+                  pre_pool_levels: int = 0, layer_levels: dict | None = None):
     """A width-0.125 VGG-16 at 32 px with seeded weights and perturbed BatchNorm statistics (and QCFS
     thresholds), exactly as the reference values were made (with the defaults)."""
     model = models.vgg16(5, image_size=32, width=0.125, batch_norm=True, seed=1,
                          activation="qcfs" if qcfs else "relu", levels=levels,
                          pool_before_activation=pool_before_activation, pool_levels=pool_levels,
-                         pre_pool_levels=pre_pool_levels)
+                         pre_pool_levels=pre_pool_levels, layer_levels=layer_levels)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
@@ -127,6 +127,21 @@ def test_finer_activations_before_each_pooling_convert_exactly():
     assert graph.levels == 2 and [n.params["levels"] for n in graph.neurons][:6] == [2, 8, 4, 2, 8, 4]
     snn = exact_in_one_step(model, graph, images, max_spikes=8)
     report = verify(model, snn, images, timesteps=8)
+    assert max(r["mean_abs_error"] for r in report["layers"]) < 1e-5
+
+
+def test_per_layer_levels_convert_exactly_and_the_fewest_set_the_graphs_levels():
+    """--layer-levels: a layer raised to 4 and one lowered to 1 (a binary neuron) among layers at 2, 8 and 4
+    convert exactly at T = 1 (each layer fires its own levels' worth of spikes); the graph's L is the fewest
+    (1), and at T = 4 the SNN still reproduces the ANN."""
+    images = np.load(REFERENCE)["images"]
+    model = reference_ann(True, levels=2, pool_levels=4, pre_pool_levels=8,
+                          layer_levels={"block2_qcfs1": 4, "block4_qcfs2": 1})
+    graph = layer_graph.build_graph(model)
+    levels = {n.name: n.params["levels"] for n in graph.neurons}
+    assert graph.levels == 1 and (levels["block1_qcfs1"], levels["block2_qcfs1"], levels["block4_qcfs2"]) == (2, 4, 1)
+    snn = exact_in_one_step(model, graph, images, max_spikes=8)
+    report = verify(model, snn, images, timesteps=4)
     assert max(r["mean_abs_error"] for r in report["layers"]) < 1e-5
 
 

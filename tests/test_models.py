@@ -150,6 +150,56 @@ def test_pre_pool_levels_set_the_levels_of_the_activations_each_pooling_reads():
         negative.validate()
 
 
+def test_layer_levels_set_the_levels_of_the_qcfs_layers_they_name():
+    """--layer-levels LAYER=L: the named QCFS layers get L over --levels, --pre-pool-levels and --pool-levels,
+    every other layer keeps its own, the weights are the same (a run's weights load), the flag reaches the saved
+    config and the model built from it; a name that is no QCFS layer, a bad L, a name given twice or a ReLU
+    network is refused in one line."""
+    kw = dict(image_size=32, width=0.125, batch_norm=True, seed=2, activation="qcfs", levels=2, pool_levels=4,
+              pre_pool_levels=8)
+    plain = models.vgg16(3, **kw)
+    named = {"block2_qcfs1": 4, "block1_pool_qcfs": 8, "block3_qcfs3": 1, "block5_qcfs2": 1}
+    mixed = models.vgg16(3, **kw, layer_levels=named)
+    for a, b in zip(plain.weights, mixed.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    before = {layer.name: layer.levels for layer in plain.layers if isinstance(layer, QCFS)}
+    after = {layer.name: layer.levels for layer in mixed.layers if isinstance(layer, QCFS)}
+    assert after == before | named and before["block3_qcfs3"] == 8 and before["block1_pool_qcfs"] == 4
+    resnet = models.resnet("resnet20", 3, image_size=16, width=0.25, seed=0, activation="qcfs", levels=2,
+                           layer_levels={"stage2_block1_act1": 4})
+    assert {layer.name for layer in resnet.layers if isinstance(layer, QCFS) and layer.levels != 2} == {
+        "stage2_block1_act1"}
+    with pytest.raises(UserError, match="names block2_qcfs9, not a QCFS layer of this network: choose among "
+                                        "block1_qcfs1, block1_qcfs2, block1_pool_qcfs"):
+        models.vgg16(3, **kw, layer_levels={"block2_qcfs9": 4})
+    with pytest.raises(UserError, match="needs --activation qcfs"):
+        models.vgg16(3, image_size=32, width=0.125, layer_levels={"block2_relu1": 4})
+    with pytest.raises(UserError, match="block2_qcfs1=0: the levels must be a whole number of at least 1"):
+        models.vgg16(3, **kw, layer_levels={"block2_qcfs1": 0})
+    parser = cli.train_ann_parser()
+    args = ["--run", "r", "--activation", "qcfs", "--image-size", "32", "--width", "0.125"]
+    config = cli.train_config(parser.parse_args(args + ["--layer-levels", "block2_qcfs1=4", "block5_qcfs3=1"]))
+    config.validate()
+    assert rundir.TrainConfig.from_json(config.to_json()).layer_levels == {"block2_qcfs1": 4, "block5_qcfs3": 1}
+    built = rundir.build_model(config, 3)
+    assert (built.get_layer("block2_qcfs1").levels, built.get_layer("block5_qcfs3").levels,
+            built.get_layer("block1_qcfs1").levels, built.get_layer("block3_qcfs3").levels) == (4, 1, 2, 4)
+    legacy = {k: v for k, v in config.to_json().items() if k != "layer_levels"}
+    assert rundir.TrainConfig.from_json(legacy).layer_levels == {}  # runs from before the option
+    assert cli.train_config(parser.parse_args(args)).layer_levels == {}
+    with pytest.raises(UserError, match="gives block2_qcfs1 more than once"):
+        cli.train_config(parser.parse_args(args + ["--layer-levels", "block2_qcfs1=4", "block2_qcfs1=8"]))
+    for bad in ("block2_qcfs1", "block2_qcfs1=0", "=4", "block2_qcfs1=two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(args + ["--layer-levels", bad])
+    relu = cli.train_config(parser.parse_args(["--run", "r", "--layer-levels", "block2_relu1=4"]))
+    with pytest.raises(UserError, match="--layer-levels sets the levels of QCFS layers: it needs --activation qcfs"):
+        relu.validate()
+    with pytest.raises(UserError, match="--layer-levels takes LAYER=L"):
+        rundir.TrainConfig.from_preset("quick", run_dir="r", activation="qcfs",
+                                       layer_levels={"block2_qcfs1": 2.5}).validate()
+
+
 def test_requantised_pooling_adds_a_qcfs_after_each_blocks_pooling():
     """--pool-levels P: the same weights (a run's weights load), a QCFS of P levels right after blocks 1-4's
     pooling, and the flag reaches the saved config; refused in one line where it has no pooled QCFS map."""

@@ -32,6 +32,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+def layer_level(text: str) -> tuple[str, int]:
+    """``LAYER=L`` (a QCFS layer's name and its levels) as ``(LAYER, L)``."""
+    name, _, value = text.partition("=")
+    if not name or not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LAYER=L: give a QCFS layer's name and a whole number "
+                                         "of levels of at least 1, e.g. block2_qcfs1=4")
+    return name, int(value)
+
+
 def add_run_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--run", dest="run_dir", required=required, metavar="RUN_DIR",
                         help="run directory shared by all stages")
@@ -142,6 +151,10 @@ def train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--pre-pool-levels", dest="pre_pool_levels", type=int, default=None,
                    help="with --pool-levels: the QCFS levels of the activations each pooling reads (0: --levels); "
                         "their spikes reach the pooling only, so more levels there cost few synaptic operations")
+    p.add_argument("--layer-levels", dest="layer_levels", nargs="+", type=layer_level, metavar="LAYER=L",
+                   help="--activation qcfs: other levels for the QCFS layers named, over --levels, --pre-pool-levels "
+                        "and --pool-levels (e.g. block2_qcfs1=4; benchmarks/quantisation_switch.py shows which "
+                        "layers lose most accuracy to quantising, and what their spikes cost)")
     p.add_argument("--weights", help="none, imagenet, or the path of an .h5 weights file of this architecture")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--epochs", type=positive_int)
@@ -182,6 +195,12 @@ def train_config(args: argparse.Namespace):
                           "optimizer", "augment", "qcfs_threshold", "label_smoothing", "lr_schedule", "qcfs_warmup",
                           "qcfs_restart", "levels", "sparsity", "pool_before_activation", "pool_levels", "distill",
                           "distill_temperature", "pre_pool_levels"))
+    if args.layer_levels:
+        names = [name for name, _ in args.layer_levels]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise UserError(f"--layer-levels gives {', '.join(twice)} more than once: give each layer once")
+        given["layer_levels"] = dict(args.layer_levels)
     return TrainConfig.from_preset(args.preset, **given, activation=args.activation, architecture=args.architecture)
 
 

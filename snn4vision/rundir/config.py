@@ -117,6 +117,9 @@ class TrainConfig:
     pool_levels: int = 0
     # VGG-16 with pool_levels: the levels of the activations each pooling reads (0: levels; models.vgg16)
     pre_pool_levels: int = 0
+    # QCFS: {layer name: L}, the levels of the named QCFS layers over levels, pre_pool_levels and pool_levels
+    # (models.vgg16, models.resnet; {}: none)
+    layer_levels: dict = field(default_factory=dict)
     # edge-filter input (edges.parse): "none", "prewitt", "sobel_sq_mask", ...; applied by every stage
     input_transform: str = "none"
     # transfer learning: start from this run's weights (a new head for new classes), the backbone frozen for the
@@ -225,6 +228,12 @@ class TrainConfig:
             (not self.pre_pool_levels or self.pool_levels,
              "--pre-pool-levels sets the levels of the activations that a requantised pooling reads: it needs "
              "--pool-levels"),
+            (not self.layer_levels or (self.activation == "qcfs" and not self.spiking),
+             "--layer-levels sets the levels of QCFS layers: it needs --activation qcfs and an ANN architecture"),
+            (all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                 for k, v in self.layer_levels.items()),
+             f"--layer-levels takes LAYER=L with L a whole number of at least 1, got "
+             f"{' '.join(f'{k}={v}' for k, v in self.layer_levels.items())}"),
             (not self.pool_before_activation or self.architecture == "vgg16",
              f"--pool-before-activation applies to vgg16, whose blocks end in a pooling; {self.architecture} has "
              "none: drop it"),

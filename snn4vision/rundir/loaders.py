@@ -28,12 +28,13 @@ def build_model(config: TrainConfig, num_classes: int, weights: str | None = Non
     if config.architecture != "vgg16":
         return models.resnet(config.architecture, num_classes, config.image_size, config.width, weights,
                              config.kernel_l2, config.bias_l1, seed=config.seed, activation=config.activation,
-                             levels=config.levels, qcfs_threshold=config.qcfs_threshold, channels=config.channels)
+                             levels=config.levels, qcfs_threshold=config.qcfs_threshold, channels=config.channels,
+                             layer_levels=config.layer_levels)
     return models.vgg16(num_classes, config.image_size, config.width, config.batch_norm, weights, config.kernel_l2,
                         config.bias_l1, seed=config.seed, activation=config.activation, levels=config.levels,
                         qcfs_threshold=config.qcfs_threshold, pool_before_activation=config.pool_before_activation,
                         pool_levels=config.pool_levels, channels=config.channels,
-                        pre_pool_levels=config.pre_pool_levels)
+                        pre_pool_levels=config.pre_pool_levels, layer_levels=config.layer_levels)
 
 
 @dataclass
