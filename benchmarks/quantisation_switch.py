@@ -26,20 +26,10 @@ import numpy as np  # noqa: E402
 
 from snn4vision import rundir  # noqa: E402
 from snn4vision.checkpoints import atomic_write_text, load_weights  # noqa: E402
+from snn4vision.cli.training_flags import layer_level  # noqa: E402
 from snn4vision.errors import UserError  # noqa: E402
 from snn4vision.quantisation import quantisation_sensitivity  # noqa: E402
 from snn4vision.stages.training import TEACHER, stage_name, switch_calibration  # noqa: E402
-
-
-def parse_levels(items: list) -> dict:
-    levels = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        if not name or not value.strip().isdigit():
-            raise UserError(f"--levels {item!r} is not LAYER=L: give a QCFS layer's name and a whole number, "
-                            "e.g. block1_qcfs2=4")
-        levels[name] = int(value)
-    return levels
 
 
 def measure(run_dir: Path, levels: dict, split: str):
@@ -79,12 +69,13 @@ def summary(runs: list, results: list, levels: dict, split: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
-    parser.add_argument("--levels", nargs="+", default=[], metavar="LAYER=L")
+    parser.add_argument("--levels", nargs="+", default=[], type=layer_level, metavar="LAYER=L",
+                        help="other levels for some QCFS layers, as run_all.py's --layer-levels")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     try:
-        levels = parse_levels(args.levels)
+        levels = dict(args.levels)
         results = [measure(run, levels, args.split) for run in args.runs]
         shapes = [[(s.layer, s.levels) for s in r.layers] for r in results]
         if any(shape != shapes[0] for shape in shapes):
