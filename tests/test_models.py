@@ -195,9 +195,12 @@ def test_layer_levels_set_the_levels_of_the_qcfs_layers_they_name():
     relu = cli.train_config(parser.parse_args(["--run", "r", "--layer-levels", "block2_relu1=4"]))
     with pytest.raises(UserError, match="--layer-levels sets the levels of QCFS layers: it needs --activation qcfs"):
         relu.validate()
-    with pytest.raises(UserError, match="--layer-levels takes LAYER=L"):
+    with pytest.raises(UserError, match=r"--layer-levels takes LAYER=L .*got \{.block2_qcfs1.: 2.5\}"):
         rundir.TrainConfig.from_preset("quick", run_dir="r", activation="qcfs",
                                        layer_levels={"block2_qcfs1": 2.5}).validate()
+    with pytest.raises(UserError, match="--layer-levels takes LAYER=L"):
+        rundir.TrainConfig.from_preset("quick", run_dir="r", activation="qcfs",
+                                       layer_levels=[("block2_qcfs1", 4)]).validate()
 
 
 def test_requantised_pooling_adds_a_qcfs_after_each_blocks_pooling():

@@ -230,10 +230,11 @@ class TrainConfig:
              "--pool-levels"),
             (not self.layer_levels or (self.activation == "qcfs" and not self.spiking),
              "--layer-levels sets the levels of QCFS layers: it needs --activation qcfs and an ANN architecture"),
-            (all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                 for k, v in self.layer_levels.items()),
-             f"--layer-levels takes LAYER=L with L a whole number of at least 1, got "
-             f"{' '.join(f'{k}={v}' for k, v in self.layer_levels.items())}"),
+            (isinstance(self.layer_levels, dict) and all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for k, v in self.layer_levels.items()),
+             f"--layer-levels takes LAYER=L with L a whole number of at least 1 (layer_levels: a dict of them), "
+             f"got {self.layer_levels!r}"),
             (not self.pool_before_activation or self.architecture == "vgg16",
              f"--pool-before-activation applies to vgg16, whose blocks end in a pooling; {self.architecture} has "
              "none: drop it"),
