@@ -43,6 +43,7 @@ def run_label(config: dict) -> str:
     pooling = ", pooled before act." if config.get("pool_before_activation") else ""
     pooling += f", pooled maps at {config['pool_levels']} levels" if config.get("pool_levels") else ""
     pooling += f" read from {config['pre_pool_levels']}" if config.get("pre_pool_levels") else ""
+    pooling += "".join(f", {name} L={steps}" for name, steps in config.get("layer_levels", {}).items())
     return f"{kind}, S={config.get('sparsity', 0.0):g}{pooling}, seed {config['seed']}"
 
 
