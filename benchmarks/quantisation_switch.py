@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from snn4vision import rundir  # noqa: E402
 from snn4vision.checkpoints import atomic_write_text, load_weights  # noqa: E402
-from snn4vision.cli.training_flags import layer_level  # noqa: E402
+from snn4vision.cli.training_flags import layer_level, layer_levels  # noqa: E402
 from snn4vision.errors import UserError  # noqa: E402
 from snn4vision.quantisation import quantisation_sensitivity  # noqa: E402
 from snn4vision.stages.training import TEACHER, stage_name, switch_calibration  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     try:
-        levels = dict(args.levels)
+        levels = layer_levels(args.levels, "--levels")
         results = [measure(run, levels, args.split) for run in args.runs]
         shapes = [[(s.layer, s.levels) for s in r.layers] for r in results]
         if any(shape != shapes[0] for shape in shapes):

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from snn4vision import cli, models, rundir
+from snn4vision.cli import training_flags
 from snn4vision.errors import UserError
 from snn4vision.layers import QCFS
 
@@ -189,6 +190,8 @@ def test_layer_levels_set_the_levels_of_the_qcfs_layers_they_name():
     assert cli.train_config(parser.parse_args(args)).layer_levels == {}
     with pytest.raises(UserError, match="gives block2_qcfs1 more than once"):
         cli.train_config(parser.parse_args(args + ["--layer-levels", "block2_qcfs1=4", "block2_qcfs1=8"]))
+    with pytest.raises(UserError, match="^--levels gives b more than once"):  # benchmarks/quantisation_switch.py's
+        training_flags.layer_levels([("a", 2), ("b", 4), ("b", 8)], "--levels")
     for bad in ("block2_qcfs1", "block2_qcfs1=0", "=4", "block2_qcfs1=two"):
         with pytest.raises(SystemExit):
             parser.parse_args(args + ["--layer-levels", bad])

@@ -41,6 +41,15 @@ def layer_level(text: str) -> tuple[str, int]:
     return name, int(value)
 
 
+def layer_levels(pairs: list, flag: str = "--layer-levels") -> dict:
+    """``{LAYER: L}`` from :func:`layer_level` pairs, refusing a layer given twice (a dict would keep the last)."""
+    names = [name for name, _ in pairs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"{flag} gives {', '.join(twice)} more than once: give each layer once")
+    return dict(pairs)
+
+
 def add_run_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--run", dest="run_dir", required=required, metavar="RUN_DIR",
                         help="run directory shared by all stages")
@@ -196,11 +205,7 @@ def train_config(args: argparse.Namespace):
                           "qcfs_restart", "levels", "sparsity", "pool_before_activation", "pool_levels", "distill",
                           "distill_temperature", "pre_pool_levels"))
     if args.layer_levels:
-        names = [name for name, _ in args.layer_levels]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            raise UserError(f"--layer-levels gives {', '.join(twice)} more than once: give each layer once")
-        given["layer_levels"] = dict(args.layer_levels)
+        given["layer_levels"] = layer_levels(args.layer_levels)
     return TrainConfig.from_preset(args.preset, **given, activation=args.activation, architecture=args.architecture)
 
 
