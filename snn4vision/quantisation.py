@@ -38,7 +38,9 @@ def spike_costs(model) -> dict:
     graph = layer_graph.build_graph(model, trained=False)
     neurons = [int(np.prod(n.shape)) for n in graph.neurons]
     weights = sop_weights(graph_costs(graph.nodes, graph.output), neurons)
-    return {node.name.removesuffix("/relu"): weight for node, weight in zip(graph.neurons, weights, strict=True)}
+    # sop_weights gives one weight per entry of ``neurons``, built from graph.neurons, so the two align by
+    # construction (zip's strict= would need Python 3.10; setup.cfg admits 3.9)
+    return {node.name.removesuffix("/relu"): weight for node, weight in zip(graph.neurons, weights)}
 
 
 def qcfs_layers(model) -> list:

@@ -1,4 +1,6 @@
 """The layer graph: any Keras CNN converts node by node, and the graph simulator keeps the VGG results exactly."""
+from __future__ import annotations
+
 from pathlib import Path
 
 import numpy as np
